@@ -1,0 +1,174 @@
+// The one configuration schema. Parsed once at start; a bad value stops the process with a message that
+// names the variable and says what is expected. Services receive plain values, never process.env.
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join, resolve } from 'node:path';
+import { z } from 'zod';
+
+const port = (def: number) => z.coerce.number().int().min(0).max(65535).default(def);
+const positiveInt = (def: number) => z.coerce.number().int().positive().default(def);
+const bool = (def: boolean) =>
+  z
+    .enum(['1', '0', 'true', 'false', 'yes', 'no', ''])
+    .default(def ? '1' : '0')
+    .transform((v) => v === '1' || v === 'true' || v === 'yes');
+
+/** Durations like 30s, 10m, 2h, 7d. */
+export function parseDuration(text: string): number | undefined {
+  const m = /^(\d{1,7})\s*(s|m|h|d)$/.exec(text.trim());
+  if (!m) return undefined;
+  const n = Number(m[1]);
+  const unit = { s: 1, m: 60, h: 3600, d: 86400 }[m[2] as 's' | 'm' | 'h' | 'd'];
+  return n * unit;
+}
+
+const duration = (def: string) =>
+  z
+    .string()
+    .default(def)
+    .transform((v, ctx) => {
+      const s = parseDuration(v);
+      if (s === undefined || s <= 0) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `expected a duration such as 30s, 10m, 2h or 7d, got "${v}"`,
+        });
+        return z.NEVER;
+      }
+      return s;
+    });
+
+const postgresUrl = z
+  .string()
+  .optional()
+  .transform((v, ctx) => {
+    if (v === undefined || v.trim() === '') return undefined;
+    let url: URL;
+    try {
+      url = new URL(v);
+    } catch {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'is not a URL; expected postgres://user:password@host:5432/database',
+      });
+      return z.NEVER;
+    }
+    if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
+      ctx.addIssue({
+        code: 'custom',
+        message: `has scheme "${url.protocol}"; expected postgres:// or postgresql:// (unset it to use the embedded database)`,
+      });
+      return z.NEVER;
+    }
+    if (!url.hostname || url.pathname.length <= 1) {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'needs a host and a database name, e.g. postgres://host:5432/active_response',
+      });
+      return z.NEVER;
+    }
+    return v;
+  });
+
+const secretKey = z
+  .string()
+  .optional()
+  .transform((v, ctx) => {
+    if (v === undefined || v === '') return undefined;
+    const buf = /^[0-9a-fA-F]{64}$/.test(v) ? Buffer.from(v, 'hex') : Buffer.from(v, 'base64');
+    if (buf.length !== 32) {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'must be 32 bytes as 64 hex characters or base64 (openssl rand -hex 32)',
+      });
+      return z.NEVER;
+    }
+    return buf;
+  });
+
+export const configSchema = z
+  .object({
+    NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+    LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    DATABASE_URL: postgresUrl,
+    DATA_DIR: z.string().min(1).default('./data'),
+    HOST: z.string().min(1).default('127.0.0.1'),
+    HTTP_PORT: port(8080),
+    BROKER_HOST: z.string().min(1).default('0.0.0.0'),
+    BROKER_PORT: port(8443),
+    /** Hostname agents use to reach the broker; goes into the broker's certificate. */
+    BROKER_PUBLIC_HOST: z.string().min(1).default('localhost'),
+    BROKER_ID: z.string().min(1).max(100).default(`${hostname()}-${process.pid}`),
+    PUBLIC_URL: z
+      .url({ protocol: /^https?$/, message: 'must be an http(s) URL such as https://ar.example.com' })
+      .optional(),
+    SECRET_KEY: secretKey,
+    STEPUP_WINDOW: duration('10m'),
+    STEPUP_LINK_TTL: duration('15m'),
+    APPROVAL_TTL: duration('1h'),
+    DELIVERY_TTL: duration('7d'),
+    LOCKOUT_THRESHOLD: positiveInt(5),
+    LOCKOUT_DURATION: duration('15m'),
+    BLAST_RADIUS_THRESHOLD: positiveInt(10),
+    MAX_FILE_BYTES: positiveInt(1024 * 1024 * 1024),
+    MAX_SCRIPT_BYTES: positiveInt(1024 * 1024),
+    SLACK_SIGNING_SECRET: z.string().min(1).optional(),
+    SLACK_BOT_TOKEN: z.string().startsWith('xoxb-', 'must be a bot token starting with xoxb-').optional(),
+    SLACK_APP_TOKEN: z
+      .string()
+      .startsWith('xapp-', 'must be an app-level token starting with xapp-')
+      .optional(),
+    SLACK_API_URL: z.url().optional(),
+    SLACK_COMMAND: z
+      .string()
+      .regex(/^\/[a-z0-9_-]{1,31}$/, 'must look like /ar')
+      .default('/ar'),
+    METRICS: bool(true),
+  })
+  .transform((c) => ({
+    ...c,
+    DATA_DIR: resolve(c.DATA_DIR),
+    PUBLIC_URL: (c.PUBLIC_URL ?? `http://localhost:${c.HTTP_PORT}`).replace(/\/+$/, ''),
+    /** Cookies get `Secure` only when the public URL is https. */
+    secureCookies: (c.PUBLIC_URL ?? '').startsWith('https://'),
+    slackEnabled: Boolean(c.SLACK_SIGNING_SECRET && c.SLACK_BOT_TOKEN),
+  }));
+
+export type Config = z.output<typeof configSchema>;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Parses the environment. Throws ConfigError naming every bad variable. Never echoes secret values. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const known = Object.keys(configSchema.in.shape);
+  const input = Object.fromEntries(known.map((k) => [k, env[k] === '' ? undefined : env[k]]));
+  const parsed = configSchema.safeParse(input);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.') || '(config)'} ${i.message}`);
+    throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
+  }
+  return parsed.data;
+}
+
+/**
+ * The platform secret key: SECRET_KEY when given, else DATA_DIR/secret.key, generated (mode 0600) on first
+ * start. It encrypts TOTP secrets and keys token hashes, so losing it locks every user out of MFA.
+ */
+export function resolveSecretKey(config: Config): Buffer {
+  if (config.SECRET_KEY) return config.SECRET_KEY;
+  const file = join(config.DATA_DIR, 'secret.key');
+  if (existsSync(file)) {
+    const buf = Buffer.from(readFileSync(file, 'utf8').trim(), 'hex');
+    if (buf.length !== 32)
+      throw new ConfigError(`${file} does not hold a 32-byte hex key; restore it from backup`);
+    return buf;
+  }
+  mkdirSync(config.DATA_DIR, { recursive: true });
+  const key = randomBytes(32);
+  writeFileSync(file, `${key.toString('hex')}\n`, { mode: 0o600, flag: 'wx' });
+  chmodSync(file, 0o600);
+  return key;
+}

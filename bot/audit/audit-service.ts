@@ -1,0 +1,149 @@
+// Append-only audit log with a hash chain. Appends are serialised with a transaction-scoped advisory lock
+// so two writers can never both link to the same previous record; call `append` with the caller's
+// transaction so the record commits (or rolls back) together with the change it describes.
+import { and, asc, desc, eq, gt, gte, lte, or, type SQL, sql } from 'drizzle-orm';
+import type { Db, DbOrTx } from '../../db/client.ts';
+import { auditLog } from '../../db/schema.ts';
+import { type Json, jsonbSafe } from '../canonical-json.ts';
+import type { Clock } from '../ports.ts';
+import { GENESIS_HASH, hashRecord, type VerifyResult, verifyChunk } from './audit-chain.ts';
+
+const AUDIT_LOCK_KEY = 7_261_002;
+
+export type ActorType = 'user' | 'chat' | 'agent' | 'system' | 'anonymous';
+export type Outcome = 'ok' | 'refused' | 'failed' | 'error';
+
+export interface AuditEntry {
+  actorType: ActorType;
+  /** User id, endpoint id, chat identity (`slack:T1:U1`) or process name. */
+  actorId?: string | null;
+  /** Dotted verb such as `request.created`, `stepup.attempt`, `delivery.result`. */
+  action: string;
+  outcome: Outcome;
+  requestId?: string | null;
+  endpointId?: string | null;
+  details?: Record<string, unknown>;
+}
+
+export type AuditRecord = typeof auditLog.$inferSelect;
+
+export interface AuditQuery {
+  actorId?: string;
+  endpointId?: string;
+  requestId?: string;
+  actionPrefix?: string;
+  from?: Date;
+  to?: Date;
+  afterSeq?: number;
+  limit?: number;
+}
+
+export function createAuditService(deps: { db: Db; clock: Clock }) {
+  const { db, clock } = deps;
+
+  async function appendIn(tx: DbOrTx, entry: AuditEntry): Promise<AuditRecord> {
+    await tx.execute(sql`select pg_advisory_xact_lock(${AUDIT_LOCK_KEY})`);
+    const [last] = await tx
+      .select({ seq: auditLog.seq, hash: auditLog.hash })
+      .from(auditLog)
+      .orderBy(desc(auditLog.seq))
+      .limit(1);
+    const record = {
+      seq: (last?.seq ?? 0) + 1,
+      at: clock.now(),
+      actorType: entry.actorType,
+      actorId: entry.actorId ?? null,
+      action: entry.action,
+      outcome: entry.outcome,
+      requestId: entry.requestId ?? null,
+      endpointId: entry.endpointId ?? null,
+      details: jsonbSafe(entry.details ?? {}),
+      prevHash: last?.hash ?? GENESIS_HASH,
+    };
+    const hash = hashRecord(record);
+    const [row] = await tx
+      .insert(auditLog)
+      .values({ ...record, hash })
+      .returning();
+    return row!;
+  }
+
+  return {
+    /**
+     * Appends one record. Pass `tx` to commit it atomically with the change it records; without it the
+     * record is written in its own transaction.
+     */
+    async append(entry: AuditEntry, tx?: DbOrTx): Promise<AuditRecord> {
+      if (tx) return appendIn(tx, entry);
+      return db.transaction((t) => appendIn(t, entry));
+    },
+
+    async list(q: AuditQuery = {}): Promise<AuditRecord[]> {
+      const where: SQL[] = [];
+      if (q.actorId) where.push(eq(auditLog.actorId, q.actorId));
+      if (q.endpointId) where.push(eq(auditLog.endpointId, q.endpointId));
+      if (q.requestId) where.push(eq(auditLog.requestId, q.requestId));
+      if (q.actionPrefix) where.push(sql`${auditLog.action} like ${`${q.actionPrefix}%`}`);
+      if (q.from) where.push(gte(auditLog.at, q.from));
+      if (q.to) where.push(lte(auditLog.at, q.to));
+      if (q.afterSeq !== undefined) where.push(gt(auditLog.seq, q.afterSeq));
+      return db
+        .select()
+        .from(auditLog)
+        .where(where.length ? and(...where) : undefined)
+        .orderBy(q.afterSeq !== undefined ? asc(auditLog.seq) : desc(auditLog.seq))
+        .limit(Math.min(q.limit ?? 100, 10_000));
+    },
+
+    /** Records touching a subject: as actor, endpoint or inside details (hostname / username). */
+    async listForSubject(ids: { userId?: string; endpointId?: string }, limit = 50): Promise<AuditRecord[]> {
+      const conds: SQL[] = [];
+      if (ids.userId) conds.push(eq(auditLog.actorId, ids.userId));
+      if (ids.endpointId) conds.push(eq(auditLog.endpointId, ids.endpointId));
+      if (!conds.length) return [];
+      return db
+        .select()
+        .from(auditLog)
+        .where(or(...conds))
+        .orderBy(desc(auditLog.seq))
+        .limit(limit);
+    },
+
+    /** Walks the whole chain in pages and reports the first broken link, or OK with the count. */
+    async verify(pageSize = 2000): Promise<VerifyResult> {
+      const state = { expectedSeq: 1, expectedPrev: GENESIS_HASH, count: 0 };
+      for (;;) {
+        const page = await db
+          .select()
+          .from(auditLog)
+          .where(gte(auditLog.seq, state.expectedSeq))
+          .orderBy(asc(auditLog.seq))
+          .limit(pageSize);
+        const res = verifyChunk(
+          page.map((r) => ({ ...r, details: r.details as Json })),
+          state,
+        );
+        if (!res.ok) return { ok: false, count: state.count, brokenAt: res.brokenAt, problem: res.problem };
+        if (page.length < pageSize) return { ok: true, count: state.count, lastHash: state.expectedPrev };
+      }
+    },
+
+    /** Streams every record in order, for `audit export`. */
+    async *exportAll(pageSize = 2000): AsyncGenerator<AuditRecord> {
+      let after = 0;
+      for (;;) {
+        const page = await db
+          .select()
+          .from(auditLog)
+          .where(gt(auditLog.seq, after))
+          .orderBy(asc(auditLog.seq))
+          .limit(pageSize);
+        yield* page;
+        if (page.length < pageSize) return;
+        after = page[page.length - 1]!.seq;
+      }
+    },
+  };
+}
+
+export type AuditService = ReturnType<typeof createAuditService>;

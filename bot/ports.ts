@@ -1,0 +1,116 @@
+// The ports the core talks through. Adapters (Slack, Teams, console), the broker and the composition root
+// implement them; bot/ never imports a chat SDK or a network library.
+import type { DbOrTx } from '../db/client.ts';
+import type { Platform, RequestState } from '../db/schema.ts';
+
+export interface Clock {
+  now(): Date;
+}
+
+export const systemClock: Clock = { now: () => new Date() };
+
+/** The subset of pino the core uses, so tests can pass a silent logger. */
+export interface Logger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+  debug(obj: object, msg?: string): void;
+}
+
+/** Who said something in chat, as the platform reports it. */
+export interface ChatIdentity {
+  platform: Platform;
+  /** Slack team id (for Slack Connect: the user's own team), Teams tenant id, or 'local' for the console. */
+  tenantId: string;
+  chatUserId: string;
+  displayName?: string;
+}
+
+/** Where a message was said, and where the bot answers. */
+export interface ChatContext {
+  identity: ChatIdentity;
+  channelId: string;
+  /** Thread the command was typed in, if any. */
+  threadId?: string;
+  /** Platform event id, for idempotency across retries and duplicate app copies. */
+  eventId?: string;
+}
+
+/** A posted message: enough to update it and reply in its thread later, from any process. */
+export interface ChatMessageRef {
+  platform: Platform;
+  channelId: string;
+  messageId: string;
+  threadId: string;
+}
+
+export interface TargetView {
+  endpointId: string;
+  hostname: string;
+}
+
+export interface ExclusionView {
+  hostname: string;
+  endpointId?: string;
+  reason: string;
+}
+
+/** What a request card shows. Rendering (Block Kit, Adaptive Card, text) is the adapter's job. */
+export interface RequestView {
+  id: string;
+  ref: string;
+  action: string;
+  params: Record<string, unknown>;
+  scriptName?: string | null;
+  scriptSha256?: string | null;
+  targets: TargetView[];
+  exclusions: ExclusionView[];
+  reason: string;
+  caseId?: string | null;
+  note?: string | null;
+  requester: { id: string; displayName: string; external: boolean };
+  state: RequestState;
+  digest: string;
+  approvalsRequired: number;
+  inHouseApprovalRequired: boolean;
+  approvals: { approverName: string; decision: 'approve' | 'deny'; reason?: string | null; at: Date }[];
+  approvalExpiresAt?: Date | null;
+  /** Per-endpoint delivery counts once dispatched, e.g. { queued: 2, succeeded: 5 }. */
+  progress?: Record<string, number>;
+  createdAt: Date;
+}
+
+/** The messaging-bot interface, implemented once per chat platform. */
+export interface ChatPort {
+  /** Post a new request card with Approve and Deny buttons in the context's channel (or thread). */
+  postRequestCard(ctx: ChatContext, view: RequestView): Promise<ChatMessageRef>;
+  /** Update the card in place after a state change. Idempotent. */
+  updateRequestCard(ref: ChatMessageRef, view: RequestView): Promise<void>;
+  /** Reply in the card's (or command's) thread. */
+  replyInThread(ref: ChatMessageRef, text: string): Promise<void>;
+  /** A private message only `to` sees (Slack ephemeral, Teams 1:1, console private line). */
+  notifyPrivately(ctx: ChatContext, text: string): Promise<void>;
+  /** A plain, visible reply to a command (help, status, queue listings). */
+  reply(ctx: ChatContext, text: string): Promise<void>;
+}
+
+/** One delivery to write into the outbox: one per target endpoint. */
+export interface DeliverySpec {
+  requestId: string;
+  endpointId: string;
+  action: string;
+  payload: Record<string, unknown>;
+  expiresAt: Date;
+}
+
+/**
+ * Hands approved work to the broker. `enqueue` writes outbox rows inside the caller's transaction (so the
+ * request's state change and its deliveries commit together); `wake` runs after commit and tells whichever
+ * broker holds those endpoints to look at its outbox.
+ */
+export interface Dispatcher {
+  enqueue(tx: DbOrTx, deliveries: DeliverySpec[]): Promise<{ id: string; endpointId: string }[]>;
+  wake(endpointIds: string[]): Promise<void>;
+  /** Cancel queued deliveries (of a request, or one delivery). Returns how many were cancelled. */
+  cancel(tx: DbOrTx, target: { requestId?: string; deliveryId?: string }): Promise<number>;
+}

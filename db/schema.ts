@@ -1,0 +1,399 @@
+// The one drizzle schema, shared by PGlite (embedded) and PostgreSQL. Migrations are generated from it
+// with `npm run db:generate` and committed under db/migrations; both drivers run the same files.
+import { sql } from 'drizzle-orm';
+import {
+  bigint,
+  bigserial,
+  boolean,
+  index,
+  integer,
+  jsonb,
+  pgTable,
+  primaryKey,
+  text,
+  timestamp,
+  uniqueIndex,
+  uuid,
+} from 'drizzle-orm/pg-core';
+
+const tz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
+const createdAt = () => tz('created_at').notNull().defaultNow();
+
+export const ROLES = ['active_response', 'approver', 'admin'] as const;
+export type Role = (typeof ROLES)[number];
+export const PLATFORMS = ['slack', 'teams', 'console'] as const;
+export type Platform = (typeof PLATFORMS)[number];
+export const OSES = ['windows', 'linux', 'macos'] as const;
+export type Os = (typeof OSES)[number];
+
+/** An organisation: the in-house one, or an external one such as an MDR provider. */
+export const organizations = pgTable('organizations', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  name: text('name').notNull().unique(),
+  external: boolean('external').notNull().default(false),
+  /** Roles members of this organisation may hold; a grant outside this list is refused. */
+  allowedRoles: text('allowed_roles').array().notNull().default(sql`'{}'::text[]`),
+  createdAt: createdAt(),
+});
+
+/** Which chat workspace or tenant belongs to which organisation. An unmapped tenant is refused. */
+export const orgTenants = pgTable(
+  'org_tenants',
+  {
+    platform: text('platform').$type<Platform>().notNull(),
+    tenantId: text('tenant_id').notNull(),
+    orgId: uuid('org_id')
+      .notNull()
+      .references(() => organizations.id),
+    createdAt: createdAt(),
+  },
+  (t) => [primaryKey({ columns: [t.platform, t.tenantId] })],
+);
+
+export const users = pgTable('users', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  username: text('username').notNull().unique(),
+  displayName: text('display_name').notNull(),
+  email: text('email'),
+  orgId: uuid('org_id')
+    .notNull()
+    .references(() => organizations.id),
+  /** argon2id PHC string. */
+  passwordHash: text('password_hash').notNull(),
+  /** AES-256-GCM under the platform secret key: base64(iv | tag | ciphertext). Null until enrolment starts. */
+  totpSecretEnc: text('totp_secret_enc'),
+  totpEnrolledAt: tz('totp_enrolled_at'),
+  /** The last accepted TOTP time step; codes at or before it are refused (each code once). */
+  totpLastStep: bigint('totp_last_step', { mode: 'number' }),
+  failedAttempts: integer('failed_attempts').notNull().default(0),
+  lockedUntil: tz('locked_until'),
+  disabled: boolean('disabled').notNull().default(false),
+  createdAt: createdAt(),
+});
+
+export const chatIdentities = pgTable(
+  'chat_identities',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    platform: text('platform').$type<Platform>().notNull(),
+    tenantId: text('tenant_id').notNull(),
+    chatUserId: text('chat_user_id').notNull(),
+    userId: uuid('user_id')
+      .notNull()
+      .references(() => users.id),
+    createdAt: createdAt(),
+  },
+  (t) => [uniqueIndex('chat_identities_key').on(t.platform, t.tenantId, t.chatUserId)],
+);
+
+export const roleGrants = pgTable(
+  'role_grants',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    userId: uuid('user_id')
+      .notNull()
+      .references(() => users.id),
+    role: text('role').$type<Role>().notNull(),
+    grantedBy: uuid('granted_by').references(() => users.id),
+    grantedAt: tz('granted_at').notNull().defaultNow(),
+    revokedAt: tz('revoked_at'),
+    revokedBy: uuid('revoked_by').references(() => users.id),
+  },
+  (t) => [uniqueIndex('role_grants_active').on(t.userId, t.role).where(sql`revoked_at is null`)],
+);
+
+export const segments = pgTable('segments', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  name: text('name').notNull().unique(),
+  activeResponseEnabled: boolean('active_response_enabled').notNull().default(false),
+  createdAt: createdAt(),
+  updatedAt: tz('updated_at').notNull().defaultNow(),
+});
+
+export const endpoints = pgTable(
+  'endpoints',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    hostname: text('hostname').notNull().unique(),
+    os: text('os').$type<Os>().notNull(),
+    osVersion: text('os_version').notNull().default(''),
+    agentVersion: text('agent_version').notNull().default('0.0.0'),
+    capabilities: text('capabilities').array().notNull().default(sql`'{}'::text[]`),
+    segmentId: uuid('segment_id')
+      .notNull()
+      .references(() => segments.id),
+    /** SHA-256 of the DER client certificate, lower-case hex: the agent's identity. */
+    certFingerprint: text('cert_fingerprint').unique(),
+    certSerial: text('cert_serial'),
+    certNotAfter: tz('cert_not_after'),
+    revokedAt: tz('revoked_at'),
+    /** Broker process holding the agent's connection, null when offline. */
+    brokerId: text('broker_id'),
+    connectedAt: tz('connected_at'),
+    lastSeenAt: tz('last_seen_at'),
+    isolated: boolean('isolated').notNull().default(false),
+    isolationChangedAt: tz('isolation_changed_at'),
+    createdAt: createdAt(),
+  },
+  (t) => [index('endpoints_segment').on(t.segmentId)],
+);
+
+export const enrolmentTokens = pgTable('enrolment_tokens', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  tokenHash: text('token_hash').notNull().unique(),
+  segmentId: uuid('segment_id')
+    .notNull()
+    .references(() => segments.id),
+  createdBy: uuid('created_by').references(() => users.id),
+  expiresAt: tz('expires_at').notNull(),
+  usedAt: tz('used_at'),
+  endpointId: uuid('endpoint_id').references(() => endpoints.id),
+  createdAt: createdAt(),
+});
+
+/** The script library: what `run <script>` may name. Bytes are hashed into the request digest. */
+export const scripts = pgTable('scripts', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  name: text('name').notNull().unique(),
+  description: text('description').notNull().default(''),
+  body: text('body').notNull(),
+  sha256: text('sha256').notNull(),
+  /** Read-only investigation scripts need no approval by default. */
+  readOnly: boolean('read_only').notNull().default(false),
+  /** Declared parameters: { name: { type: 'string'|'integer'|'boolean', required?, pattern?, max? } }. */
+  paramsSchema: jsonb('params_schema').notNull().default({}),
+  minAgentVersion: text('min_agent_version').notNull().default('0.0.0'),
+  oses: text('oses').array().notNull().default(sql`'{windows,linux}'::text[]`),
+  createdBy: uuid('created_by').references(() => users.id),
+  createdAt: createdAt(),
+  updatedAt: tz('updated_at').notNull().defaultNow(),
+});
+
+export const REQUEST_STATES = [
+  'requested',
+  'pending_approval',
+  'approved',
+  'dispatched',
+  'completed',
+  'denied',
+  'expired',
+  'cancelled',
+] as const;
+export type RequestState = (typeof REQUEST_STATES)[number];
+
+export const actionRequests = pgTable(
+  'action_requests',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    /** Short id people type in chat, e.g. R-7K3QXM. */
+    ref: text('ref').notNull().unique(),
+    action: text('action').notNull(),
+    params: jsonb('params').notNull().default({}),
+    scriptId: uuid('script_id').references(() => scripts.id),
+    scriptName: text('script_name'),
+    scriptSha256: text('script_sha256'),
+    /** [{ endpointId, hostname }] in canonical (hostname) order. */
+    targets: jsonb('targets').notNull(),
+    /** [{ hostname, endpointId?, reason }] */
+    exclusions: jsonb('exclusions').notNull().default([]),
+    digest: text('digest').notNull(),
+    reason: text('reason').notNull(),
+    caseId: text('case_id'),
+    note: text('note'),
+    requesterId: uuid('requester_id')
+      .notNull()
+      .references(() => users.id),
+    requesterExternal: boolean('requester_external').notNull().default(false),
+    state: text('state').$type<RequestState>().notNull(),
+    approvalsRequired: integer('approvals_required').notNull().default(1),
+    inHouseApprovalRequired: boolean('in_house_approval_required').notNull().default(false),
+    /** Time-to-live of each delivery once dispatched, in seconds. */
+    deliveryTtlSeconds: integer('delivery_ttl_seconds').notNull(),
+    approvalExpiresAt: tz('approval_expires_at'),
+    chatPlatform: text('chat_platform').$type<Platform>(),
+    chatTenantId: text('chat_tenant_id'),
+    chatChannelId: text('chat_channel_id'),
+    chatMessageId: text('chat_message_id'),
+    chatThreadId: text('chat_thread_id'),
+    createdAt: createdAt(),
+    updatedAt: tz('updated_at').notNull().defaultNow(),
+  },
+  (t) => [index('action_requests_state').on(t.state), index('action_requests_requester').on(t.requesterId)],
+);
+
+export const approvals = pgTable(
+  'approvals',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    requestId: uuid('request_id')
+      .notNull()
+      .references(() => actionRequests.id),
+    approverId: uuid('approver_id')
+      .notNull()
+      .references(() => users.id),
+    /** The request digest this decision was made against. */
+    digest: text('digest').notNull(),
+    decision: text('decision').$type<'approve' | 'deny'>().notNull(),
+    reason: text('reason'),
+    approverExternal: boolean('approver_external').notNull().default(false),
+    stepUpWindowId: uuid('step_up_window_id'),
+    createdAt: createdAt(),
+  },
+  (t) => [uniqueIndex('approvals_one_per_approver').on(t.requestId, t.approverId)],
+);
+
+export const STEPUP_PURPOSES = [
+  'approve',
+  'confirm',
+  'grant',
+  'session',
+  'download',
+  'history',
+  'enrol_totp',
+] as const;
+export type StepUpPurpose = (typeof STEPUP_PURPOSES)[number];
+
+/** Single-use links: step-up for a digest or a grant, or TOTP enrolment. Only the token's hash is kept. */
+export const stepUpChallenges = pgTable(
+  'step_up_challenges',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    tokenHash: text('token_hash').notNull().unique(),
+    userId: uuid('user_id')
+      .notNull()
+      .references(() => users.id),
+    purpose: text('purpose').$type<StepUpPurpose>().notNull(),
+    /** What the challenge binds to: a request digest, `grant:<user>:<role>`, a file id, ... */
+    subject: text('subject').notNull(),
+    requestId: uuid('request_id').references(() => actionRequests.id),
+    expiresAt: tz('expires_at').notNull(),
+    usedAt: tz('used_at'),
+    createdAt: createdAt(),
+  },
+  (t) => [index('step_up_challenges_user').on(t.userId)],
+);
+
+export const stepUpWindows = pgTable(
+  'step_up_windows',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    userId: uuid('user_id')
+      .notNull()
+      .references(() => users.id),
+    challengeId: uuid('challenge_id').references(() => stepUpChallenges.id),
+    openedAt: tz('opened_at').notNull(),
+    expiresAt: tz('expires_at').notNull(),
+    sourceIp: text('source_ip'),
+    userAgent: text('user_agent'),
+  },
+  (t) => [index('step_up_windows_user').on(t.userId, t.expiresAt)],
+);
+
+export const DELIVERY_STATES = [
+  'queued',
+  'sent',
+  'acknowledged',
+  'succeeded',
+  'failed',
+  'expired',
+  'cancelled',
+] as const;
+export type DeliveryState = (typeof DELIVERY_STATES)[number];
+
+/** The durable per-endpoint outbox. `seq` orders deliveries to one endpoint. */
+export const deliveries = pgTable(
+  'deliveries',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    seq: bigserial('seq', { mode: 'number' }).notNull(),
+    requestId: uuid('request_id')
+      .notNull()
+      .references(() => actionRequests.id),
+    endpointId: uuid('endpoint_id')
+      .notNull()
+      .references(() => endpoints.id),
+    action: text('action').notNull(),
+    payload: jsonb('payload').notNull(),
+    state: text('state').$type<DeliveryState>().notNull().default('queued'),
+    attempts: integer('attempts').notNull().default(0),
+    expiresAt: tz('expires_at').notNull(),
+    brokerId: text('broker_id'),
+    sentAt: tz('sent_at'),
+    ackedAt: tz('acked_at'),
+    finishedAt: tz('finished_at'),
+    result: jsonb('result'),
+    error: text('error'),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    index('deliveries_endpoint_pending').on(t.endpointId, t.seq).where(sql`state in ('queued','sent')`),
+    index('deliveries_request').on(t.requestId),
+  ],
+);
+
+export const sessions = pgTable('sessions', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  userId: uuid('user_id')
+    .notNull()
+    .references(() => users.id),
+  endpointId: uuid('endpoint_id')
+    .notNull()
+    .references(() => endpoints.id),
+  reason: text('reason'),
+  caseId: text('case_id'),
+  stepUpWindowId: uuid('step_up_window_id').references(() => stepUpWindows.id),
+  chatPlatform: text('chat_platform').$type<Platform>(),
+  chatChannelId: text('chat_channel_id'),
+  chatThreadId: text('chat_thread_id'),
+  startedAt: tz('started_at').notNull(),
+  endedAt: tz('ended_at'),
+});
+
+export const files = pgTable('files', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  /** 'fetched' evidence from an endpoint, or 'library' files that `put` can push. */
+  kind: text('kind').$type<'fetched' | 'library'>().notNull(),
+  name: text('name').notNull(),
+  sourcePath: text('source_path'),
+  size: bigint('size', { mode: 'number' }).notNull(),
+  sha256: text('sha256').notNull(),
+  storageKey: text('storage_key').notNull(),
+  requestId: uuid('request_id').references(() => actionRequests.id),
+  deliveryId: uuid('delivery_id').references(() => deliveries.id),
+  endpointId: uuid('endpoint_id').references(() => endpoints.id),
+  createdBy: uuid('created_by').references(() => users.id),
+  createdAt: createdAt(),
+});
+
+/** Idempotency keys for chat retries (Slack event ids, Teams activity ids). */
+export const processedEvents = pgTable('processed_events', {
+  key: text('key').primaryKey(),
+  createdAt: createdAt(),
+});
+
+/**
+ * The tamper-evident audit log. `seq` is assigned gap-free under a lock, and `hash` is SHA-256 over the
+ * canonical JSON of the row including `prev_hash`. A trigger (migration 0001) refuses UPDATE, DELETE and
+ * TRUNCATE.
+ */
+export const auditLog = pgTable(
+  'audit_log',
+  {
+    seq: bigint('seq', { mode: 'number' }).primaryKey(),
+    at: tz('at').notNull(),
+    actorType: text('actor_type').$type<'user' | 'chat' | 'agent' | 'system' | 'anonymous'>().notNull(),
+    actorId: text('actor_id'),
+    action: text('action').notNull(),
+    outcome: text('outcome').$type<'ok' | 'refused' | 'failed' | 'error'>().notNull(),
+    requestId: uuid('request_id'),
+    endpointId: uuid('endpoint_id'),
+    details: jsonb('details').notNull().default({}),
+    prevHash: text('prev_hash').notNull(),
+    hash: text('hash').notNull(),
+  },
+  (t) => [
+    index('audit_log_request').on(t.requestId),
+    index('audit_log_endpoint').on(t.endpointId),
+    index('audit_log_actor').on(t.actorId),
+  ],
+);

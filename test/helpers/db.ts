@@ -1,0 +1,58 @@
+// Every repository and service test runs on PGlite, and again on PostgreSQL when DATABASE_URL is set.
+// Each PostgreSQL test database is created fresh (migrations reference the public schema, so a fresh
+// database, not a fresh schema, is the unit of isolation) and dropped afterwards.
+import { randomBytes } from 'node:crypto';
+import postgres from 'postgres';
+import { type Database, openDatabase } from '../../db/client.ts';
+
+export type Driver = 'pglite' | 'postgres';
+
+export const drivers: Driver[] = process.env.DATABASE_URL ? ['pglite', 'postgres'] : ['pglite'];
+
+export interface TestDatabase extends Database {
+  /** postgres:// URL of the fresh database (PostgreSQL only), for child processes. */
+  url?: string;
+  /** Closes and, for PostgreSQL, drops the database. */
+  destroy(): Promise<void>;
+}
+
+function adminUrl(): string {
+  const url = process.env.DATABASE_URL;
+  if (!url) throw new Error('DATABASE_URL is not set');
+  return url;
+}
+
+/** Creates an empty PostgreSQL database and returns its URL (no migrations run). */
+export async function createPostgresDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
+  const name = `ar_test_${randomBytes(6).toString('hex')}`;
+  const admin = postgres(adminUrl(), { max: 1, onnotice: () => {} });
+  await admin.unsafe(`create database ${name}`);
+  await admin.end();
+  const url = new URL(adminUrl());
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    async drop() {
+      const a = postgres(adminUrl(), { max: 1, onnotice: () => {} });
+      await a.unsafe(`drop database if exists ${name} with (force)`);
+      await a.end();
+    },
+  };
+}
+
+export async function openTestDatabase(driver: Driver): Promise<TestDatabase> {
+  if (driver === 'pglite') {
+    const db = await openDatabase({});
+    return { ...db, destroy: () => db.close() };
+  }
+  const fresh = await createPostgresDatabase();
+  const db = await openDatabase({ url: fresh.url, maxConnections: 5 });
+  return {
+    ...db,
+    url: fresh.url,
+    async destroy() {
+      await db.close();
+      await fresh.drop();
+    },
+  };
+}
