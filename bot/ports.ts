@@ -114,3 +114,28 @@ export interface Dispatcher {
   /** Cancel queued deliveries (of a request, or one delivery). Returns how many were cancelled. */
   cancel(tx: DbOrTx, target: { requestId?: string; deliveryId?: string }): Promise<number>;
 }
+
+/** Where fetched evidence and library files live. The default keeps them under DATA_DIR/files. */
+export interface FileStore {
+  /** Streams `source` into the store under a new key, hashing as it goes. */
+  put(source: AsyncIterable<Uint8Array> | NodeJS.ReadableStream): Promise<{ key: string; size: number; sha256: string }>;
+  /** Opens a stored file for reading; throws NotFound when the key is unknown. */
+  open(key: string): Promise<NodeJS.ReadableStream>;
+  remove(key: string): Promise<void>;
+}
+
+/** A delivery changed state (sent, acknowledged, succeeded, failed, expired, cancelled). */
+export interface DeliveryEvent {
+  deliveryId: string;
+  requestId: string;
+  endpointId: string;
+  state: string;
+}
+
+/**
+ * The broker tells the core about delivery progress through this port after each committed change; the
+ * core updates the request's state and the chat thread. Implementations must be idempotent.
+ */
+export interface DeliveryObserver {
+  deliveryChanged(event: DeliveryEvent): Promise<void>;
+}

@@ -323,6 +323,8 @@ export const deliveries = pgTable(
     finishedAt: tz('finished_at'),
     result: jsonb('result'),
     error: text('error'),
+    /** Set once the final state has been reported to chat, so two bot processes report it once. */
+    reportedAt: tz('reported_at'),
     createdAt: createdAt(),
   },
   (t) => [

@@ -80,6 +80,7 @@ CREATE TABLE "deliveries" (
 	"finished_at" timestamp with time zone,
 	"result" jsonb,
 	"error" text,
+	"reported_at" timestamp with time zone,
 	"created_at" timestamp with time zone DEFAULT now() NOT NULL
 );
 --> statement-breakpoint

@@ -1,0 +1,36 @@
+import type { StepUpPurpose } from '../../db/schema.ts';
+
+/** A step-up link as the page shows it. The raw token is never stored; only its keyed hash is. */
+export interface ChallengeView {
+  id: string;
+  userId: string;
+  username: string;
+  displayName: string;
+  purpose: StepUpPurpose;
+  /** What the challenge binds to: a request digest, `grant:<userId>:<role>`, a file id, ... */
+  subject: string;
+  requestId: string | null;
+  expiresAt: Date;
+}
+
+export interface StepUpWindow {
+  id: string;
+  userId: string;
+  expiresAt: Date;
+}
+
+export interface CreatedChallenge {
+  challengeId: string;
+  /** 128-bit random, base64url. Shown once, in the link. */
+  token: string;
+  url: string;
+  expiresAt: Date;
+}
+
+export interface StepUpAttempt {
+  token: string;
+  password: string;
+  totpCode: string;
+  sourceIp?: string;
+  userAgent?: string;
+}
