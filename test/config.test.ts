@@ -1,0 +1,65 @@
+import { mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig, parseDuration, resolveSecretKey } from '../app/config.ts';
+
+describe('config', () => {
+  it('comes up with defaults on an empty environment', () => {
+    const c = loadConfig({});
+    expect(c.HTTP_PORT).toBe(8080);
+    expect(c.BROKER_PORT).toBe(8443);
+    expect(c.DATABASE_URL).toBeUndefined();
+    expect(c.PUBLIC_URL).toBe('http://localhost:8080');
+    expect(c.STEPUP_WINDOW).toBe(600);
+    expect(c.secureCookies).toBe(false);
+  });
+
+  it('refuses a malformed DATABASE_URL with a message naming the variable', () => {
+    expect(() => loadConfig({ DATABASE_URL: 'not a url' })).toThrow(ConfigError);
+    expect(() => loadConfig({ DATABASE_URL: 'not a url' })).toThrow(/DATABASE_URL is not a URL/);
+    expect(() => loadConfig({ DATABASE_URL: 'mysql://root@localhost/test' })).toThrow(
+      /DATABASE_URL has scheme "mysql:"; expected postgres:\/\//,
+    );
+    expect(() => loadConfig({ DATABASE_URL: 'postgres://localhost' })).toThrow(
+      /DATABASE_URL needs a host and a database/,
+    );
+  });
+
+  it('names every bad variable at once and never echoes a secret value', () => {
+    let message = '';
+    try {
+      loadConfig({ HTTP_PORT: '99999', SECRET_KEY: 'hunter2-not-a-key', STEPUP_WINDOW: 'ten minutes' });
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    expect(message).toMatch(/HTTP_PORT/);
+    expect(message).toMatch(/SECRET_KEY must be 32 bytes/);
+    expect(message).toMatch(/STEPUP_WINDOW expected a duration/);
+    expect(message).not.toContain('hunter2');
+  });
+
+  it('derives secure cookies from an https PUBLIC_URL', () => {
+    expect(loadConfig({ PUBLIC_URL: 'https://ar.example.com/' })).toMatchObject({
+      PUBLIC_URL: 'https://ar.example.com',
+      secureCookies: true,
+    });
+  });
+
+  it('parses durations', () => {
+    expect(parseDuration('30s')).toBe(30);
+    expect(parseDuration('7d')).toBe(604800);
+    expect(parseDuration('7 weeks')).toBeUndefined();
+  });
+
+  it('generates the secret key once into DATA_DIR with mode 0600 and reuses it', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ar-cfg-'));
+    const c = loadConfig({ DATA_DIR: dir });
+    const k1 = resolveSecretKey(c);
+    const k2 = resolveSecretKey(c);
+    expect(k1.length).toBe(32);
+    expect(k2.equals(k1)).toBe(true);
+    expect(statSync(join(dir, 'secret.key')).mode & 0o777).toBe(0o600);
+    expect(readFileSync(join(dir, 'secret.key'), 'utf8').trim()).toBe(k1.toString('hex'));
+  });
+});
