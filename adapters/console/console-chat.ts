@@ -45,7 +45,12 @@ export function createConsoleChat(opts: { write?: (line: string) => void } = {})
       const text = renderRequestText(view);
       const msg = push({ kind: 'card', channelId: ctx.channelId, threadId: ctx.threadId, text, view });
       write(`\n${indent(text, `[${ctx.channelId}] `)}`);
-      return { platform: 'console', channelId: ctx.channelId, messageId: msg.messageId, threadId: msg.messageId };
+      return {
+        platform: 'console',
+        channelId: ctx.channelId,
+        messageId: msg.messageId,
+        threadId: msg.messageId,
+      };
     },
     async updateRequestCard(ref: ChatMessageRef, view: RequestView): Promise<void> {
       const card = transcript.find((m) => m.kind === 'card' && m.messageId === ref.messageId);

@@ -34,7 +34,9 @@ export async function runConsoleSession(opts: ConsoleSessionOptions): Promise<vo
   let seq = 0;
   const rl = createInterface({ input: opts.input, terminal: false });
   const prompt = () => opts.prompt && process.stdout.write(`${who}> `);
-  opts.write(`Console chat on #${channelId}. You are ${who}. /as <${opts.people.join('|')}> switches; help lists commands.`);
+  opts.write(
+    `Console chat on #${channelId}. You are ${who}. /as <${opts.people.join('|')}> switches; help lists commands.`,
+  );
   prompt();
   for await (const raw of rl) {
     const line = raw.trim();

@@ -1,13 +1,10 @@
 // Plain-text rendering of a request card, for the console chat and for logs.
 import type { RequestView } from '../../bot/ports.ts';
+import { describeTargets, formatProgress } from '../../bot/render/summary.ts';
+
+export { describeTargets };
 
 const MAX_NAMES = 5;
-
-export function describeTargets(view: Pick<RequestView, 'targets'>): string {
-  const names = view.targets.map((t) => t.hostname);
-  const shown = names.slice(0, MAX_NAMES).join(', ');
-  return names.length > MAX_NAMES ? `${names.length} endpoints: ${shown}, …` : shown || 'none';
-}
 
 export function renderRequestText(view: RequestView): string {
   const lines = [
@@ -19,10 +16,15 @@ export function renderRequestText(view: RequestView): string {
   if (view.note) lines.push(`  note: ${view.note}`);
   if (view.scriptSha256) lines.push(`  script sha256: ${view.scriptSha256.slice(0, 16)}…`);
   for (const x of view.exclusions.slice(0, MAX_NAMES)) lines.push(`  excluded ${x.hostname}: ${x.reason}`);
-  if (view.exclusions.length > MAX_NAMES) lines.push(`  … and ${view.exclusions.length - MAX_NAMES} more excluded`);
-  lines.push(`  digest ${view.digest.slice(0, 12)}  approvals ${approvedCount(view)}/${view.approvalsRequired}`);
+  if (view.exclusions.length > MAX_NAMES)
+    lines.push(`  … and ${view.exclusions.length - MAX_NAMES} more excluded`);
+  lines.push(
+    `  digest ${view.digest.slice(0, 12)}  approvals ${approvedCount(view)}/${view.approvalsRequired}`,
+  );
   for (const a of view.approvals) {
-    lines.push(`  ${a.decision === 'approve' ? '✔ approved' : '✖ denied'} by ${a.approverName}${a.reason ? `: ${a.reason}` : ''}`);
+    lines.push(
+      `  ${a.decision === 'approve' ? '✔ approved' : '✖ denied'} by ${a.approverName}${a.reason ? `: ${a.reason}` : ''}`,
+    );
   }
   if (view.state === 'pending_approval') {
     lines.push(`  [Approve] [Deny]   type: /approve ${view.ref}   or   /deny ${view.ref} <reason>`);
@@ -32,11 +34,4 @@ export function renderRequestText(view: RequestView): string {
 
 function approvedCount(view: RequestView): number {
   return view.approvals.filter((a) => a.decision === 'approve').length;
-}
-
-export function formatProgress(progress: Record<string, number>): string {
-  return Object.entries(progress)
-    .filter(([, n]) => n > 0)
-    .map(([state, n]) => `${state} ${n}`)
-    .join(' · ');
 }

@@ -1,0 +1,105 @@
+// Interactive Active Response sessions with one endpoint. A session is a chat thread; its start and stop
+// are audited, and starting one needs a live step-up window.
+import { and, eq, isNull } from 'drizzle-orm';
+import type { Db, DbOrTx } from '../../db/client.ts';
+import { endpoints, sessions } from '../../db/schema.ts';
+import type { AuditService } from '../audit/audit-service.ts';
+import { Conflict, NotFound } from '../errors.ts';
+import type { Clock } from '../ports.ts';
+
+export type SessionRow = typeof sessions.$inferSelect;
+
+export function createSessionService(deps: { db: Db; audit: AuditService; clock: Clock }) {
+  const { db, audit, clock } = deps;
+
+  async function findEndpoint(tx: DbOrTx, hostname: string) {
+    const [ep] = await tx.select().from(endpoints).where(eq(endpoints.hostname, hostname.toLowerCase()));
+    if (!ep) throw new NotFound('session.unknown_endpoint', `No endpoint called "${hostname}" is enrolled.`);
+    return ep;
+  }
+
+  return {
+    findEndpoint: (hostname: string) => findEndpoint(db, hostname),
+
+    async open(
+      input: {
+        userId: string;
+        hostname: string;
+        stepUpWindowId: string;
+        chat?: { platform: SessionRow['chatPlatform']; channelId: string; threadId?: string };
+      },
+      tx?: DbOrTx,
+    ): Promise<SessionRow & { hostname: string }> {
+      const run = async (t: DbOrTx) => {
+        const ep = await findEndpoint(t, input.hostname);
+        const [open] = await t
+          .select()
+          .from(sessions)
+          .where(
+            and(eq(sessions.userId, input.userId), eq(sessions.endpointId, ep.id), isNull(sessions.endedAt)),
+          );
+        if (open) return { ...open, hostname: ep.hostname };
+        const [row] = await t
+          .insert(sessions)
+          .values({
+            userId: input.userId,
+            endpointId: ep.id,
+            stepUpWindowId: input.stepUpWindowId,
+            chatPlatform: input.chat?.platform ?? null,
+            chatChannelId: input.chat?.channelId ?? null,
+            chatThreadId: input.chat?.threadId ?? null,
+            startedAt: clock.now(),
+          })
+          .returning();
+        await audit.append(
+          {
+            actorType: 'user',
+            actorId: input.userId,
+            action: 'session.started',
+            outcome: 'ok',
+            endpointId: ep.id,
+            details: { sessionId: row!.id, hostname: ep.hostname },
+          },
+          t,
+        );
+        return { ...row!, hostname: ep.hostname };
+      };
+      return tx ? run(tx) : db.transaction(run);
+    },
+
+    async close(input: { userId: string; hostname: string }): Promise<SessionRow> {
+      return db.transaction(async (t) => {
+        const ep = await findEndpoint(t, input.hostname);
+        const [row] = await t
+          .update(sessions)
+          .set({ endedAt: clock.now() })
+          .where(
+            and(eq(sessions.userId, input.userId), eq(sessions.endpointId, ep.id), isNull(sessions.endedAt)),
+          )
+          .returning();
+        if (!row) throw new Conflict('session.not_open', `You have no open session with ${ep.hostname}.`);
+        await audit.append(
+          {
+            actorType: 'user',
+            actorId: input.userId,
+            action: 'session.stopped',
+            outcome: 'ok',
+            endpointId: ep.id,
+            details: { sessionId: row.id, hostname: ep.hostname, startedAt: row.startedAt.toISOString() },
+          },
+          t,
+        );
+        return row;
+      });
+    },
+
+    async openFor(userId: string): Promise<SessionRow[]> {
+      return db
+        .select()
+        .from(sessions)
+        .where(and(eq(sessions.userId, userId), isNull(sessions.endedAt)));
+    },
+  };
+}
+
+export type SessionService = ReturnType<typeof createSessionService>;
