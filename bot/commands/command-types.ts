@@ -1,0 +1,233 @@
+// The typed commands the bot understands, as one zod discriminated union on `kind`. The parser builds these
+// from chat text; services validate them again at their own boundary, so the caps below hold however a
+// command arrives (chat, console, a test calling the service directly).
+import { z } from 'zod';
+import { ROLES } from '../../db/schema.ts';
+
+export const LIMITS = {
+  textBytes: 20 * 1024,
+  reasonChars: 2000,
+  caseIdChars: 64,
+  hosts: 1000,
+  hostnameChars: 253,
+  labelChars: 63,
+  params: 50,
+  paramValueBytes: 4096,
+  pathChars: 4096,
+  processNameChars: 255,
+  ttlMinSeconds: 60,
+  ttlMaxSeconds: 30 * 86400,
+} as const;
+
+/** RFC 1123 hostname: dot-separated labels of letters, digits and inner hyphens; 253 chars, labels 63. */
+export function isHostname(s: string): boolean {
+  if (s.length === 0 || s.length > LIMITS.hostnameChars) return false;
+  return s
+    .split('.')
+    .every(
+      (l) => l.length > 0 && l.length <= LIMITS.labelChars && /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/i.test(l),
+    );
+}
+
+/** Request refs are `R-` plus 6 Crockford base32 characters (no I, L, O, U). */
+export const REF_PATTERN = /^R-[0-9A-HJKMNP-TV-Z]{6}$/;
+const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const SEGMENT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
+const quoted = (v: unknown) => `"${String(v).slice(0, 80)}${String(v).length > 80 ? '…' : ''}"`;
+
+export const hostnameSchema = z
+  .string()
+  .max(LIMITS.hostnameChars, { error: `a hostname is at most ${LIMITS.hostnameChars} characters` })
+  .refine(isHostname, {
+    error: (iss) =>
+      `${quoted(iss.input)} is not a valid hostname (letters, digits and hyphens, labels of at most 63 characters)`,
+  });
+
+const segmentNameSchema = z.string().refine((s) => SEGMENT_NAME.test(s), {
+  error: (iss) => `${quoted(iss.input)} is not a valid segment name`,
+});
+
+export const reasonSchema = z
+  .string()
+  .trim()
+  .min(1, { error: 'must not be empty' })
+  .max(LIMITS.reasonChars, { error: `is too long (at most ${LIMITS.reasonChars} characters)` });
+
+export const caseIdSchema = z
+  .string()
+  .max(LIMITS.caseIdChars, { error: `is too long (at most ${LIMITS.caseIdChars} characters)` })
+  .regex(/^[A-Za-z0-9._:-]+$/, { error: 'may only contain letters, digits and . _ : -' });
+
+export const ttlSchema = z
+  .number()
+  .int()
+  .min(LIMITS.ttlMinSeconds, { error: 'must be at least 1m' })
+  .max(LIMITS.ttlMaxSeconds, { error: 'must be at most 30d' });
+
+export const requestRefSchema = z
+  .string()
+  .transform((s) => s.toUpperCase())
+  .refine((s) => REF_PATTERN.test(s), {
+    error: (iss) => `${quoted(iss.input)} is not a request reference such as R-7K3QXM`,
+  });
+
+const refOrUuidSchema = z
+  .string()
+  .refine((s) => REF_PATTERN.test(s.toUpperCase()) || UUID_PATTERN.test(s), {
+    error: (iss) =>
+      `${quoted(iss.input)} is neither a request reference (R-7K3QXM) nor a delivery id (a UUID)`,
+  })
+  .transform((s) => (REF_PATTERN.test(s.toUpperCase()) ? s.toUpperCase() : s.toLowerCase()));
+
+const absolutePathSchema = z
+  .string()
+  .min(1)
+  .max(LIMITS.pathChars, { error: `is too long (at most ${LIMITS.pathChars} characters)` })
+  .refine((p) => !p.includes('\u0000'), { error: 'must not contain a NUL character' })
+  .refine((p) => p.startsWith('/') || /^[A-Za-z]:[\\/]/.test(p) || p.startsWith('\\\\'), {
+    error: (iss) => `${quoted(iss.input)} is not an absolute path (e.g. /var/log/x or C:\\Temp\\x)`,
+  });
+
+const paramNameSchema = z.string().regex(/^[a-z_][a-z0-9_]{0,31}$/, {
+  error: 'parameter names are lower-case letters, digits and _ (at most 32, not starting with a digit)',
+});
+const paramValueSchema = z.string().refine((v) => Buffer.byteLength(v) <= LIMITS.paramValueBytes, {
+  error: `a parameter value is at most ${LIMITS.paramValueBytes} bytes`,
+});
+
+export const roleSchema = z
+  .string()
+  .transform((r) => (r.toLowerCase() === 'ar' ? 'active_response' : r.toLowerCase()))
+  .pipe(
+    z.enum(ROLES, {
+      error: (iss) => `${quoted(iss.input)} is not a role (active_response|ar, approver, admin)`,
+    }),
+  );
+
+/** Hosts and `segment:<name>` selectors; at least one of them. */
+const targetFields = {
+  hosts: z.array(hostnameSchema).max(LIMITS.hosts, {
+    error: `at most ${LIMITS.hosts} hosts per command; use segment:<name> for larger groups`,
+  }),
+  segments: z.array(segmentNameSchema).max(50, { error: 'at most 50 segment selectors' }),
+};
+
+const commonOptions = {
+  reason: reasonSchema.optional(),
+  caseId: caseIdSchema.optional(),
+  note: reasonSchema.optional(),
+  /** Delivery time-to-live for offline endpoints, in seconds. */
+  ttlSeconds: ttlSchema.optional(),
+};
+
+const hasTargets = (c: { hosts: string[]; segments: string[] }) => c.hosts.length + c.segments.length > 0;
+const targetsMsg = { error: 'name at least one host or segment:<name>', path: ['hosts'] };
+
+export const isolateSchema = z
+  .object({ kind: z.literal('isolate'), ...targetFields, ...commonOptions, reason: reasonSchema })
+  .refine(hasTargets, targetsMsg);
+export const unisolateSchema = z
+  .object({ kind: z.literal('unisolate'), ...targetFields, ...commonOptions, reason: reasonSchema })
+  .refine(hasTargets, targetsMsg);
+export const killSchema = z
+  .object({
+    kind: z.literal('kill'),
+    host: hostnameSchema,
+    pid: z
+      .number()
+      .int()
+      .positive()
+      .max(2 ** 32)
+      .optional(),
+    processName: z.string().min(1).max(LIMITS.processNameChars).optional(),
+    ...commonOptions,
+    reason: reasonSchema,
+  })
+  .refine((c) => (c.pid === undefined) !== (c.processName === undefined), {
+    error: 'give either a pid or a process name',
+    path: ['pid'],
+  });
+export const fetchSchema = z.object({
+  kind: z.literal('fetch'),
+  host: hostnameSchema,
+  path: absolutePathSchema,
+  ...commonOptions,
+});
+export const putSchema = z.object({
+  kind: z.literal('put'),
+  host: hostnameSchema,
+  fileRef: z.string().min(1).max(255),
+  destPath: absolutePathSchema,
+  ...commonOptions,
+  reason: reasonSchema,
+});
+export const runSchema = z
+  .object({
+    kind: z.literal('run'),
+    script: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, { error: 'is not a script name' }),
+    ...targetFields,
+    params: z
+      .record(paramNameSchema, paramValueSchema)
+      .refine((p) => Object.keys(p).length <= LIMITS.params, {
+        error: `at most ${LIMITS.params} parameters`,
+      }),
+    ...commonOptions,
+  })
+  .refine(hasTargets, targetsMsg);
+
+export const ACTION_KINDS = ['isolate', 'unisolate', 'kill', 'fetch', 'put', 'run'] as const;
+export type ActionKind = (typeof ACTION_KINDS)[number];
+
+export const actionCommandSchema = z.discriminatedUnion('kind', [
+  isolateSchema,
+  unisolateSchema,
+  killSchema,
+  fetchSchema,
+  putSchema,
+  runSchema,
+]);
+
+export const commandSchema = z.discriminatedUnion('kind', [
+  isolateSchema,
+  unisolateSchema,
+  killSchema,
+  fetchSchema,
+  putSchema,
+  runSchema,
+  z.object({
+    kind: z.literal('session'),
+    action: z.enum(['start', 'stop']),
+    host: hostnameSchema,
+    reason: reasonSchema.optional(),
+    caseId: caseIdSchema.optional(),
+  }),
+  z.object({ kind: z.literal('status'), ref: requestRefSchema.optional() }),
+  z.object({ kind: z.literal('queue'), host: hostnameSchema }),
+  z.object({ kind: z.literal('cancel'), target: refOrUuidSchema, reason: reasonSchema.optional() }),
+  z.object({
+    kind: z.literal('grant'),
+    username: z.string().regex(/^[A-Za-z0-9._@-]{1,64}$/, { error: 'is not a username' }),
+    role: roleSchema,
+    reason: reasonSchema.optional(),
+  }),
+  z.object({
+    kind: z.literal('revoke'),
+    username: z.string().regex(/^[A-Za-z0-9._@-]{1,64}$/, { error: 'is not a username' }),
+    role: roleSchema,
+    reason: reasonSchema.optional(),
+  }),
+  z.object({ kind: z.literal('audit'), subject: z.string().min(1).max(253).optional() }),
+  z.object({ kind: z.literal('help'), topic: z.string().max(32).optional() }),
+  z.object({ kind: z.literal('approve'), ref: requestRefSchema }),
+  z.object({ kind: z.literal('deny'), ref: requestRefSchema, reason: reasonSchema.optional() }),
+  z.object({ kind: z.literal('download'), fileRef: z.string().min(1).max(128) }),
+]);
+
+export type Command = z.infer<typeof commandSchema>;
+export type ActionCommand = z.infer<typeof actionCommandSchema>;
+export type CommandKind = Command['kind'];
+
+export function isActionCommand(c: Command): c is ActionCommand {
+  return (ACTION_KINDS as readonly string[]).includes(c.kind);
+}
