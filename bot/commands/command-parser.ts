@@ -12,6 +12,8 @@ interface Spec {
   usage: string;
   summary: string;
   options: readonly OptionName[];
+  /** How many positional words, and what they are (for the "Missing ..." message). */
+  args: [min: number, max: number, what: string];
   /** Builds the raw command object from positional words; zod checks it afterwards. */
   build(args: string[], usage: string): Record<string, unknown>;
 }
@@ -50,22 +52,24 @@ const SPECS: Record<CommandKind, Spec> = {
       'isolate <host...|segment:<name>> --reason "<why>" [--case <id>] [--note "<text>"] [--ttl <1m..30d>]',
     summary: 'cut endpoints off the network (except the platform)',
     options: ACTION_OPTS,
-    build: (a, u) => (need(a, 1, Infinity, u, 'the host(s) to isolate'), { ...splitTargets(a) }),
+    args: [1, Infinity, 'the host(s) to isolate'],
+    build: (a) => ({ ...splitTargets(a) }),
   },
   unisolate: {
     usage:
       'unisolate <host...|segment:<name>> --reason "<why>" [--case <id>] [--note "<text>"] [--ttl <1m..30d>]',
     summary: 'lift the isolation of endpoints',
     options: ACTION_OPTS,
-    build: (a, u) => (need(a, 1, Infinity, u, 'the host(s) to release'), { ...splitTargets(a) }),
+    args: [1, Infinity, 'the host(s) to release'],
+    build: (a) => ({ ...splitTargets(a) }),
   },
   kill: {
     usage:
       'kill <host> <pid|process-name> --reason "<why>" [--case <id>] [--note "<text>"] [--ttl <1m..30d>]',
     summary: 'kill a process by pid or name',
     options: ACTION_OPTS,
-    build: (a, u) => {
-      need(a, 2, 2, u, 'the host and the pid or process name');
+    args: [2, 2, 'the host and the pid or process name'],
+    build: (a) => {
       const [host, proc] = a as [string, string];
       return /^\d+$/.test(proc)
         ? { host: host.toLowerCase(), pid: Number(proc) }
@@ -77,17 +81,16 @@ const SPECS: Record<CommandKind, Spec> = {
       'fetch <host> <absolute-path> [--reason "<why>"] [--case <id>] [--note "<text>"] [--ttl <1m..30d>]',
     summary: 'collect a file from an endpoint (kept by SHA-256, downloaded through a link)',
     options: ACTION_OPTS,
-    build: (a, u) => (
-      need(a, 2, 2, u, 'the host and the file path'), { host: a[0]!.toLowerCase(), path: a[1] }
-    ),
+    args: [2, 2, 'the host and the file path'],
+    build: (a) => ({ host: a[0]!.toLowerCase(), path: a[1] }),
   },
   put: {
     usage:
       'put <host> <library-file|sha256> <dest-path> --reason "<why>" [--case <id>] [--note "<text>"] [--ttl <1m..30d>]',
     summary: 'push a library file to an endpoint',
     options: ACTION_OPTS,
-    build: (a, u) => {
-      need(a, 3, 3, u, 'the host, the library file and the destination path');
+    args: [3, 3, 'the host, the library file and the destination path'],
+    build: (a) => {
       return { host: a[0]!.toLowerCase(), fileRef: a[1], destPath: a[2] };
     },
   },
@@ -96,8 +99,8 @@ const SPECS: Record<CommandKind, Spec> = {
       'run <script> <host...|segment:<name>> [name=value ...] [--reason "<why>"] [--case <id>] [--note "<text>"] [--ttl <1m..30d>]',
     summary: 'run a library script (read-only investigation scripts need no approval)',
     options: ACTION_OPTS,
+    args: [2, Infinity, 'the script name and at least one host'],
     build: (a, u) => {
-      need(a, 2, Infinity, u, 'the script name and at least one host');
       const [script, ...rest] = a as [string, ...string[]];
       const params: Record<string, string> = {};
       const targets: string[] = [];
@@ -126,8 +129,8 @@ const SPECS: Record<CommandKind, Spec> = {
     usage: 'session start|stop <host> [--reason "<why>"] [--case <id>]',
     summary: 'open or close an interactive session with one endpoint (a chat thread)',
     options: ['reason', 'case'],
+    args: [2, 2, '"start" or "stop" and the host'],
     build: (a, u) => {
-      need(a, 2, 2, u, '"start" or "stop" and the host');
       if (a[0] !== 'start' && a[0] !== 'stop') {
         throw new BadRequest(
           'command.bad_argument',
@@ -141,61 +144,71 @@ const SPECS: Record<CommandKind, Spec> = {
     usage: 'status [request-ref]',
     summary: 'show one request, or your recent requests',
     options: [],
-    build: (a, u) => (need(a, 0, 1, u, ''), a[0] ? { ref: a[0] } : {}),
+    args: [0, 1, ''],
+    build: (a) => (a[0] ? { ref: a[0] } : {}),
   },
   queue: {
     usage: 'queue <host>',
     summary: "list an endpoint's pending deliveries",
     options: [],
-    build: (a, u) => (need(a, 1, 1, u, 'the host'), { host: a[0]!.toLowerCase() }),
+    args: [1, 1, 'the host'],
+    build: (a) => ({ host: a[0]!.toLowerCase() }),
   },
   cancel: {
     usage: 'cancel <request-ref|delivery-id> [--reason "<why>"]',
     summary: 'withdraw a request or one queued delivery',
     options: ['reason'],
-    build: (a, u) => (need(a, 1, 1, u, 'the request ref or delivery id'), { target: a[0] }),
+    args: [1, 1, 'the request ref or delivery id'],
+    build: (a) => ({ target: a[0] }),
   },
   grant: {
     usage: 'grant <username> <active_response|ar|approver|admin> [--reason "<why>"]',
     summary: 'grant a role (admins; needs a step-up)',
     options: ['reason'],
-    build: (a, u) => (need(a, 2, 2, u, 'the username and the role'), { username: a[0], role: a[1] }),
+    args: [2, 2, 'the username and the role'],
+    build: (a) => ({ username: a[0], role: a[1] }),
   },
   revoke: {
     usage: 'revoke <username> <active_response|ar|approver|admin> [--reason "<why>"]',
     summary: 'revoke a role (admins)',
     options: ['reason'],
-    build: (a, u) => (need(a, 2, 2, u, 'the username and the role'), { username: a[0], role: a[1] }),
+    args: [2, 2, 'the username and the role'],
+    build: (a) => ({ username: a[0], role: a[1] }),
   },
   audit: {
     usage: 'audit [host|username]',
     summary: 'recent audit records, for a host or a user',
     options: [],
-    build: (a, u) => (need(a, 0, 1, u, ''), a[0] ? { subject: a[0] } : {}),
+    args: [0, 1, ''],
+    build: (a) => (a[0] ? { subject: a[0] } : {}),
   },
   help: {
     usage: 'help [command]',
     summary: 'this help, or the usage of one command',
     options: [],
-    build: (a, u) => (need(a, 0, 1, u, ''), a[0] ? { topic: a[0].toLowerCase() } : {}),
+    args: [0, 1, ''],
+    build: (a) => (a[0] ? { topic: a[0].toLowerCase() } : {}),
   },
   approve: {
     usage: 'approve <request-ref>',
     summary: 'approve a request (the same as the Approve button)',
     options: [],
-    build: (a, u) => (need(a, 1, 1, u, 'the request ref'), { ref: a[0] }),
+    args: [1, 1, 'the request ref'],
+    build: (a) => ({ ref: a[0] }),
   },
   deny: {
     usage: 'deny <request-ref> [--reason "<why>"]',
     summary: 'deny a request (the same as the Deny button)',
     options: ['reason'],
-    build: (a, u) => (need(a, 1, 1, u, 'the request ref'), { ref: a[0] }),
+    args: [1, 1, 'the request ref'],
+    build: (a) => ({ ref: a[0] }),
   },
   download: {
     usage: 'download <file-id|sha256>',
     summary: 'get a single-use link to fetched evidence (needs a step-up)',
     options: [],
-    build: (a, u) => (need(a, 1, 1, u, 'the file id or SHA-256'), { fileRef: a[0] }),
+    args: [1, 1, 'the file id or SHA-256'],
+    build: (a) => ({ fileRef: a[0] }),
   },
 };
 
@@ -248,6 +261,7 @@ export function parseCommand(text: string): Command {
   const kind = word as CommandKind;
   const spec = SPECS[kind];
   const { positional, options } = splitOptions(kind, spec, rest);
+  need(positional, spec.args[0], spec.args[1], spec.usage, spec.args[2]);
   const raw: Record<string, unknown> = { kind, ...spec.build(positional, spec.usage) };
   if (REASON_REQUIRED.has(kind) && options.reason === undefined) {
     throw new BadRequest(
