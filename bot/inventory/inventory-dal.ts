@@ -1,0 +1,75 @@
+// Read-only queries over the inventory the request service resolves commands against: endpoints by name or
+// segment, segments, library scripts and files.
+import { and, eq, inArray, or } from 'drizzle-orm';
+import type { DbOrTx } from '../../db/client.ts';
+import { endpoints, files, scripts, segments } from '../../db/schema.ts';
+import type { EndpointInfo, SegmentInfo } from '../policy/policy-rules.ts';
+
+export type ScriptRow = typeof scripts.$inferSelect;
+export type FileRow = typeof files.$inferSelect;
+
+const endpointCols = {
+  id: endpoints.id,
+  hostname: endpoints.hostname,
+  os: endpoints.os,
+  agentVersion: endpoints.agentVersion,
+  segmentId: endpoints.segmentId,
+  revokedAt: endpoints.revokedAt,
+};
+
+/** Chunked so a long host list never becomes one giant parameter list. */
+export async function endpointsByHostnames(db: DbOrTx, hostnames: string[]): Promise<EndpointInfo[]> {
+  const out: EndpointInfo[] = [];
+  for (let i = 0; i < hostnames.length; i += 500) {
+    const chunk = hostnames.slice(i, i + 500);
+    out.push(...(await db.select(endpointCols).from(endpoints).where(inArray(endpoints.hostname, chunk))));
+  }
+  return out;
+}
+
+export async function endpointsInSegments(db: DbOrTx, segmentIds: string[]): Promise<EndpointInfo[]> {
+  if (!segmentIds.length) return [];
+  return db.select(endpointCols).from(endpoints).where(inArray(endpoints.segmentId, segmentIds));
+}
+
+export async function segmentsByNames(db: DbOrTx, names: string[]): Promise<SegmentInfo[]> {
+  if (!names.length) return [];
+  return db
+    .select({ id: segments.id, name: segments.name, activeResponseEnabled: segments.activeResponseEnabled })
+    .from(segments)
+    .where(inArray(segments.name, names));
+}
+
+export async function segmentsByIds(db: DbOrTx, ids: string[]): Promise<SegmentInfo[]> {
+  if (!ids.length) return [];
+  return db
+    .select({ id: segments.id, name: segments.name, activeResponseEnabled: segments.activeResponseEnabled })
+    .from(segments)
+    .where(inArray(segments.id, [...new Set(ids)]));
+}
+
+export async function endpointByHostname(db: DbOrTx, hostname: string) {
+  const [row] = await db.select().from(endpoints).where(eq(endpoints.hostname, hostname.toLowerCase()));
+  return row ?? null;
+}
+
+export async function scriptByName(db: DbOrTx, name: string): Promise<ScriptRow | null> {
+  const [row] = await db.select().from(scripts).where(eq(scripts.name, name));
+  return row ?? null;
+}
+
+/** A library file by name or by SHA-256 (fetched evidence is never pushed back out). */
+export async function libraryFile(db: DbOrTx, ref: string): Promise<FileRow | null> {
+  const bySha = /^[0-9a-f]{64}$/i.test(ref);
+  const [row] = await db
+    .select()
+    .from(files)
+    .where(
+      and(
+        eq(files.kind, 'library'),
+        bySha ? or(eq(files.sha256, ref.toLowerCase()), eq(files.name, ref)) : eq(files.name, ref),
+      ),
+    )
+    .limit(1);
+  return row ?? null;
+}
