@@ -73,7 +73,17 @@ export interface RequestView {
   digest: string;
   approvalsRequired: number;
   inHouseApprovalRequired: boolean;
-  approvals: { approverName: string; decision: 'approve' | 'deny'; reason?: string | null; at: Date }[];
+  approvals: {
+    approverName: string;
+    decision: 'approve' | 'deny';
+    reason?: string | null;
+    at: Date;
+    /** Who decided and whether they are external: the in-house rule is checked from these. */
+    approverId?: string;
+    approverExternal?: boolean;
+    /** The digest the decision was made against. */
+    digest?: string;
+  }[];
   approvalExpiresAt?: Date | null;
   /** Per-endpoint delivery counts once dispatched, e.g. { queued: 2, succeeded: 5 }. */
   progress?: Record<string, number>;
@@ -118,7 +128,9 @@ export interface Dispatcher {
 /** Where fetched evidence and library files live. The default keeps them under DATA_DIR/files. */
 export interface FileStore {
   /** Streams `source` into the store under a new key, hashing as it goes. */
-  put(source: AsyncIterable<Uint8Array> | NodeJS.ReadableStream): Promise<{ key: string; size: number; sha256: string }>;
+  put(
+    source: AsyncIterable<Uint8Array> | NodeJS.ReadableStream,
+  ): Promise<{ key: string; size: number; sha256: string }>;
   /** Opens a stored file for reading; throws NotFound when the key is unknown. */
   open(key: string): Promise<NodeJS.ReadableStream>;
   remove(key: string): Promise<void>;
