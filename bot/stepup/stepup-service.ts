@@ -52,7 +52,11 @@ export interface StepUpDeps {
   issuer?: string;
 }
 
-/** Runs after a successful step-up inside its transaction; throwing rolls the whole step-up back. */
+/**
+ * Runs after a successful step-up inside its transaction; throwing rolls the whole step-up back. Do all
+ * database work through `tx` (on PGlite the bare db would wait for this transaction forever), and send
+ * nothing to chat or agents here: do that after `complete` returns.
+ */
 export type OnConfirmed = (challenge: ChallengeView, window: StepUpWindow, tx: DbOrTx) => Promise<void>;
 
 const createSchema = z.object({
