@@ -1,0 +1,147 @@
+// Mounts the step-up site on the one Fastify app: step-up links, TOTP enrolment, evidence downloads and
+// session history. Everything is registered inside its own encapsulated scope, so the form parser, CSP,
+// CSRF and HTML error pages apply to these pages only and never to the Slack or Teams endpoints that share
+// the app (Slack needs the raw body of its own form posts to check signatures).
+import { readFileSync } from 'node:fs';
+import cookie from '@fastify/cookie';
+import csrf from '@fastify/csrf-protection';
+import formbody from '@fastify/formbody';
+import helmet from '@fastify/helmet';
+import rateLimit from '@fastify/rate-limit';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { deriveKey } from '../bot/crypto/secret-box.ts';
+import { isAppError } from '../bot/errors.ts';
+import { registerEnrolRoutes } from './enrol-routes.ts';
+import { registerFileRoutes } from './file-routes.ts';
+import { registerHistoryRoutes } from './history-routes.ts';
+import { type LinkRateLimit, sendPage } from './page-reply.ts';
+import { registerStepUpRoutes } from './stepup-routes.ts';
+import { noticePage, STYLESHEET_PATH } from './views.ts';
+import type { StepUpPagesDeps } from './web-types.ts';
+
+const STYLESHEET = readFileSync(new URL('./stepup.css', import.meta.url), 'utf8');
+
+export async function registerStepUpPages(app: FastifyInstance, deps: StepUpPagesDeps): Promise<void> {
+  await app.register(async (scope) => {
+    const secure = deps.config.secureCookies;
+    await scope.register(cookie, { secret: deriveKey(deps.config.secretKey, 'web-cookie').toString('hex') });
+    await scope.register(formbody, { bodyLimit: 16 * 1024 });
+    await scope.register(helmet, {
+      // No script at all: the pages are plain forms. The QR code is inline SVG markup, not an image URL.
+      contentSecurityPolicy: {
+        useDefaults: false,
+        directives: {
+          defaultSrc: ["'self'"],
+          scriptSrc: ["'none'"],
+          styleSrc: ["'self'"],
+          imgSrc: ["'self'", 'data:'],
+          formAction: ["'self'"],
+          frameAncestors: ["'none'"],
+          baseUri: ["'none'"],
+          objectSrc: ["'none'"],
+          ...(secure ? { upgradeInsecureRequests: [] } : {}),
+        },
+      },
+      referrerPolicy: { policy: 'no-referrer' },
+      // HSTS only means something over https; on a plain-http demo it would pin localhost for a year.
+      strictTransportSecurity: secure ? { maxAge: 31_536_000, includeSubDomains: true } : false,
+    });
+    await scope.register(csrf, {
+      cookieKey: '_csrf',
+      cookieOpts: { path: '/', httpOnly: true, sameSite: 'strict', secure, signed: true },
+      getToken: (req) => (req.body as { _csrf?: string } | undefined)?._csrf,
+    });
+    await scope.register(rateLimit, { global: false });
+
+    // Links carry a secret in their path: no cache may keep the page, and no Referer may carry the URL away.
+    scope.addHook('onSend', async (req, reply, payload) => {
+      if (req.url !== STYLESHEET_PATH) {
+        reply.header('cache-control', 'no-store');
+        reply.header('pragma', 'no-cache');
+      }
+      reply.header('referrer-policy', 'no-referrer');
+      reply.header('x-robots-tag', 'noindex, nofollow');
+      return payload;
+    });
+
+    scope.setErrorHandler((err, req, reply) => renderError(err, req, reply));
+
+    scope.get(STYLESHEET_PATH, async (_req, reply) =>
+      reply.type('text/css; charset=utf-8').header('cache-control', 'public, max-age=3600').send(STYLESHEET),
+    );
+
+    // Two buckets per request: the plugin's own per-route hook runs only once per request, so both
+    // limiters are checked by hand here (createRateLimit is the library's manual API for that).
+    const windowMs = deps.config.rateWindowMs ?? 60_000;
+    const perIp = scope.createRateLimit({ max: deps.config.rateLimitPerIp ?? 30, timeWindow: windowMs });
+    const perUser = scope.createRateLimit({
+      max: deps.config.rateLimitPerUser ?? 20,
+      timeWindow: windowMs,
+      // The owner of the link, so one user's attempts are capped across IPs and links.
+      keyGenerator: async (req) => {
+        const token = (req.params as { token?: string }).token ?? '';
+        try {
+          return `user:${(await deps.stepup.inspectChallenge(token)).userId}`;
+        } catch {
+          return `ip:${req.ip}`;
+        }
+      },
+    });
+    const linkLimit: LinkRateLimit = async (req, reply) => {
+      for (const check of [perIp, perUser]) {
+        const res = await check(req);
+        if (!res.isAllowed && res.isExceeded) {
+          reply.header('retry-after', String(res.ttlInSeconds));
+          throw Object.assign(new Error('rate limit exceeded'), { statusCode: 429 });
+        }
+      }
+    };
+
+    registerStepUpRoutes(scope, deps, linkLimit);
+    registerEnrolRoutes(scope, deps, linkLimit);
+    registerFileRoutes(scope, deps);
+    registerHistoryRoutes(scope, deps);
+  });
+}
+
+/** One translation of errors into pages for the whole site. Never shows internals or secrets. */
+function renderError(err: unknown, req: FastifyRequest, reply: FastifyReply): FastifyReply {
+  if (isAppError(err)) {
+    req.log.info({ code: err.code }, 'step-up page refused');
+    return sendPage(reply, err.status, noticePage('That did not work', err.message));
+  }
+  const e = err as { statusCode?: number; code?: string; message?: string };
+  if (e.statusCode === 429) {
+    return sendPage(
+      reply,
+      429,
+      noticePage(
+        'Too many attempts',
+        'Too many requests from here in a short time. Wait a minute, then try again.',
+      ),
+    );
+  }
+  if (typeof e.code === 'string' && e.code.startsWith('FST_CSRF')) {
+    req.log.info({ code: e.code }, 'form refused: CSRF token missing or invalid');
+    return sendPage(
+      reply,
+      403,
+      noticePage(
+        'This form has expired',
+        'The form was not sent from this page, or it is too old. Open the link from the chat again; nothing was confirmed.',
+      ),
+    );
+  }
+  if (e.statusCode && e.statusCode < 500) {
+    return sendPage(reply, e.statusCode, noticePage('That did not work', 'The request was not understood.'));
+  }
+  req.log.error({ err }, 'step-up page failed');
+  return sendPage(
+    reply,
+    500,
+    noticePage(
+      'Something went wrong',
+      `Something went wrong on our side, reference ${req.id}. Try the link again.`,
+    ),
+  );
+}

@@ -1,0 +1,143 @@
+// Server-rendered pages of the step-up site. Every page is one <main> with a heading, plain words and at
+// most one form; no script anywhere, so the pages work with JavaScript off and under a no-script CSP.
+import type { StepUpOutcome, StepUpPageView } from '../bot/bot-types.ts';
+import type { StepUpPurpose } from '../db/schema.ts';
+import { formatUtc, html, type SafeHtml } from './html.ts';
+
+export const STYLESHEET_PATH = '/assets/stepup.css';
+
+export function layout(title: string, body: SafeHtml, opts: { wide?: boolean } = {}): string {
+  return html`<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<meta name="robots" content="noindex, nofollow">
+<title>${title} · Active Response</title>
+<link rel="stylesheet" href="${STYLESHEET_PATH}">
+</head>
+<body>
+<main${opts.wide ? html` class="wide"` : ''}>
+<p class="brand">Active Response</p>
+${body}
+</main>
+</body>
+</html>
+`.value;
+}
+
+const PURPOSE_TITLES: Record<StepUpPurpose, string> = {
+  approve: 'Approve this request',
+  confirm: 'Confirm your request',
+  grant: 'Confirm the role change',
+  session: 'Open a live session',
+  download: 'Download evidence',
+  history: 'Open session history',
+  enrol_totp: 'Set up two-factor authentication',
+};
+
+const MAX_TARGET_NAMES = 5;
+
+function targetsLine(names: string[]): string {
+  if (names.length === 0) return 'none';
+  const shown = names.slice(0, MAX_TARGET_NAMES).join(', ');
+  const more = names.length - MAX_TARGET_NAMES;
+  return `${names.length} endpoint${names.length === 1 ? '' : 's'}: ${shown}${more > 0 ? ` and ${more} more` : ''}`;
+}
+
+function requestFacts(view: StepUpPageView): SafeHtml {
+  const r = view.request;
+  if (!r) return html``;
+  return html`<dl class="facts">
+<dt>Action</dt><dd>${r.action}</dd>
+<dt>Targets</dt><dd>${targetsLine(r.targets.map((t) => t.hostname))}</dd>
+${r.exclusions.length ? html`<dt>Excluded</dt><dd>${r.exclusions.length} (listed in the chat thread)</dd>` : ''}
+<dt>Reason</dt><dd>${r.reason}</dd>
+${r.caseId ? html`<dt>Case</dt><dd>${r.caseId}</dd>` : ''}
+<dt>Asked by</dt><dd>${r.requester.displayName}${r.requester.external ? ' (external)' : ''}</dd>
+<dt>Request</dt><dd>${r.ref} · digest <code>${r.digest.slice(0, 12)}</code></dd>
+${r.scriptName ? html`<dt>Script</dt><dd>${r.scriptName}<br><code>sha256 ${r.scriptSha256 ?? ''}</code></dd>` : ''}
+</dl>`;
+}
+
+export interface StepUpFormState {
+  csrfToken: string;
+  /** A message shown above the form after a failed attempt. */
+  error?: string;
+}
+
+export function stepUpPage(view: StepUpPageView, form: StepUpFormState): string {
+  const c = view.challenge;
+  const body = html`<h1>${PURPOSE_TITLES[c.purpose]}</h1>
+<p>${view.summary}</p>
+${requestFacts(view)}
+<p class="who">Confirming as <strong>${c.displayName}</strong> (${c.username}). This link works once, until ${formatUtc(c.expiresAt)}.</p>
+${form.error ? html`<p class="notice error" role="alert">${form.error}</p>` : ''}
+<form class="stack" method="post" autocomplete="off">
+<input type="hidden" name="_csrf" value="${form.csrfToken}">
+<input type="text" name="username" value="${c.username}" autocomplete="username" hidden readonly>
+<label for="password">Password</label>
+<input id="password" name="password" type="password" autocomplete="current-password" required maxlength="1024">
+<label for="code">Authenticator code <span class="hint">The 6 digits your authenticator app shows now</span></label>
+<input id="code" name="code" type="text" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{6}" maxlength="6" required>
+<button type="submit">Confirm</button>
+</form>`;
+  return layout(PURPOSE_TITLES[c.purpose], body);
+}
+
+export function stepUpDonePage(outcome: StepUpOutcome): string {
+  const body = html`<h1>Done</h1>
+<p class="notice ok" role="status">${outcome.message}</p>
+<p>Your confirmation stays valid until ${formatUtc(outcome.windowExpiresAt)}, so you will not be asked again before then.</p>
+<p>You can close this tab and return to Slack or Teams.</p>`;
+  return layout('Done', body);
+}
+
+/** A page that explains and offers nothing else: used links, expired links, lockouts, missing access. */
+export function noticePage(title: string, message: string, extra?: string): string {
+  const body = html`<h1>${title}</h1>
+<p class="notice error" role="alert">${message}</p>
+${extra ? html`<p>${extra}</p>` : ''}`;
+  return layout(title, body);
+}
+
+export interface EnrolPageInput {
+  displayName: string;
+  username: string;
+  qrSvg: SafeHtml;
+  secret: string;
+  csrfToken: string;
+  error?: string;
+}
+
+/** The base32 secret in groups of four, as authenticator apps show it when typed by hand. */
+function groupSecret(secret: string): string {
+  return secret.replace(/(.{4})(?=.)/g, '$1 ');
+}
+
+export function enrolPage(input: EnrolPageInput): string {
+  const body = html`<h1>Set up two-factor authentication</h1>
+<p class="who">For <strong>${input.displayName}</strong> (${input.username})</p>
+<p>Active Response asks for a code from an authenticator app before any action leaves the platform.</p>
+<h2>1. Add the account to your authenticator app</h2>
+<figure class="qr" aria-label="QR code for your authenticator app">${input.qrSvg}</figure>
+<p>Cannot scan? Type this key into the app instead (time-based, 6 digits, 30 seconds):</p>
+<code class="secret" id="totp-secret" data-secret="${input.secret}">${groupSecret(input.secret)}</code>
+<h2>2. Enter the code it shows</h2>
+${input.error ? html`<p class="notice error" role="alert">${input.error}</p>` : ''}
+<form class="stack" method="post" autocomplete="off">
+<input type="hidden" name="_csrf" value="${input.csrfToken}">
+<label for="code">Authenticator code <span class="hint">The 6 digits your app shows now</span></label>
+<input id="code" name="code" type="text" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{6}" maxlength="6" required>
+<button type="submit">Finish setup</button>
+</form>`;
+  return layout('Set up two-factor authentication', body);
+}
+
+export function enrolDonePage(displayName: string): string {
+  const body = html`<h1>Two-factor authentication is set up</h1>
+<p class="notice ok" role="status">${displayName}, your authenticator app is now linked to Active Response.</p>
+<p>Return to Slack or Teams and repeat what you asked for. Step-up pages will ask for your password and a code from the app.</p>`;
+  return layout('Two-factor authentication is set up', body);
+}
