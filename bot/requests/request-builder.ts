@@ -1,0 +1,212 @@
+// Turns a validated action command into what a request stores: resolved targets and exclusions, the
+// action's parameters (script parameters checked against the script's declared schema), the script bytes'
+// hash and the digest over all of it. Reads only; the service writes.
+import { z } from 'zod';
+import type { DbOrTx } from '../../db/client.ts';
+import type { ActionCommand } from '../commands/command-types.ts';
+import { BadRequest, NotFound } from '../errors.ts';
+import {
+  endpointsByHostnames,
+  endpointsInSegments,
+  libraryFile,
+  type ScriptRow,
+  scriptByName,
+  segmentsByIds,
+  segmentsByNames,
+} from '../inventory/inventory-dal.ts';
+import type { ActionSpec, Candidate } from '../policy/policy-rules.ts';
+import type { PolicyService } from '../policy/policy-service.ts';
+import type { ExclusionView, TargetView } from '../ports.ts';
+import type { ResolvedUser } from '../users/user-types.ts';
+import { computeDigest, sha256Hex } from './digest.ts';
+
+export interface BuiltRequest {
+  spec: ActionSpec;
+  params: Record<string, unknown>;
+  script: ScriptRow | null;
+  scriptSha256: string | null;
+  targets: TargetView[];
+  exclusions: ExclusionView[];
+  digest: string;
+}
+
+const paramDeclSchema = z.object({
+  type: z.enum(['string', 'integer', 'boolean']).default('string'),
+  required: z.boolean().optional(),
+  pattern: z.string().max(512).optional(),
+  max: z.number().int().positive().optional(),
+});
+const paramsDeclSchema = z.record(z.string(), paramDeclSchema);
+
+/** Checks and types a script's `name=value` parameters against what the script declares. */
+export function checkScriptParams(script: ScriptRow, given: Record<string, string>): Record<string, unknown> {
+  const decl = paramsDeclSchema.safeParse(script.paramsSchema ?? {});
+  if (!decl.success) {
+    throw new BadRequest(
+      'request.script_params_schema',
+      `Script ${script.name} declares its parameters wrongly; ask an admin to fix it.`,
+    );
+  }
+  const declared = decl.data;
+  const out: Record<string, unknown> = {};
+  const known = Object.keys(declared);
+  for (const [name, value] of Object.entries(given)) {
+    const d = declared[name];
+    if (!d) {
+      throw new BadRequest(
+        'request.unknown_param',
+        `Script ${script.name} has no parameter "${name}". It takes: ${known.length ? known.join(', ') : 'none'}.`,
+      );
+    }
+    if (d.max !== undefined && value.length > d.max) {
+      throw new BadRequest('request.bad_param', `${name}: at most ${d.max} characters.`);
+    }
+    if (d.pattern && !new RegExp(`^(?:${d.pattern})$`).test(value)) {
+      throw new BadRequest(
+        'request.bad_param',
+        `${name}="${value.slice(0, 60)}" does not match /${d.pattern}/.`,
+      );
+    }
+    if (d.type === 'integer') {
+      if (!/^-?\d{1,15}$/.test(value))
+        throw new BadRequest('request.bad_param', `${name} must be a whole number.`);
+      out[name] = Number(value);
+    } else if (d.type === 'boolean') {
+      if (!/^(true|false)$/i.test(value))
+        throw new BadRequest('request.bad_param', `${name} must be true or false.`);
+      out[name] = value.toLowerCase() === 'true';
+    } else out[name] = value;
+  }
+  const missing = known.filter((n) => declared[n]?.required && !(n in given));
+  if (missing.length) {
+    throw new BadRequest(
+      'request.missing_param',
+      `Script ${script.name} needs ${missing.map((m) => `${m}=<value>`).join(' ')}.`,
+    );
+  }
+  return out;
+}
+
+/** Resolves hosts and `segment:<name>` selectors into candidates (known endpoints or named misses). */
+async function resolveCandidates(
+  db: DbOrTx,
+  hosts: string[],
+  segmentNames: string[],
+  maxTargets: number,
+): Promise<Candidate[]> {
+  const found = await endpointsByHostnames(db, hosts);
+  const byName = new Map(found.map((e) => [e.hostname, e]));
+  const candidates: Candidate[] = hosts.map((h) => ({ hostname: h, endpoint: byName.get(h) }));
+  const segs = await segmentsByNames(db, segmentNames);
+  for (const name of segmentNames) {
+    if (!segs.some((s) => s.name === name)) {
+      candidates.push({ hostname: `segment:${name}`, unresolvedReason: `unknown segment ${name}` });
+    }
+  }
+  const inSegments = await endpointsInSegments(
+    db,
+    segs.map((s) => s.id),
+  );
+  for (const s of segs) {
+    if (!inSegments.some((e) => e.segmentId === s.id)) {
+      candidates.push({
+        hostname: `segment:${s.name}`,
+        unresolvedReason: `segment ${s.name} has no enrolled endpoints`,
+      });
+    }
+  }
+  for (const e of inSegments) candidates.push({ hostname: e.hostname, endpoint: e });
+  if (candidates.length > maxTargets) {
+    throw new BadRequest(
+      'request.too_many_targets',
+      `That selects ${candidates.length} endpoints; one request may target at most ${maxTargets}. Narrow the selection.`,
+    );
+  }
+  return candidates;
+}
+
+export async function buildRequest(
+  deps: { db: DbOrTx; policy: PolicyService; maxScriptBytes: number; maxTargets: number },
+  actor: ResolvedUser,
+  cmd: ActionCommand,
+): Promise<BuiltRequest> {
+  const { db, policy } = deps;
+  let params: Record<string, unknown> = {};
+  let script: ScriptRow | null = null;
+  let scriptSha256: string | null = null;
+  let hosts: string[];
+  let segmentNames: string[] = [];
+  switch (cmd.kind) {
+    case 'isolate':
+    case 'unisolate':
+      hosts = cmd.hosts;
+      segmentNames = cmd.segments;
+      break;
+    case 'kill':
+      hosts = [cmd.host];
+      params = cmd.pid !== undefined ? { pid: cmd.pid } : { processName: cmd.processName };
+      break;
+    case 'fetch':
+      hosts = [cmd.host];
+      params = { path: cmd.path };
+      break;
+    case 'put': {
+      hosts = [cmd.host];
+      const file = await libraryFile(db, cmd.fileRef);
+      if (!file) {
+        throw new NotFound(
+          'request.unknown_file',
+          `No library file "${cmd.fileRef.slice(0, 80)}". Upload it to the library first.`,
+        );
+      }
+      params = {
+        file: { id: file.id, name: file.name, sha256: file.sha256, size: file.size },
+        destPath: cmd.destPath,
+      };
+      break;
+    }
+    case 'run': {
+      hosts = cmd.hosts;
+      segmentNames = cmd.segments;
+      script = await scriptByName(db, cmd.script);
+      if (!script)
+        throw new NotFound('request.unknown_script', `No script called "${cmd.script}" in the library.`);
+      const bytes = Buffer.byteLength(script.body);
+      if (bytes > deps.maxScriptBytes) {
+        throw new BadRequest(
+          'request.script_too_large',
+          `Script ${script.name} is ${bytes} bytes; scripts may be at most ${deps.maxScriptBytes} bytes. Ship large payloads with put.`,
+        );
+      }
+      // The digest binds the bytes actually sent, so hash them here rather than trusting the stored hash.
+      scriptSha256 = sha256Hex(script.body);
+      if (scriptSha256 !== script.sha256) {
+        throw new BadRequest(
+          'request.script_integrity',
+          `Script ${script.name} does not match its recorded SHA-256; ask an admin to re-save it.`,
+        );
+      }
+      params = checkScriptParams(script, cmd.params);
+      break;
+    }
+  }
+  const spec: ActionSpec = {
+    action: cmd.kind,
+    script: script
+      ? {
+          name: script.name,
+          readOnly: script.readOnly,
+          oses: script.oses,
+          minAgentVersion: script.minAgentVersion,
+        }
+      : undefined,
+  };
+  const candidates = await resolveCandidates(db, hosts, segmentNames, deps.maxTargets);
+  const segments = await segmentsByIds(
+    db,
+    candidates.flatMap((c) => (c.endpoint ? [c.endpoint.segmentId] : [])),
+  );
+  const { targets, exclusions } = policy.evaluateTargets(actor, spec, candidates, segments);
+  const digest = computeDigest({ action: cmd.kind, params, scriptSha256, targets });
+  return { spec, params, script, scriptSha256, targets, exclusions, digest };
+}

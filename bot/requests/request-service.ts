@@ -1,0 +1,465 @@
+// Action requests from creation to completion. Each state change happens in one transaction that locks the
+// request row, re-checks its state, writes exactly one audit record for the transition and (on approval)
+// enqueues the deliveries; brokers are woken and chat is told only after the commit.
+import { and, eq, gt } from 'drizzle-orm';
+import { z } from 'zod';
+import type { Db, DbOrTx } from '../../db/client.ts';
+import { deliveries, PLATFORMS, stepUpWindows } from '../../db/schema.ts';
+import type { AuditService } from '../audit/audit-service.ts';
+import { actionCommandSchema, type Command, reasonSchema } from '../commands/command-types.ts';
+import { BadRequest, Conflict, describeZodIssues, Forbidden, NotFound } from '../errors.ts';
+import type { PolicyService } from '../policy/policy-service.ts';
+import type { ChatContext, ChatMessageRef, Clock, Dispatcher, RequestView } from '../ports.ts';
+import type { ResolvedUser } from '../users/user-types.ts';
+import { buildRequest } from './request-builder.ts';
+import * as dal from './request-dal.ts';
+import { isFinal } from './request-states.ts';
+import { createTransitions, type Step } from './request-transitions.ts';
+import { loadView, loadViews } from './request-view.ts';
+
+const ctxSchema = z.object({
+  identity: z.object({
+    platform: z.enum(PLATFORMS),
+    tenantId: z.string().max(256),
+    chatUserId: z.string().max(256),
+  }),
+  channelId: z.string().min(1).max(256),
+  threadId: z.string().max(256).optional(),
+});
+
+const decideSchema = z.object({
+  requestId: z.string().min(1).max(64),
+  decision: z.enum(['approve', 'deny']),
+  reason: reasonSchema.optional(),
+  digest: z
+    .string()
+    .regex(/^[0-9a-f]{64}$/)
+    .optional(),
+  stepUpWindowId: z.uuid().optional(),
+});
+
+export interface DecideInput {
+  /** Request id (uuid) or ref (R-XXXXXX). */
+  requestId: string;
+  approver: ResolvedUser;
+  decision: 'approve' | 'deny';
+  reason?: string;
+  /** The digest the approver saw; a different stored digest means the request changed under them. */
+  digest?: string;
+  /** The approver's live step-up window (required to approve). */
+  stepUpWindowId?: string;
+}
+
+export interface DecisionResult {
+  changed: boolean;
+  request: RequestView;
+  /** Endpoints that got deliveries; when the caller passed a tx it must call dispatcher.wake after commit. */
+  dispatchedEndpointIds?: string[];
+}
+
+type Row = dal.RequestRow;
+
+export function createRequestService(deps: {
+  db: Db;
+  audit: AuditService;
+  clock: Clock;
+  policy: PolicyService;
+  dispatcher: Dispatcher;
+  approvalTtlSeconds?: number;
+  deliveryTtlSeconds?: number;
+  maxScriptBytes?: number;
+  /** Most endpoints one request may select (segments included). */
+  maxTargets?: number;
+}) {
+  const { db, audit, clock, policy, dispatcher } = deps;
+  const approvalTtlMs = (deps.approvalTtlSeconds ?? 3600) * 1000;
+  const deliveryTtlSeconds = deps.deliveryTtlSeconds ?? 604_800;
+  const maxScriptBytes = deps.maxScriptBytes ?? 1024 * 1024;
+  const maxTargets = deps.maxTargets ?? 10_000;
+  const {
+    transition,
+    approvedScriptBody,
+    dispatch,
+    advance,
+    requireRow,
+    expiredConflict,
+    expireIfLapsed,
+    completeIfDone,
+  } = createTransitions({ audit, clock, dispatcher, approvalTtlMs });
+
+  async function wakeQuietly(endpointIds: string[]) {
+    // A failed wake-up loses nothing: the deliveries are committed and brokers also poll their outbox.
+    if (endpointIds.length) await dispatcher.wake(endpointIds).catch(() => undefined);
+  }
+
+  return {
+    /**
+     * Validates, resolves targets, applies policy and stores a new request with its `request.created`
+     * audit record (carrying the full script). Stores nothing when every target is excluded.
+     */
+    async createRequest(
+      actor: ResolvedUser,
+      cmd: Command,
+      ctx: ChatContext,
+      opts: { requesterStepUpValid: boolean },
+    ): Promise<{ request: RequestView; needsRequesterStepUp: boolean; autoApproved: boolean }> {
+      const parsed = actionCommandSchema.safeParse(cmd);
+      if (!parsed.success) {
+        throw new BadRequest(
+          'request.invalid',
+          `That request is not valid: ${describeZodIssues(parsed.error.issues)}.`,
+        );
+      }
+      const c = parsed.data;
+      const chat = ctxSchema.safeParse(ctx);
+      if (!chat.success) throw new BadRequest('request.bad_context', describeZodIssues(chat.error.issues));
+      policy.requireRequester(actor);
+      const built = await buildRequest({ db, policy, maxScriptBytes, maxTargets }, actor, c);
+      if (!built.targets.length) {
+        const reasons = built.exclusions.slice(0, 20).map((e) => `${e.hostname}: ${e.reason}`);
+        const more = built.exclusions.length > 20 ? `\n…and ${built.exclusions.length - 20} more` : '';
+        throw new BadRequest(
+          'request.no_targets',
+          `No endpoint can take ${c.kind}:\n${reasons.join('\n')}${more}`,
+          {
+            exclusions: built.exclusions.slice(0, 100),
+          },
+        );
+      }
+      const rule = policy.approvalRule(actor, built.spec, built.targets.length);
+      if (rule.requesterStepUpRequired && !c.reason) {
+        throw new BadRequest(
+          'request.reason_required',
+          `${c.kind} changes the endpoint, so it needs --reason "<why>".`,
+        );
+      }
+      const needsRequesterStepUp = rule.requesterStepUpRequired && !opts.requesterStepUpValid;
+      const now = clock.now();
+      const result = await db.transaction(async (tx) => {
+        const row = await dal.insertRequest(tx, {
+          action: c.kind,
+          params: built.params,
+          scriptId: built.script?.id ?? null,
+          scriptName: built.script?.name ?? null,
+          scriptSha256: built.scriptSha256,
+          targets: built.targets,
+          exclusions: built.exclusions,
+          digest: built.digest,
+          reason: c.reason ?? '',
+          caseId: c.caseId ?? null,
+          note: c.note ?? null,
+          requesterId: actor.id,
+          requesterExternal: actor.external,
+          state: 'requested',
+          approvalsRequired: rule.approvalsRequired,
+          inHouseApprovalRequired: rule.inHouseRequired,
+          deliveryTtlSeconds: c.ttlSeconds ?? deliveryTtlSeconds,
+          approvalExpiresAt: new Date(now.getTime() + approvalTtlMs),
+          chatPlatform: chat.data.identity.platform,
+          chatTenantId: chat.data.identity.tenantId,
+          chatChannelId: chat.data.channelId,
+          chatThreadId: chat.data.threadId ?? null,
+        });
+        await audit.append(
+          {
+            actorType: 'user',
+            actorId: actor.id,
+            action: 'request.created',
+            outcome: 'ok',
+            requestId: row.id,
+            details: {
+              ref: row.ref,
+              action: c.kind,
+              params: built.params,
+              script: built.script
+                ? { name: built.script.name, sha256: built.scriptSha256, body: built.script.body }
+                : undefined,
+              targets: built.targets,
+              exclusions: built.exclusions,
+              digest: built.digest,
+              reason: row.reason,
+              caseId: row.caseId,
+              note: row.note,
+              approvalsRequired: rule.approvalsRequired,
+              inHouseRequired: rule.inHouseRequired,
+              requesterStepUpRequired: rule.requesterStepUpRequired,
+              chat: { platform: row.chatPlatform, channelId: row.chatChannelId },
+            },
+          },
+          tx,
+        );
+        if (needsRequesterStepUp) return { row, endpointIds: [] as string[] };
+        return advance(tx, row, actor.id);
+      });
+      await wakeQuietly(result.endpointIds);
+      return {
+        request: await loadView(db, result.row),
+        needsRequesterStepUp,
+        autoApproved: result.row.state === 'dispatched',
+      };
+    },
+
+    /**
+     * The requester's step-up for `digest` succeeded: requested → pending_approval (or straight out when no
+     * approval is needed). With a caller `tx`, the caller wakes `dispatchedEndpointIds` after its commit.
+     */
+    async confirmRequester(
+      requestId: string,
+      actorId: string,
+      digest: string,
+      tx?: DbOrTx,
+    ): Promise<DecisionResult> {
+      const run = async (t: DbOrTx): Promise<Step> => {
+        const row = await requireRow(t, requestId, true);
+        if (row.requesterId !== actorId) {
+          throw new Forbidden(
+            'request.not_requester',
+            `Only the person who asked for ${row.ref} can confirm it.`,
+          );
+        }
+        if (row.state !== 'requested') {
+          if (row.state === 'expired') throw expiredConflict(row);
+          throw new Conflict(
+            'request.already_confirmed',
+            `${row.ref} is already ${row.state.replace('_', ' ')}.`,
+          );
+        }
+        if (row.digest !== digest) {
+          throw new Conflict(
+            'request.digest_changed',
+            `${row.ref} is not what you confirmed (its digest differs). Ask again.`,
+          );
+        }
+        if (await expireIfLapsed(t, row)) return { lapsed: true, row };
+        return { changed: true, ...(await advance(t, row, actorId)) };
+      };
+      const out = tx ? await run(tx) : await db.transaction(run);
+      if (out.lapsed) throw expiredConflict(out.row);
+      if (!tx) await wakeQuietly(out.endpointIds);
+      return {
+        changed: true,
+        request: await loadView(tx ?? db, out.row),
+        dispatchedEndpointIds: out.endpointIds,
+      };
+    },
+
+    /**
+     * Records one approver's decision under a row lock. A repeat by the same approver is `{ changed:
+     * false }`. Enough approvals dispatch in the same transaction. Without a caller `tx` the brokers are
+     * woken after commit; with one, the caller wakes `dispatchedEndpointIds`.
+     */
+    async decide(input: DecideInput, tx?: DbOrTx): Promise<DecisionResult> {
+      const v = decideSchema.safeParse({ ...input, approver: undefined });
+      if (!v.success) throw new BadRequest('approval.invalid', describeZodIssues(v.error.issues));
+      const { approver } = input;
+      const run = async (t: DbOrTx): Promise<Step> => {
+        const row = await requireRow(t, v.data.requestId, true);
+        const prior = await dal.approvalsFor(t, [row.id]);
+        if (prior.some((a) => a.approverId === approver.id)) return { changed: false, row, endpointIds: [] };
+        if (row.state !== 'pending_approval') {
+          if (row.state === 'expired') throw expiredConflict(row);
+          if (row.state === 'requested') {
+            throw new Conflict(
+              'request.awaiting_requester',
+              `${row.ref} is waiting for the requester to confirm it first.`,
+            );
+          }
+          throw new Conflict(
+            'request.already_decided',
+            `${row.ref} is already ${row.state.replace('_', ' ')}; nothing changed.`,
+          );
+        }
+        if (await expireIfLapsed(t, row)) return { lapsed: true, row };
+        const view = await loadView(t, row);
+        policy.canApprove(approver, view, v.data.decision);
+        if (v.data.digest && v.data.digest !== row.digest) {
+          throw new Conflict(
+            'request.digest_changed',
+            `${row.ref} changed since you looked at it (digest ${row.digest.slice(0, 12)}, you saw ${v.data.digest.slice(0, 12)}). Review it again.`,
+          );
+        }
+        const now = clock.now();
+        if (v.data.decision === 'approve') {
+          const [win] = v.data.stepUpWindowId
+            ? await t
+                .select({ id: stepUpWindows.id })
+                .from(stepUpWindows)
+                .where(
+                  and(
+                    eq(stepUpWindows.id, v.data.stepUpWindowId),
+                    eq(stepUpWindows.userId, approver.id),
+                    gt(stepUpWindows.expiresAt, now),
+                  ),
+                )
+            : [];
+          if (!win) {
+            throw new Forbidden(
+              'approval.stepup_required',
+              `Approving ${row.ref} needs a live step-up; click Approve again.`,
+            );
+          }
+          await approvedScriptBody(t, row);
+        }
+        const approval = await dal.insertApproval(t, {
+          requestId: row.id,
+          approverId: approver.id,
+          digest: row.digest,
+          decision: v.data.decision,
+          reason: v.data.reason ?? null,
+          approverExternal: approver.external,
+          stepUpWindowId: v.data.stepUpWindowId ?? null,
+        });
+        if (!approval) return { changed: false, row, endpointIds: [] };
+        const who = { type: 'user' as const, id: approver.id };
+        if (v.data.decision === 'deny') {
+          const next = await transition(t, row, 'denied', who, {
+            approvalId: approval.id,
+            reason: approval.reason,
+          });
+          return { changed: true, row: next, endpointIds: [] };
+        }
+        await audit.append(
+          {
+            actorType: 'user',
+            actorId: approver.id,
+            action: 'approval.recorded',
+            outcome: 'ok',
+            requestId: row.id,
+            details: {
+              ref: row.ref,
+              approvalId: approval.id,
+              digest: row.digest,
+              external: approver.external,
+            },
+          },
+          t,
+        );
+        const approvals = [
+          ...view.approvals,
+          { approverId: approver.id, approverExternal: approver.external, decision: 'approve' as const },
+        ];
+        if (!policy.quorumReached({ ...view, approvals })) return { changed: true, row, endpointIds: [] };
+        const out = await dispatch(t, row, who);
+        return { changed: true, row: out.row, endpointIds: out.endpointIds };
+      };
+      const out = tx ? await run(tx) : await db.transaction(run);
+      if (out.lapsed) throw expiredConflict(out.row);
+      if (!tx) await wakeQuietly(out.endpointIds);
+      return {
+        changed: out.changed,
+        request: await loadView(tx ?? db, out.row),
+        dispatchedEndpointIds: out.endpointIds.length ? out.endpointIds : undefined,
+      };
+    },
+
+    /** Approving always needs the approver's live step-up window; the caller sends the link when it lapsed. */
+    approvalNeedsStepUp(_request?: RequestView): boolean {
+      return true;
+    },
+
+    /**
+     * Cancels a request (before dispatch: → cancelled; after: its queued deliveries) or one delivery by id.
+     * The requester, approvers and admins may cancel.
+     */
+    async cancel(
+      target: string,
+      actor: ResolvedUser,
+    ): Promise<{ request?: RequestView; cancelledDeliveries: number }> {
+      const t0 = z.string().min(1).max(64).safeParse(target);
+      if (!t0.success)
+        throw new BadRequest('request.invalid', 'Give a request ref (R-7K3QXM) or a delivery id.');
+      const out = await db.transaction(async (tx) => {
+        let row = await dal.lockRequest(tx, target);
+        let deliveryId: string | undefined;
+        if (!row && dal.isUuid(target)) {
+          const [d] = await tx.select().from(deliveries).where(eq(deliveries.id, target.toLowerCase()));
+          if (d) {
+            deliveryId = d.id;
+            row = await dal.lockRequest(tx, d.requestId);
+          }
+        }
+        if (!row)
+          throw new NotFound(
+            'request.not_found',
+            `There is no request or delivery "${target.slice(0, 64)}".`,
+          );
+        const mayCancel =
+          row.requesterId === actor.id || actor.roles.includes('admin') || actor.roles.includes('approver');
+        if (!mayCancel || actor.disabled) {
+          throw new Forbidden(
+            'request.cancel_forbidden',
+            `Only the requester, an approver or an admin can cancel ${row.ref}.`,
+          );
+        }
+        if (isFinal(row.state)) {
+          throw new Conflict(
+            'request.already_final',
+            `${row.ref} is already ${row.state}; there is nothing to cancel.`,
+          );
+        }
+        const who = { type: 'user' as const, id: actor.id };
+        if (row.state !== 'dispatched') {
+          if (deliveryId) throw new Conflict('request.not_dispatched', `${row.ref} has not been dispatched.`);
+          return { row: await transition(tx, row, 'cancelled', who), n: 0 };
+        }
+        const n = await dispatcher.cancel(tx, deliveryId ? { deliveryId } : { requestId: row.id });
+        await audit.append(
+          {
+            actorType: 'user',
+            actorId: actor.id,
+            action: 'request.deliveries_cancelled',
+            outcome: 'ok',
+            requestId: row.id,
+            details: { ref: row.ref, deliveryId, cancelled: n },
+          },
+          tx,
+        );
+        return { row: (await completeIfDone(tx, row)).row, n };
+      });
+      return { request: await loadView(db, out.row), cancelledDeliveries: out.n };
+    },
+
+    /** Expires undecided requests past their approval TTL; returns them so their cards can be updated. */
+    async expireStale(): Promise<RequestView[]> {
+      const ids = await dal.staleRequestIds(db, clock.now());
+      const expired: Row[] = [];
+      for (const id of ids) {
+        const row = await db.transaction(async (tx) => {
+          const r = await dal.lockRequest(tx, id);
+          return r && (await expireIfLapsed(tx, r)) ? dal.findRequest(tx, id) : null;
+        });
+        if (row) expired.push(row);
+      }
+      return loadViews(db, expired);
+    },
+
+    async getView(idOrRef: string): Promise<RequestView> {
+      if (typeof idOrRef !== 'string' || idOrRef.length > 64)
+        throw new BadRequest('request.invalid', 'Not a request reference.');
+      return loadView(db, await requireRow(db, idOrRef, false));
+    },
+
+    async listForUser(userId: string, limit = 20): Promise<RequestView[]> {
+      return loadViews(db, await dal.requestsForUser(db, userId, Math.min(Math.max(limit, 1), 100)));
+    },
+
+    /**
+     * A delivery changed; when every delivery is final the request completes. Returns the fresh view with
+     * progress counts, and whether this call completed it (so only one caller announces completion).
+     */
+    async onDeliveryChanged(requestId: string) {
+      const out = await db.transaction(async (tx) =>
+        completeIfDone(tx, await requireRow(tx, requestId, true)),
+      );
+      const request = await loadView(db, out.row);
+      return { request, progress: request.progress ?? {}, completedNow: out.completedNow };
+    },
+
+    /** Stores where the request's card lives, so any process can update it later. */
+    async attachChatMessage(requestId: string, ref: ChatMessageRef): Promise<void> {
+      await dal.setChatMessage(db, requestId, ref);
+    },
+  };
+}
+
+export type RequestService = ReturnType<typeof createRequestService>;

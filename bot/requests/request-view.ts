@@ -1,0 +1,75 @@
+// Builds the RequestView a card shows from stored rows. Kept apart from the service so the status command,
+// the delivery reporter and the step-up page all describe a request the same way.
+import type { DbOrTx } from '../../db/client.ts';
+import type { ExclusionView, RequestView, TargetView } from '../ports.ts';
+import {
+  type ApprovalWithName,
+  approvalsFor,
+  deliveryCounts,
+  type RequestRow,
+  userNames,
+} from './request-dal.ts';
+
+export function toView(
+  row: RequestRow,
+  requesterName: string,
+  approvals: ApprovalWithName[],
+  progress?: Record<string, number>,
+): RequestView {
+  return {
+    id: row.id,
+    ref: row.ref,
+    action: row.action,
+    params: (row.params ?? {}) as Record<string, unknown>,
+    scriptName: row.scriptName,
+    scriptSha256: row.scriptSha256,
+    targets: row.targets as TargetView[],
+    exclusions: row.exclusions as ExclusionView[],
+    reason: row.reason,
+    caseId: row.caseId,
+    note: row.note,
+    requester: { id: row.requesterId, displayName: requesterName, external: row.requesterExternal },
+    state: row.state,
+    digest: row.digest,
+    approvalsRequired: row.approvalsRequired,
+    inHouseApprovalRequired: row.inHouseApprovalRequired,
+    approvals: approvals.map((a) => ({
+      approverId: a.approverId,
+      approverName: a.approverName,
+      approverExternal: a.approverExternal,
+      decision: a.decision,
+      reason: a.reason,
+      digest: a.digest,
+      at: a.createdAt,
+    })),
+    approvalExpiresAt: row.approvalExpiresAt,
+    progress: progress && Object.keys(progress).length ? progress : undefined,
+    createdAt: row.createdAt,
+  };
+}
+
+/** Views for several rows with three queries in total, whatever the number of rows. */
+export async function loadViews(db: DbOrTx, rows: RequestRow[]): Promise<RequestView[]> {
+  const ids = rows.map((r) => r.id);
+  const [names, approvals, counts] = await Promise.all([
+    userNames(
+      db,
+      rows.map((r) => r.requesterId),
+    ),
+    approvalsFor(db, ids),
+    deliveryCounts(db, ids),
+  ]);
+  return rows.map((r) =>
+    toView(
+      r,
+      names.get(r.requesterId) ?? 'unknown user',
+      approvals.filter((a) => a.requestId === r.id),
+      counts.get(r.id),
+    ),
+  );
+}
+
+export async function loadView(db: DbOrTx, row: RequestRow): Promise<RequestView> {
+  const [view] = await loadViews(db, [row]);
+  return view!;
+}
