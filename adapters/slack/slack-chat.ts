@@ -1,0 +1,95 @@
+// The ChatPort for Slack: request cards as Block Kit messages, edits with chat.update (rate-limited per
+// channel and coalesced), thread replies, and private notices as ephemeral messages.
+import type { App } from '@slack/bolt';
+import type { ChatContext, ChatMessageRef, ChatPort, Logger, RequestView } from '../../bot/ports.ts';
+import { escapeMrkdwn, renderRequestBlocks, requestFallbackText } from './blocks.ts';
+import { createUpdateScheduler, type TimerPort } from './update-scheduler.ts';
+
+/** Slack truncates message text at 40,000 characters; we stop well before, with a visible marker. */
+const TEXT_MAX = 3900;
+
+function clipText(text: string): string {
+  return text.length <= TEXT_MAX ? text : `${text.slice(0, TEXT_MAX - 20)}\n… (message shortened)`;
+}
+
+type WebClient = App['client'];
+
+export function createSlackChat(deps: {
+  client: WebClient;
+  logger: Logger;
+  timers?: TimerPort;
+  /** Minimum time between edits in one channel; Slack's limit is about one per second. */
+  updateIntervalMs?: number;
+}) {
+  const { client, logger } = deps;
+  const scheduler = createUpdateScheduler({
+    timers: deps.timers,
+    intervalMs: deps.updateIntervalMs,
+    onError: (err) => logger.error({ err }, 'could not update a Slack request card'),
+  });
+
+  const chat: ChatPort = {
+    async postRequestCard(ctx: ChatContext, view: RequestView): Promise<ChatMessageRef> {
+      const res = await client.chat.postMessage({
+        channel: ctx.channelId,
+        thread_ts: ctx.threadId,
+        text: escapeMrkdwn(requestFallbackText(view)),
+        blocks: renderRequestBlocks(view),
+        unfurl_links: false,
+      });
+      if (!res.ts) throw new Error('chat.postMessage returned no ts for the request card');
+      const channelId = res.channel ?? ctx.channelId;
+      // A card posted inside a thread keeps its events in that thread; otherwise it starts its own.
+      return { platform: 'slack', channelId, messageId: res.ts, threadId: ctx.threadId ?? res.ts };
+    },
+
+    updateRequestCard(ref: ChatMessageRef, view: RequestView): Promise<void> {
+      return scheduler.schedule(ref.channelId, ref.messageId, async () => {
+        await client.chat.update({
+          channel: ref.channelId,
+          ts: ref.messageId,
+          text: escapeMrkdwn(requestFallbackText(view)),
+          blocks: renderRequestBlocks(view),
+        });
+      });
+    },
+
+    async replyInThread(ref: ChatMessageRef, text: string): Promise<void> {
+      await client.chat.postMessage({
+        channel: ref.channelId,
+        thread_ts: ref.threadId,
+        text: clipText(escapeMrkdwn(text)),
+        unfurl_links: false,
+      });
+    },
+
+    async notifyPrivately(ctx: ChatContext, text: string): Promise<void> {
+      if (!ctx.identity.chatUserId)
+        throw new Error('a private Slack message needs the chat user id to send it to');
+      await client.chat.postEphemeral({
+        channel: ctx.channelId,
+        user: ctx.identity.chatUserId,
+        thread_ts: ctx.threadId,
+        text: clipText(escapeMrkdwn(text)),
+      });
+    },
+
+    async reply(ctx: ChatContext, text: string): Promise<void> {
+      await client.chat.postMessage({
+        channel: ctx.channelId,
+        thread_ts: ctx.threadId,
+        text: clipText(escapeMrkdwn(text)),
+        unfurl_links: false,
+      });
+    },
+  };
+
+  return {
+    chat,
+    /** Sends card edits still waiting for their slot; call before shutting down. */
+    flush: () => scheduler.drain(),
+    pendingUpdates: () => scheduler.pendingCount(),
+  };
+}
+
+export type SlackChat = ReturnType<typeof createSlackChat>;

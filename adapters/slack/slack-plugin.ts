@@ -1,0 +1,125 @@
+// Wires the Slack adapter: a real @slack/bolt App whose receiver is either the shared Fastify server
+// (HTTP mode, POST /slack/events) or Bolt's Socket Mode client (when an app-level token is configured),
+// the listeners, and the ChatPort the core posts through. The composition root registers the returned
+// `chat` with the chat router under 'slack'.
+import { App, type Receiver, SocketModeReceiver } from '@slack/bolt';
+import type { FastifyInstance } from 'fastify';
+import type { BotCore } from '../../bot/bot-types.ts';
+import type { ChatPort, Logger } from '../../bot/ports.ts';
+import type { Db } from '../../db/client.ts';
+import { toBoltLogger } from './bolt-logger.ts';
+import { FastifyReceiver } from './fastify-receiver.ts';
+import { registerCommandListener } from './listeners/command-listener.ts';
+import { registerDecisionListener } from './listeners/decision-listener.ts';
+import { registerMentionListener } from './listeners/mention-listener.ts';
+import { createWorkTracker } from './listeners/work-tracker.ts';
+import { createSlackChat } from './slack-chat.ts';
+import type { TimerPort } from './update-scheduler.ts';
+
+export interface SlackConfig {
+  signingSecret: string;
+  /** xoxb- bot token. */
+  botToken: string;
+  /** Web API base, e.g. http://127.0.0.1:9000/api/ for a local stand-in. Defaults to https://slack.com/api/. */
+  apiUrl?: string;
+  /** Slash command, e.g. /ar. */
+  command: string;
+  /** xapp- app-level token: when set, events arrive over Socket Mode instead of HTTP. */
+  appToken?: string;
+}
+
+export interface SlackDeps {
+  bot: BotCore;
+  config: SlackConfig;
+  logger: Logger;
+  /**
+   * Accepted for symmetry with other adapters; not used. Retries and duplicate deliveries are deduplicated
+   * by the core on ctx.eventId (processed_events), so the adapter keeps no state of its own.
+   */
+  db?: Db;
+  /** Card-edit scheduling (clock and timer); defaults to the system's. */
+  timers?: TimerPort;
+  /** Clock for the signature's timestamp check, in ms; defaults to Date.now. */
+  nowMs?: () => number;
+}
+
+export interface SlackAdapter {
+  chat: ChatPort;
+  /** 'http' when mounted on Fastify, 'socket' in Socket Mode. */
+  mode: 'http' | 'socket';
+  /** Bot user id from auth.test, used to strip the bot's own mention. */
+  botUserId?: string;
+  /** Resolves when no listener work is running. */
+  idle(): Promise<void>;
+  /** Stops taking events, waits for work in flight, sends pending card edits. */
+  close(): Promise<void>;
+}
+
+/**
+ * Registers the Slack adapter. In HTTP mode the route is added to `fastify`, so call this before the server
+ * starts listening (before `fastify.ready()`). Calls auth.test once, so a wrong token fails startup here
+ * with Slack's error rather than on the first command.
+ */
+export async function registerSlack(fastify: FastifyInstance, deps: SlackDeps): Promise<SlackAdapter> {
+  const { config, logger } = deps;
+  const boltLogger = toBoltLogger(logger);
+  const clientOptions = {
+    slackApiUrl: config.apiUrl,
+    // Slack answers 429 with Retry-After, which the client honours; a few retries ride out blips without
+    // holding a thread reply for minutes.
+    retryConfig: { retries: 2, factor: 2, minTimeout: 200, maxTimeout: 2000 },
+  };
+
+  let receiver: Receiver;
+  let mode: SlackAdapter['mode'];
+  if (config.appToken) {
+    mode = 'socket';
+    receiver = new SocketModeReceiver({
+      appToken: config.appToken,
+      logger: boltLogger,
+      installerOptions: { clientOptions },
+    });
+  } else {
+    mode = 'http';
+    const http = new FastifyReceiver({ signingSecret: config.signingSecret, logger, nowMs: deps.nowMs });
+    http.mount(fastify);
+    receiver = http;
+  }
+
+  const app = new App({
+    token: config.botToken,
+    receiver,
+    logger: boltLogger,
+    clientOptions,
+    // No in-memory conversation store: state lives in the database, and this process may be one of several.
+    convoStore: false,
+    // auth.test runs in init() below, where a failure can be awaited and reported.
+    deferInitialization: true,
+  });
+  app.error(async (err) => {
+    logger.error({ err, code: (err as { code?: string }).code }, 'unhandled error in a Slack listener');
+  });
+
+  const slackChat = createSlackChat({ client: app.client, logger, timers: deps.timers });
+  const work = createWorkTracker({ chat: slackChat.chat, logger });
+  registerCommandListener(app, { command: config.command, bot: deps.bot, logger, work });
+  registerMentionListener(app, { bot: deps.bot, logger, work });
+  registerDecisionListener(app, { bot: deps.bot, logger, work });
+
+  await app.init();
+  const auth = await app.client.auth.test();
+  if (mode === 'socket') await app.start();
+  logger.info({ mode, team: auth.team_id, botUserId: auth.user_id }, 'Slack adapter ready');
+
+  return {
+    chat: slackChat.chat,
+    mode,
+    botUserId: auth.user_id,
+    idle: () => work.idle(),
+    async close() {
+      await app.stop();
+      await work.idle();
+      await slackChat.flush();
+    },
+  };
+}
