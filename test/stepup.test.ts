@@ -378,6 +378,22 @@ describe.each(drivers)('step-up on %s', (driver) => {
     ).rejects.toMatchObject({ code: 'stepup.failed' });
   });
 
+  it('closes the window of a user who is disabled and refuses their next step-up', async () => {
+    const u = await enrolledUser('to.disable');
+    const created = await link(u.id);
+    const opened = await stepup.complete({
+      token: created.token,
+      password: PASSWORD,
+      totpCode: await freshCode(u.secret),
+    });
+    const next = await link(u.id);
+    await usersSvc.disableUser({ userId: u.id });
+    await expect(stepup.windowById(opened.window.id)).resolves.toBeNull();
+    await expect(
+      stepup.complete({ token: next.token, password: PASSWORD, totpCode: await freshCode(u.secret) }),
+    ).rejects.toMatchObject({ code: 'stepup.user_disabled' });
+  });
+
   it('refuses and audits an unknown link', async () => {
     await expect(
       stepup.complete({

@@ -1,7 +1,7 @@
 // Users, organisations, chat identities and role grants. Who may call what (admin + live step-up window)
 // is the router's job; this service enforces the data rules: a role must be allowed for the user's
 // organisation, a chat identity must be linked and its tenant mapped, and every change is audited.
-import { and, eq, isNull } from 'drizzle-orm';
+import { and, eq, gt, isNull } from 'drizzle-orm';
 import { z } from 'zod';
 import type { Db, DbOrTx } from '../../db/client.ts';
 import {
@@ -11,6 +11,7 @@ import {
   ROLES,
   type Role,
   roleGrants,
+  stepUpWindows,
   users,
 } from '../../db/schema.ts';
 import type { AuditService } from '../audit/audit-service.ts';
@@ -362,6 +363,12 @@ export function createUserService(deps: { db: Db; audit: AuditService; clock: Cl
         const user = await mustResolve(tx, p.userId);
         if (user.disabled) return { changed: false, user };
         await tx.update(users).set({ disabled: true }).where(eq(users.id, user.id));
+        // A disabled user keeps no live step-up window: close any that are open.
+        const now = clock.now();
+        await tx
+          .update(stepUpWindows)
+          .set({ expiresAt: now })
+          .where(and(eq(stepUpWindows.userId, user.id), gt(stepUpWindows.expiresAt, now)));
         await audit.append(
           {
             ...actor(p.actorId),
