@@ -173,7 +173,8 @@ describe.each(drivers)('step-up on %s', (driver) => {
       },
       async (challenge, window, tx) => {
         const [w] = await tx.select().from(stepUpWindows).where(eq(stepUpWindows.id, window.id));
-        seenInTx = !!w && challenge.subject === 'digest-win';
+        const who = await usersSvc.getUser(challenge.userId, tx);
+        seenInTx = !!w && challenge.subject === 'digest-win' && who.username === 'win';
       },
     );
     expect(seenInTx).toBe(true);

@@ -245,8 +245,12 @@ export function createUserService(deps: { db: Db; audit: AuditService; clock: Cl
       });
     },
 
-    /** By id (uuid) or username. Throws NotFound 'user.not_found'. */
-    getUser: (idOrUsername: string) => mustResolve(db, parse(userRef, idOrUsername, 'user reference')),
+    /**
+     * By id (uuid) or username. Throws NotFound 'user.not_found'. Inside a transaction (e.g. a step-up's
+     * onConfirmed) pass `tx`: on PGlite a query on the bare db waits for the open transaction forever.
+     */
+    getUser: (idOrUsername: string, tx?: DbOrTx) =>
+      mustResolve(tx ?? db, parse(userRef, idOrUsername, 'user reference')),
 
     listUsers: () => resolveUsers(db),
 
