@@ -1,0 +1,236 @@
+import { BlobReader, BlobWriter, configure, ZipReader } from '@zip.js/zip.js';
+import { and, eq } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { auditLog, endpoints, segments, sessions } from '../db/schema.ts';
+import { WINDOW_COOKIE } from '../web-stepup/window-cookie.ts';
+import { drivers } from './helpers/db.ts';
+import {
+  codeAt,
+  createWebFixture,
+  formState,
+  PASSWORD,
+  type TestUser,
+  type WebFixture,
+} from './helpers/web-stepup.ts';
+
+configure({ useWebWorkers: false });
+
+describe.each(drivers)('evidence downloads and session history on %s', (driver) => {
+  let f: WebFixture;
+  let analyst: TestUser;
+  let approverOnly: TestUser;
+  let evidenceId: string;
+  const evidence = Buffer.from('MZ\x90\x00 pretend malware sample\n'.repeat(1000), 'latin1');
+
+  beforeAll(async () => {
+    f = await createWebFixture(driver);
+    analyst = await f.makeUser('uma', { roles: ['active_response'] });
+    approverOnly = await f.makeUser('vic', { roles: ['approver'] });
+    evidenceId = await f.storeEvidence('C:\\Users\\bob\\AppData\\evil "dropper".exe', evidence);
+    const [seg] = await f.tdb.db
+      .insert(segments)
+      .values({ name: 'servers', activeResponseEnabled: true })
+      .returning();
+    const [web01] = await f.tdb.db
+      .insert(endpoints)
+      .values({ hostname: 'web-01', os: 'linux', segmentId: seg!.id })
+      .returning();
+    const [db01] = await f.tdb.db
+      .insert(endpoints)
+      .values({ hostname: 'db-01', os: 'linux', segmentId: seg!.id })
+      .returning();
+    await f.tdb.db.insert(sessions).values([
+      {
+        userId: analyst.id,
+        endpointId: web01!.id,
+        reason: 'triage beacon',
+        caseId: 'IR-42',
+        startedAt: new Date('2026-11-28T08:00:00Z'),
+      },
+      {
+        userId: analyst.id,
+        endpointId: db01!.id,
+        reason: 'check db',
+        caseId: 'IR-43',
+        startedAt: new Date('2026-11-27T08:00:00Z'),
+      },
+    ]);
+    await f.audit.append({
+      actorType: 'user',
+      actorId: analyst.id,
+      action: 'script.executed',
+      outcome: 'ok',
+      endpointId: web01!.id,
+      details: { script: 'collect-triage', sha256: 'cafe'.repeat(16), payload: 'print("hello")' },
+    });
+  });
+  afterAll(async () => {
+    await f.close();
+  });
+
+  /** Completes a download or history step-up link and returns the redirect and the window cookie. */
+  async function stepUp(user: TestUser, purpose: 'download' | 'history', subject: string) {
+    f.clock.advance(30_000);
+    const token = await f.link(user, purpose, subject);
+    const page = await f.app.inject({ method: 'GET', url: `/stepup/${token}` });
+    const { token: csrf, cookies } = formState(page);
+    const res = await f.app.inject({
+      method: 'POST',
+      url: `/stepup/${token}`,
+      payload: new URLSearchParams({
+        _csrf: csrf!,
+        password: PASSWORD,
+        code: await codeAt(user.secret!, f.clock.now()),
+      }).toString(),
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      cookies,
+    });
+    const cookie = res.cookies.find((c) => c.name === WINDOW_COOKIE);
+    return { res, cookie, cookies: cookie ? { [WINDOW_COOKIE]: cookie.value } : {} };
+  }
+
+  it('explains how to get a download link when there is no step-up window', async () => {
+    const res = await f.app.inject({ method: 'GET', url: `/files/${evidenceId}` });
+    expect(res.statusCode).toBe(401);
+    expect(res.body).toContain('download link the bot posted');
+    expect(res.headers['content-type']).toMatch(/text\/html/);
+  });
+
+  it('downloads evidence as an AES zip with the password "infected" after a download step-up, audited', async () => {
+    const { res, cookie, cookies } = await stepUp(analyst, 'download', evidenceId);
+    expect(res.statusCode).toBe(303);
+    expect(res.headers.location).toBe(`/files/${evidenceId}`);
+    expect(cookie).toMatchObject({ httpOnly: true, sameSite: 'Strict', path: '/' });
+    expect(cookie!.maxAge).toBeGreaterThan(0);
+    expect(cookie!.maxAge).toBeLessThanOrEqual(600);
+
+    const dl = await f.app.inject({ method: 'GET', url: `/files/${evidenceId}`, cookies });
+    expect(dl.statusCode).toBe(200);
+    expect(dl.headers['content-type']).toBe('application/zip');
+    expect(dl.headers['content-disposition']).toContain('evil _dropper_.exe.zip');
+    expect(dl.headers['cache-control']).toBe('no-store');
+    const zip = new ZipReader(new BlobReader(new Blob([dl.rawPayload])));
+    const [entry] = await zip.getEntries();
+    expect(entry).toMatchObject({ filename: 'evil _dropper_.exe', encrypted: true, zipCrypto: false });
+    const blob = await entry!.getData!(new BlobWriter(), { password: 'infected' });
+    expect(Buffer.from(await blob.arrayBuffer()).equals(evidence)).toBe(true);
+    await expect(entry!.getData!(new BlobWriter(), { password: 'wrong' })).rejects.toThrow();
+    await zip.close();
+
+    const [row] = await f.tdb.db
+      .select()
+      .from(auditLog)
+      .where(and(eq(auditLog.action, 'file.downloaded'), eq(auditLog.actorId, analyst.id)));
+    expect(row?.details).toMatchObject({ fileId: evidenceId, size: evidence.length });
+    expect((row!.details as { sha256: string }).sha256).toMatch(/^[0-9a-f]{64}$/);
+  });
+
+  it('refuses a tampered or foreign cookie', async () => {
+    const { cookie } = await stepUp(analyst, 'download', evidenceId);
+    const tampered = cookie!.value.replace(/^(.)/, (c) => (c === 'a' ? 'b' : 'a'));
+    const res = await f.app.inject({
+      method: 'GET',
+      url: `/files/${evidenceId}`,
+      cookies: { [WINDOW_COOKIE]: tampered },
+    });
+    expect(res.statusCode).toBe(401);
+    const unsigned = await f.app.inject({
+      method: 'GET',
+      url: `/files/${evidenceId}`,
+      cookies: { [WINDOW_COOKIE]: decodeURIComponent(cookie!.value).split('.').slice(0, 2).join('.') },
+    });
+    expect(unsigned.statusCode).toBe(401);
+  });
+
+  it('stops honouring the cookie once the step-up window has expired', async () => {
+    const { cookies } = await stepUp(analyst, 'download', evidenceId);
+    f.clock.advance(11 * 60_000);
+    const res = await f.app.inject({ method: 'GET', url: `/files/${evidenceId}`, cookies });
+    expect(res.statusCode).toBe(401);
+  });
+
+  it('refuses a user without the Active Response role, and audits the refusal', async () => {
+    const { cookies } = await stepUp(approverOnly, 'download', evidenceId);
+    const res = await f.app.inject({ method: 'GET', url: `/files/${evidenceId}`, cookies });
+    expect(res.statusCode).toBe(403);
+    expect(res.body).toContain('Active Response role');
+    const refusals = await f.tdb.db
+      .select()
+      .from(auditLog)
+      .where(and(eq(auditLog.actorId, approverOnly.id), eq(auditLog.outcome, 'refused')));
+    expect(refusals.some((r) => r.action === 'file.download')).toBe(true);
+  });
+
+  it('answers unknown ids, non-ids and library files with not found', async () => {
+    const { cookies } = await stepUp(analyst, 'download', evidenceId);
+    const unknown = await f.app.inject({
+      method: 'GET',
+      url: '/files/00000000-0000-4000-8000-00000000dead',
+      cookies,
+    });
+    expect(unknown.statusCode).toBe(404);
+    const notAnId = await f.app.inject({ method: 'GET', url: '/files/..%2F..%2Fsecret.key', cookies });
+    expect(notAnId.statusCode).toBe(404);
+    expect(notAnId.body).toContain('is not a file id');
+    const libraryId = await f.storeEvidence('remediate.ps1', Buffer.from('Write-Host ok'), 'library');
+    const library = await f.app.inject({ method: 'GET', url: `/files/${libraryId}`, cookies });
+    expect(library.statusCode).toBe(404);
+  });
+
+  it('opens the session history after a history step-up and lists sessions and audit details', async () => {
+    const { res, cookies } = await stepUp(analyst, 'history', 'history');
+    expect(res.statusCode).toBe(303);
+    expect(res.headers.location).toBe('/history');
+    const page = await f.app.inject({ method: 'GET', url: '/history', cookies });
+    expect(page.statusCode).toBe(200);
+    expect(page.body).toContain('Session history');
+    expect(page.body).toContain('web-01');
+    expect(page.body).toContain('db-01');
+    expect(page.body).toContain('triage beacon');
+    expect(page.body).toContain('script.executed');
+    expect(page.body).toContain('cafe'.repeat(16));
+    expect(page.body).toContain('print(\\&quot;hello\\&quot;)');
+    expect(page.body).not.toMatch(/<script/i);
+    const viewed = await f.tdb.db.select().from(auditLog).where(eq(auditLog.action, 'history.viewed'));
+    expect(viewed.length).toBeGreaterThan(0);
+  });
+
+  it('filters history by user, endpoint and time', async () => {
+    const { cookies } = await stepUp(analyst, 'history', 'history');
+    const byEndpoint = await f.app.inject({ method: 'GET', url: '/history?endpoint=web-01', cookies });
+    expect(byEndpoint.body).toContain('triage beacon');
+    expect(byEndpoint.body).not.toContain('check db');
+    const byTime = await f.app.inject({
+      method: 'GET',
+      url: '/history?from=2026-11-27T00:00&to=2026-11-27T23:59',
+      cookies,
+    });
+    expect(byTime.body).toContain('check db');
+    expect(byTime.body).not.toContain('triage beacon');
+    const byUser = await f.app.inject({ method: 'GET', url: '/history?user=vic', cookies });
+    expect(byUser.statusCode).toBe(200);
+    expect(byUser.body).toContain('No sessions match.');
+  });
+
+  it('explains a filter it cannot read, quoting what was typed', async () => {
+    const { cookies } = await stepUp(analyst, 'history', 'history');
+    const badTime = await f.app.inject({ method: 'GET', url: '/history?from=yesterday', cookies });
+    expect(badTime.statusCode).toBe(400);
+    expect(badTime.body).toContain('&quot;yesterday&quot; is not a time');
+    const badUser = await f.app.inject({ method: 'GET', url: '/history?user=nobody', cookies });
+    expect(badUser.statusCode).toBe(404);
+    expect(badUser.body).toContain('No user is named &quot;nobody&quot;');
+    const badHost = await f.app.inject({ method: 'GET', url: '/history?endpoint=%3Cimg%3E', cookies });
+    expect(badHost.statusCode).toBe(400);
+    expect(badHost.body).not.toContain('<img>');
+  });
+
+  it('refuses history without a window or without the Active Response role', async () => {
+    const none = await f.app.inject({ method: 'GET', url: '/history' });
+    expect(none.statusCode).toBe(401);
+    expect(none.body).toContain('step-up link');
+    const { cookies } = await stepUp(approverOnly, 'history', 'history');
+    const res = await f.app.inject({ method: 'GET', url: '/history', cookies });
+    expect(res.statusCode).toBe(403);
+  });
+});
