@@ -369,17 +369,20 @@ export function createStepUpService(deps: StepUpDeps) {
       } catch (e) {
         // `onConfirmed` (or the database) failed, so nothing above committed. Burn the code anyway (each
         // code once) and record that the factors were right but the confirmation did not go through.
-        await db.transaction(async (tx) => {
-          if (passwordOk && totp.valid) {
-            await tx
-              .update(users)
-              .set({ totpLastStep: sql`greatest(coalesce(${users.totpLastStep}, -1), ${totp.timeStep!})` })
-              .where(eq(users.id, pre.user.id));
-          }
-          await auditAttempt(tx, pre, 'failed', 'confirm_failed', meta, {
-            error: isAppError(e) ? e.code : 'internal',
-          });
-        });
+        // A failure here must not hide the original error, which is what the caller needs to see.
+        await db
+          .transaction(async (tx) => {
+            if (passwordOk && totp.valid) {
+              await tx
+                .update(users)
+                .set({ totpLastStep: sql`greatest(coalesce(${users.totpLastStep}, -1), ${totp.timeStep!})` })
+                .where(eq(users.id, pre.user.id));
+            }
+            await auditAttempt(tx, pre, 'failed', 'confirm_failed', meta, {
+              error: isAppError(e) ? e.code : 'internal',
+            });
+          })
+          .catch(() => undefined);
         throw e;
       }
       if ('error' in result) throw result.error;
