@@ -1,0 +1,77 @@
+// Seeds the demo through the same services an admin uses: people with passwords and enrolled TOTP, the
+// console tenant, a segment with Active Response on, enrolment tokens for the agents and two scripts.
+import { randomBytes } from 'node:crypto';
+import { generate } from 'otplib';
+import type { Clock } from '../bot/ports.ts';
+import { createScriptLibrary } from '../bot/scripts/script-library.ts';
+import { createSegmentService } from '../bot/segments/segment-service.ts';
+import { enrollToken } from '../cli/commands/endpoint-commands.ts';
+import type { Database } from '../db/client.ts';
+import type { Role } from '../db/schema.ts';
+import type { Platform } from './platform.ts';
+
+const PEOPLE: { name: string; displayName: string; roles: Role[] }[] = [
+  { name: 'analyst', displayName: 'Ana Analyst', roles: ['active_response'] },
+  { name: 'commander', displayName: 'Cole Commander', roles: ['active_response', 'approver'] },
+  { name: 'admin', displayName: 'Ada Admin', roles: ['admin'] },
+];
+
+const LIST_PROCESSES = `# Lists running processes (read-only investigation).
+import active_response as ar
+for p in ar.processes():
+    print(p["pid"], p["name"])
+`;
+
+const BLOCK_DOMAIN = `# Adds a hosts-file entry that sinkholes a domain (changes the endpoint).
+import active_response as ar
+ar.log("would sinkhole " + ar.params["domain"])
+`;
+
+export async function seedDemo(deps: { platform: Platform; database: Database; clock: Clock }) {
+  const { platform, database, clock } = deps;
+  const { users, stepup, audit } = platform;
+  await users.ensureHomeOrganization();
+  await users.mapTenant({ platform: 'console', tenantId: 'local', orgName: 'home' });
+
+  const people: { name: string; roles: string; password: string; totpSecret: string }[] = [];
+  for (const p of PEOPLE) {
+    const password = randomBytes(12).toString('base64url');
+    const user = await users.createUser({ username: p.name, displayName: p.displayName, password });
+    for (const role of p.roles) await users.grantRole({ userId: user.id, role });
+    const { secret } = await stepup.startTotpEnrolment(user.id);
+    // Enrol with the previous step's code so the person's first real code is not refused as a replay.
+    const code = await generate({ secret, epoch: Math.floor(clock.now().getTime() / 1000) - 30 });
+    await stepup.confirmTotpEnrolment(user.id, code);
+    await users.linkChatIdentity({
+      userId: user.id,
+      platform: 'console',
+      tenantId: 'local',
+      chatUserId: p.name,
+    });
+    people.push({ name: p.name, roles: p.roles.join(', '), password, totpSecret: secret });
+  }
+
+  const segments = createSegmentService({ db: database.db, audit, clock });
+  await segments.create({ name: 'servers', enabled: true });
+
+  const scripts = createScriptLibrary({ db: database.db, audit, maxScriptBytes: 1024 * 1024 });
+  await scripts.upsert({
+    name: 'list-processes',
+    body: LIST_PROCESSES,
+    readOnly: true,
+    description: 'List running processes',
+  });
+  await scripts.upsert({
+    name: 'sinkhole-domain',
+    body: BLOCK_DOMAIN,
+    paramsSchema: { domain: { type: 'string', required: true, pattern: '^[a-z0-9.-]{1,253}$' } },
+    description: 'Sinkhole a domain in the hosts file',
+  });
+
+  const tokens: Record<string, string> = {};
+  for (const host of ['web-01', 'ws-02', 'mac-03']) {
+    const t = await enrollToken({ db: database.db, audit, clock, segment: 'servers', ttl: 3600 });
+    tokens[host] = t.token;
+  }
+  return { people, tokens };
+}

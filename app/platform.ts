@@ -1,0 +1,127 @@
+// Builds the service graph once: the composition root (main.ts), the demo and the end-to-end tests all call
+// this, so what the tests exercise is what production runs.
+
+import { z } from 'zod';
+import { createAuditService } from '../bot/audit/audit-service.ts';
+import { createBotService } from '../bot/bot-service.ts';
+import { createDeliveryReporter } from '../bot/deliveries/delivery-reporter.ts';
+import { createPolicy } from '../bot/policy/policy-service.ts';
+import type { Clock, DeliveryEvent, Logger } from '../bot/ports.ts';
+import { createRequestService } from '../bot/requests/request-service.ts';
+import { createSessionService } from '../bot/sessions/session-service.ts';
+import { createStepUpService } from '../bot/stepup/stepup-service.ts';
+import { createUserService } from '../bot/users/user-service.ts';
+import { createOutboxDispatcher } from '../broker/outbox/dispatcher.ts';
+import type { Database } from '../db/client.ts';
+import { createChatRouter } from './chat-router.ts';
+import type { Config } from './config.ts';
+
+export interface PlatformOptions {
+  config: Config;
+  database: Database;
+  logger: Logger;
+  clock: Clock;
+  secretKey: Buffer;
+}
+
+const deliveryEventSchema = z.object({
+  deliveryId: z.string().uuid(),
+  requestId: z.string().uuid(),
+  endpointId: z.string().uuid(),
+  state: z.string().max(32),
+});
+
+export function createPlatform(opts: PlatformOptions) {
+  const { config, database, logger, clock, secretKey } = opts;
+  const db = database.db;
+  const audit = createAuditService({ db, clock });
+  const users = createUserService({ db, audit, clock, secretKey });
+  const stepup = createStepUpService({
+    db,
+    audit,
+    clock,
+    secretKey,
+    publicUrl: config.PUBLIC_URL,
+    windowSeconds: config.STEPUP_WINDOW,
+    linkTtlSeconds: config.STEPUP_LINK_TTL,
+    lockoutThreshold: config.LOCKOUT_THRESHOLD,
+    lockoutSeconds: config.LOCKOUT_DURATION,
+  });
+  const policy = createPolicy({ blastRadiusThreshold: config.BLAST_RADIUS_THRESHOLD });
+  const dispatcher = createOutboxDispatcher({ db, notify: database.notify, clock });
+  const requests = createRequestService({
+    db,
+    audit,
+    clock,
+    policy,
+    dispatcher,
+    approvalTtlSeconds: config.APPROVAL_TTL,
+    deliveryTtlSeconds: config.DELIVERY_TTL,
+    maxScriptBytes: config.MAX_SCRIPT_BYTES,
+  });
+  const sessions = createSessionService({ db, audit, clock });
+  const router = createChatRouter();
+  const bot = createBotService({
+    db,
+    audit,
+    clock,
+    logger,
+    chat: router.chat,
+    users,
+    stepup,
+    policy,
+    requests,
+    sessions,
+    dispatcher,
+    publicUrl: config.PUBLIC_URL,
+  });
+  const reporter = createDeliveryReporter({
+    db,
+    chat: router.chat,
+    requests,
+    clock,
+    logger,
+    publicUrl: config.PUBLIC_URL,
+  });
+
+  return {
+    config,
+    clock,
+    secretKey,
+    db,
+    audit,
+    users,
+    stepup,
+    policy,
+    dispatcher,
+    requests,
+    sessions,
+    router,
+    bot,
+    reporter,
+
+    /**
+     * Follows delivery events from every broker process (they NOTIFY `ar_delivery` after each commit) and
+     * reports them to chat. Returns the unsubscribe function.
+     */
+    followDeliveries(): Promise<() => Promise<void>> {
+      return database.listen('ar_delivery', (payload) => {
+        let event: DeliveryEvent;
+        try {
+          event = deliveryEventSchema.parse(JSON.parse(payload));
+        } catch {
+          logger.warn({ payload: payload.slice(0, 200) }, 'ignored a malformed delivery event');
+          return;
+        }
+        void reporter.deliveryChanged(event);
+      });
+    },
+
+    /** Expires requests nobody decided within the approval TTL; run on a timer. */
+    async sweep(): Promise<void> {
+      await requests.expireStale();
+    },
+  };
+}
+
+export type Platform = ReturnType<typeof createPlatform>;

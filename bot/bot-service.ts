@@ -1,0 +1,116 @@
+// The core's front door: every chat adapter calls handleCommand / handleDecision, and the step-up page calls
+// describeStepUp / completeStepUp. Listeners stay thin; this file resolves who is speaking, parses, routes to
+// the services and renders results through the ChatPort. Chat is only ever touched after a commit.
+import type { Db } from '../db/client.ts';
+import type { AuditService } from './audit/audit-service.ts';
+import type { BotCore, DecisionInput, StepUpOutcome, StepUpPageView } from './bot-types.ts';
+import { createChatResponder } from './chat-responder.ts';
+import { parseCommand } from './commands/command-parser.ts';
+import { createActionHandlers } from './handlers/action-handlers.ts';
+import { createAdminHandlers } from './handlers/admin-handlers.ts';
+import { describeChallenge, runConfirmedStepUp } from './handlers/stepup-handlers.ts';
+import { claimEvent } from './idempotency.ts';
+import type { PolicyService } from './policy/policy-service.ts';
+import type { ChatContext, ChatPort, Clock, Dispatcher, Logger } from './ports.ts';
+import type { RequestService } from './requests/request-service.ts';
+import type { SessionService } from './sessions/session-service.ts';
+import type { StepUpService } from './stepup/stepup-service.ts';
+import type { StepUpAttempt } from './stepup/stepup-types.ts';
+import type { UserService } from './users/user-service.ts';
+
+export interface BotDeps {
+  db: Db;
+  audit: AuditService;
+  clock: Clock;
+  logger: Logger;
+  chat: ChatPort;
+  users: UserService;
+  stepup: StepUpService;
+  policy: PolicyService;
+  requests: RequestService;
+  sessions: SessionService;
+  dispatcher: Dispatcher;
+  publicUrl: string;
+}
+
+export function createBotService(deps: BotDeps): BotCore {
+  const responder = createChatResponder(deps);
+  const actions = createActionHandlers(deps);
+  const admin = createAdminHandlers(deps);
+
+  /** Runs `work` once per event key; user errors become private replies, nothing escapes to the adapter. */
+  async function guarded(ctx: ChatContext, work: () => Promise<void>): Promise<void> {
+    try {
+      if (ctx.eventId && !(await claimEvent(deps.db, `${ctx.identity.platform}:${ctx.eventId}`))) return;
+      await work();
+    } catch (err) {
+      await responder.fail(ctx, err);
+    }
+  }
+
+  return {
+    handleCommand(ctx, text) {
+      return guarded(ctx, async () => {
+        const user = await deps.users.resolveChatIdentity(ctx.identity);
+        let cmd: ReturnType<typeof parseCommand>;
+        try {
+          cmd = parseCommand(text);
+        } catch (err) {
+          await deps.audit.append({
+            actorType: 'user',
+            actorId: user.id,
+            action: 'command.rejected',
+            outcome: 'refused',
+            details: { text: text.slice(0, 200), error: (err as Error).message.slice(0, 300) },
+          });
+          throw err;
+        }
+        switch (cmd.kind) {
+          case 'help':
+            return admin.help(ctx, cmd);
+          case 'approve':
+          case 'deny':
+            return actions.decide(ctx, user, {
+              requestId: cmd.ref,
+              decision: cmd.kind,
+              reason: cmd.kind === 'deny' ? cmd.reason : undefined,
+            });
+          case 'status':
+            return admin.status(ctx, user, cmd);
+          case 'queue':
+            return admin.queue(ctx, user, cmd);
+          case 'cancel':
+            return actions.cancel(ctx, user, cmd);
+          case 'grant':
+          case 'revoke':
+            return admin.changeRole(ctx, user, cmd);
+          case 'audit':
+            return admin.audit(ctx, user, cmd);
+          case 'session':
+            return admin.session(ctx, user, cmd);
+          case 'download':
+            return admin.download(ctx, user, cmd);
+          default:
+            return actions.request(ctx, user, cmd);
+        }
+      });
+    },
+
+    handleDecision(ctx: ChatContext, input: DecisionInput) {
+      return guarded(ctx, async () => {
+        const user = await deps.users.resolveChatIdentity(ctx.identity);
+        await actions.decide(ctx, user, input);
+      });
+    },
+
+    async describeStepUp(token: string): Promise<StepUpPageView> {
+      return describeChallenge(deps, token);
+    },
+
+    async completeStepUp(attempt: StepUpAttempt): Promise<StepUpOutcome> {
+      return runConfirmedStepUp(deps, actions, attempt);
+    },
+  };
+}
+
+export type BotService = ReturnType<typeof createBotService>;

@@ -1,0 +1,85 @@
+// Follows delivery progress from the broker and tells the request's thread. Each final result is reported
+// once even when two processes hear about it (the `reported_at` claim), and the card shows the running
+// counts; completion of the whole request is announced once, by whoever moved it to `completed`.
+import { and, eq, inArray, isNull } from 'drizzle-orm';
+import type { Db } from '../../db/client.ts';
+import { deliveries, endpoints, files } from '../../db/schema.ts';
+import { cardRefOf } from '../handlers/chat-ref.ts';
+import type { ChatPort, Clock, DeliveryEvent, DeliveryObserver, Logger } from '../ports.ts';
+import { formatProgress } from '../render/summary.ts';
+import type { RequestService } from '../requests/request-service.ts';
+
+const FINAL = ['succeeded', 'failed', 'expired', 'cancelled'] as const;
+/** Above this many targets, results are shown as counts on the card only, never one post per endpoint. */
+const PER_ENDPOINT_REPLIES_MAX = 5;
+
+export function createDeliveryReporter(deps: {
+  db: Db;
+  chat: ChatPort;
+  requests: RequestService;
+  clock: Clock;
+  logger: Logger;
+  publicUrl: string;
+}): DeliveryObserver {
+  const { db, chat, requests, clock } = deps;
+
+  async function claimFinal(deliveryId: string) {
+    const [row] = await db
+      .update(deliveries)
+      .set({ reportedAt: clock.now() })
+      .where(
+        and(
+          eq(deliveries.id, deliveryId),
+          isNull(deliveries.reportedAt),
+          inArray(deliveries.state, [...FINAL]),
+        ),
+      )
+      .returning();
+    return row;
+  }
+
+  async function describeResult(d: typeof deliveries.$inferSelect): Promise<string> {
+    const [ep] = await db
+      .select({ hostname: endpoints.hostname })
+      .from(endpoints)
+      .where(eq(endpoints.id, d.endpointId));
+    const host = ep?.hostname ?? d.endpointId;
+    const result = (d.result ?? {}) as { summary?: string; fileId?: string; exitCode?: number };
+    if (d.state !== 'succeeded') {
+      return `${host}: ${d.action} ${d.state}${d.error ? ` — ${d.error}` : ''}`;
+    }
+    if (result.fileId) {
+      const [f] = await db.select().from(files).where(eq(files.id, result.fileId));
+      if (f) {
+        return `${host}: fetched ${f.sourcePath ?? f.name} — ${f.size} bytes, sha256 ${f.sha256}\nFile id ${f.id}. Get a personal download link (zip, password "infected") with: download ${f.id}`;
+      }
+    }
+    return `${host}: ${d.action} succeeded${result.summary ? ` — ${String(result.summary).slice(0, 500)}` : ''}`;
+  }
+
+  return {
+    async deliveryChanged(event: DeliveryEvent): Promise<void> {
+      try {
+        const claimed = (FINAL as readonly string[]).includes(event.state)
+          ? await claimFinal(event.deliveryId)
+          : undefined;
+        const progress = await requests.onDeliveryChanged(event.requestId);
+        const ref = await cardRefOf(db, event.requestId);
+        if (!ref) return;
+        await chat.updateRequestCard(ref, progress.request);
+        if (claimed && progress.request.targets.length <= PER_ENDPOINT_REPLIES_MAX) {
+          await chat.replyInThread(ref, await describeResult(claimed));
+        }
+        if (progress.completedNow) {
+          const counts = progress.request.progress ? formatProgress(progress.request.progress) : '';
+          await chat.replyInThread(ref, `${progress.request.ref} completed: ${counts}.`);
+        }
+      } catch (err) {
+        deps.logger.error(
+          { err, deliveryId: event.deliveryId },
+          'could not report delivery progress to chat',
+        );
+      }
+    },
+  };
+}

@@ -1,0 +1,169 @@
+// Requests and decisions: create a request, post and update its card, record approvals and denials, and
+// send the step-up link when a person needs to confirm who they are first.
+import type { BotDeps } from '../bot-service.ts';
+import type { DecisionInput } from '../bot-types.ts';
+import type { Command } from '../commands/command-types.ts';
+import { StepUpRequired } from '../errors.ts';
+import type { ChatContext, RequestView } from '../ports.ts';
+import { describeTargets } from '../render/summary.ts';
+import type { ResolvedUser } from '../users/user-types.ts';
+import { cardRefOf } from './chat-ref.ts';
+
+export function createActionHandlers(deps: BotDeps) {
+  const { chat, requests, stepup, audit } = deps;
+
+  /** Posts the card for a request that is now visible to approvers, and records where it lives. */
+  async function publish(ctx: ChatContext, view: RequestView): Promise<void> {
+    const ref = await chat.postRequestCard(ctx, view);
+    await requests.attachChatMessage(view.id, ref);
+    const who = view.requester.displayName;
+    const excluded = view.exclusions.length ? ` (${view.exclusions.length} excluded, see the card)` : '';
+    if (view.state === 'pending_approval') {
+      const n = view.approvalsRequired;
+      const inHouse = view.inHouseApprovalRequired ? ', one of them in-house' : '';
+      await chat.replyInThread(
+        ref,
+        `${who} asked for ${view.action} on ${describeTargets(view)}${excluded}. Needs ${n} approval${n > 1 ? 's' : ''}${inHouse}.`,
+      );
+    } else if (view.state === 'dispatched') {
+      await chat.replyInThread(
+        ref,
+        `${who} ran ${view.action} on ${describeTargets(view)}${excluded}: read-only, no approval needed. Dispatched to ${view.targets.length} endpoint(s).`,
+      );
+    }
+  }
+
+  async function announceDecision(
+    view: RequestView,
+    approver: ResolvedUser,
+    decision: 'approve' | 'deny',
+    reason?: string,
+  ) {
+    const ref = await cardRefOf(deps.db, view.id);
+    if (!ref) return;
+    await chat.updateRequestCard(ref, view);
+    if (decision === 'deny') {
+      await chat.replyInThread(ref, `Denied by ${approver.displayName}${reason ? `: ${reason}` : ''}.`);
+      return;
+    }
+    await chat.replyInThread(
+      ref,
+      `Approved by ${approver.displayName} (digest ${view.digest.slice(0, 12)}).`,
+    );
+    if (view.state === 'dispatched') {
+      await chat.replyInThread(
+        ref,
+        `Dispatched to ${view.targets.length} endpoint(s). Offline endpoints receive it when they reconnect.`,
+      );
+    }
+  }
+
+  return {
+    publish,
+    announceDecision,
+
+    async request(ctx: ChatContext, user: ResolvedUser, cmd: Command): Promise<void> {
+      const window = await stepup.activeWindow(user.id);
+      const res = await requests.createRequest(user, cmd, ctx, { requesterStepUpValid: Boolean(window) });
+      const view = res.request;
+      if (res.needsRequesterStepUp) {
+        const link = await stepup.createChallenge({
+          userId: user.id,
+          purpose: 'confirm',
+          subject: view.digest,
+          requestId: view.id,
+        });
+        await chat.reply(
+          ctx,
+          `${view.ref}: ${view.action} on ${describeTargets(view)} is waiting for ${user.displayName} to confirm it's them.`,
+        );
+        await chat.notifyPrivately(
+          ctx,
+          `Confirm ${view.ref} (${view.action} on ${describeTargets(view)}) with your password and authenticator code: ${link.url}\nThe link is single-use and expires at ${link.expiresAt.toISOString()}.`,
+        );
+        return;
+      }
+      await publish(ctx, view);
+    },
+
+    async decide(ctx: ChatContext, user: ResolvedUser, input: DecisionInput): Promise<void> {
+      const view = await requests.getView(input.requestId);
+      if (input.decision === 'approve') {
+        // Refuse privately before any link is sent: the requester, non-approvers and the like get no link.
+        deps.policy.canApprove(user, {
+          requester: view.requester,
+          approvalsRequired: view.approvalsRequired,
+          inHouseApprovalRequired: view.inHouseApprovalRequired,
+          approvals: [],
+        });
+        const window = await stepup.activeWindow(user.id);
+        if (!window) {
+          const link = await stepup.createChallenge({
+            userId: user.id,
+            purpose: 'approve',
+            subject: view.digest,
+            requestId: view.id,
+          });
+          throw new StepUpRequired(
+            `Approving ${view.ref} (${view.action} on ${describeTargets(view)}) needs a fresh step-up.`,
+            link.url,
+          );
+        }
+        const res = await requests.decide({
+          requestId: view.id,
+          approver: user,
+          decision: 'approve',
+          digest: view.digest,
+          stepUpWindowId: window.id,
+        });
+        if (!res.changed) {
+          await chat.notifyPrivately(ctx, `You already approved ${view.ref}; nothing changed.`);
+          return;
+        }
+        await announceDecision(res.request, user, 'approve');
+        return;
+      }
+      const res = await requests.decide({
+        requestId: view.id,
+        approver: user,
+        decision: 'deny',
+        reason: input.reason,
+      });
+      if (!res.changed) {
+        await chat.notifyPrivately(ctx, `${view.ref} was already decided; nothing changed.`);
+        return;
+      }
+      await announceDecision(res.request, user, 'deny', input.reason);
+    },
+
+    async cancel(
+      ctx: ChatContext,
+      user: ResolvedUser,
+      cmd: Extract<Command, { kind: 'cancel' }>,
+    ): Promise<void> {
+      const result = await requests.cancel(cmd.target, user);
+      await audit.append({
+        actorType: 'user',
+        actorId: user.id,
+        action: 'command.cancel',
+        outcome: 'ok',
+        requestId: result.request?.id ?? null,
+        details: { target: cmd.target, cancelledDeliveries: result.cancelledDeliveries },
+      });
+      const ref = result.request ? await cardRefOf(deps.db, result.request.id) : null;
+      if (ref && result.request) {
+        await chat.updateRequestCard(ref, result.request);
+        await chat.replyInThread(
+          ref,
+          `Cancelled by ${user.displayName}: ${result.cancelledDeliveries} queued deliveries withdrawn.`,
+        );
+      }
+      await chat.reply(
+        ctx,
+        `Cancelled ${cmd.target}: ${result.cancelledDeliveries} queued deliveries withdrawn.`,
+      );
+    },
+  };
+}
+
+export type ActionHandlers = ReturnType<typeof createActionHandlers>;

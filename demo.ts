@@ -1,0 +1,147 @@
+// `npm run demo`: the whole platform on a fresh embedded database in a temporary directory, three dry-run
+// agents (Linux, Windows, macOS; Windows comes online a minute late so queueing shows), seeded people, and a
+// console chat on this terminal. Nothing here is used in production; the seeding goes through the same
+// services an admin would use.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { generate } from 'otplib';
+import pino from 'pino';
+import { createConsoleChat } from './adapters/console/console-chat.ts';
+import { runConsoleSession } from './adapters/console/console-session.ts';
+import { loadConfig, resolveSecretKey } from './app/config.ts';
+import { seedDemo } from './app/demo-seed.ts';
+import { buildHttpApp } from './app/http-app.ts';
+import { createPlatform } from './app/platform.ts';
+import { attachSurfaces } from './app/surfaces.ts';
+import { systemClock } from './bot/ports.ts';
+import { createBroker } from './broker/broker.ts';
+import { createLocalFileStore } from './broker/files/local-file-store.ts';
+import { openDatabase } from './db/client.ts';
+
+const dataDir = mkdtempSync(join(tmpdir(), 'ar-demo-'));
+const config = loadConfig({
+  ...process.env,
+  DATA_DIR: dataDir,
+  DATABASE_URL: undefined,
+  LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn',
+});
+const say = (line = '') => process.stdout.write(`${line}\n`);
+
+async function main() {
+  const logger = pino({ level: config.LOG_LEVEL });
+  const database = await openDatabase({ dataDir });
+  const secretKey = resolveSecretKey(config);
+  const platform = createPlatform({ config, database, logger, clock: systemClock, secretKey });
+  const consoleChat = createConsoleChat({ write: say });
+  platform.router.register('console', consoleChat.chat);
+
+  const fileStore = createLocalFileStore(join(dataDir, 'files'));
+  const http = buildHttpApp({
+    logger: false,
+    healthCheck: async () => void (await database.db.execute('select 1')),
+  });
+  const surfaces = await attachSurfaces({ http, platform, config, logger, fileStore, database });
+  const broker = createBroker({
+    db: database,
+    audit: platform.audit,
+    clock: systemClock,
+    logger,
+    fileStore,
+    config: {
+      host: '127.0.0.1',
+      port: config.BROKER_PORT,
+      brokerId: 'demo',
+      publicHost: 'localhost',
+      dataDir,
+      maxFileBytes: config.MAX_FILE_BYTES,
+    },
+  });
+  const unfollow = await platform.followDeliveries();
+  const brokerAddr = await broker.start();
+  await http.listen({ host: '127.0.0.1', port: config.HTTP_PORT });
+
+  const seeded = await seedDemo({ platform, database, clock: systemClock });
+  const agents: ChildProcess[] = [];
+  const startAgent = (name: string, os: string, token: string) => {
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        'agent/main.ts',
+        '--enroll',
+        token,
+        '--broker',
+        `wss://localhost:${brokerAddr.port}`,
+        '--state-dir',
+        join(dataDir, 'agents', name),
+        '--hostname',
+        name,
+        '--os',
+        os,
+        '--dry-run',
+      ],
+      { stdio: ['ignore', 'ignore', 'inherit'] },
+    );
+    agents.push(child);
+  };
+  startAgent('web-01', 'linux', seeded.tokens['web-01']!);
+  startAgent('mac-03', 'macos', seeded.tokens['mac-03']!);
+  const late = setTimeout(() => {
+    say('\n  (ws-02, the Windows endpoint, has just come online: anything queued for it is delivered now)');
+    startAgent('ws-02', 'windows', seeded.tokens['ws-02']!);
+  }, 60_000);
+
+  say('');
+  say('Active Response demo — everything lives in a temporary directory and is deleted on exit.');
+  say(`Web page: ${config.PUBLIC_URL}   broker: wss://localhost:${brokerAddr.port}`);
+  say('');
+  say('People (passwords and TOTP secrets are shown once):');
+  for (const p of seeded.people)
+    say(`  ${p.name.padEnd(10)} ${p.roles.padEnd(30)} password ${p.password}   TOTP secret ${p.totpSecret}`);
+  say('');
+  say(
+    'Endpoints: web-01 (Linux, online), ws-02 (Windows, online in a minute), mac-03 (macOS: isolation unsupported).',
+  );
+  say('Try:   isolate web-01 ws-02 mac-03 --reason "demo" --case IR-1');
+  say('Then open the link you are sent, sign in as that person; /codes prints the current TOTP codes.');
+  say('       /as commander   then   /approve R-XXXXXX   (and follow its link)');
+  say('');
+
+  const people = seeded.people.map((p) => p.name);
+  const codes = async () => {
+    for (const p of seeded.people) say(`  ${p.name.padEnd(10)} ${await generate({ secret: p.totpSecret })}`);
+  };
+  const input = process.stdin;
+  await runConsoleSession({
+    bot: {
+      ...platform.bot,
+      handleCommand: async (ctx, text) =>
+        text.trim() === '/codes' ? codes() : platform.bot.handleCommand(ctx, text),
+    },
+    input,
+    write: say,
+    people,
+    prompt: process.stdin.isTTY,
+  });
+
+  clearTimeout(late);
+  for (const a of agents) a.kill('SIGTERM');
+  await http.close();
+  await surfaces.close();
+  await broker.stop();
+  await unfollow();
+  await database.close();
+}
+
+main()
+  .catch((err) => {
+    console.error(err);
+    process.exitCode = 1;
+  })
+  .finally(() => {
+    rmSync(dataDir, { recursive: true, force: true });
+    process.exit();
+  });
