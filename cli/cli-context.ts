@@ -9,7 +9,11 @@ import { type Database, openDatabase } from '../db/client.ts';
 
 export async function openCliContext(config: Config) {
   const secretKey = resolveSecretKey(config);
-  const database: Database = await openDatabase({ url: config.DATABASE_URL, dataDir: config.DATA_DIR, maxConnections: 2 });
+  const database: Database = await openDatabase({
+    url: config.DATABASE_URL,
+    dataDir: config.DATA_DIR,
+    maxConnections: 2,
+  });
   const clock = systemClock;
   const audit = createAuditService({ db: database.db, clock });
   const users = createUserService({ db: database.db, audit, clock, secretKey });

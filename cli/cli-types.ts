@@ -1,4 +1,4 @@
-import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { type ParseArgsConfig, parseArgs } from 'node:util';
 import type { CliContext } from './cli-context.ts';
 
 export interface CliCommand {
@@ -37,5 +37,8 @@ export function cliArgs<O extends NonNullable<ParseArgsConfig['options']>>(
   if (parsed.positionals.length < positionals) {
     throw new CliUsageError(`Expected ${positionals} argument(s), got ${parsed.positionals.length}.`, usage);
   }
-  return parsed as { values: { [K in keyof O]?: O[K]['type'] extends 'boolean' ? boolean : string }; positionals: string[] };
+  return parsed as {
+    values: { [K in keyof O]?: O[K]['type'] extends 'boolean' ? boolean : string };
+    positionals: string[];
+  };
 }

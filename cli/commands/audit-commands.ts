@@ -1,5 +1,5 @@
-import { createWriteStream } from 'node:fs';
 import { once } from 'node:events';
+import { createWriteStream } from 'node:fs';
 import { CliUsageError, type CommandGroup, cliArgs } from '../cli-types.ts';
 
 export const auditCommands: CommandGroup = {
@@ -23,7 +23,8 @@ export const auditCommands: CommandGroup = {
       async run(ctx, argv) {
         const usage = 'audit export --format jsonl [--out file]';
         const { values } = cliArgs(argv, usage, 0, { format: { type: 'string' }, out: { type: 'string' } });
-        if ((values.format ?? 'jsonl') !== 'jsonl') throw new CliUsageError(`Unknown format "${values.format}"; only jsonl is supported.`, usage);
+        if ((values.format ?? 'jsonl') !== 'jsonl')
+          throw new CliUsageError(`Unknown format "${values.format}"; only jsonl is supported.`, usage);
         const out = values.out ? createWriteStream(values.out, { flags: 'wx', mode: 0o600 }) : process.stdout;
         let n = 0;
         for await (const r of ctx.audit.exportAll()) {

@@ -21,15 +21,26 @@ export const orgCommands: CommandGroup = {
           external: Boolean(values.external),
           allowedRoles: allowedRoles as never,
         });
-        ctx.out(`Added ${values.external ? 'external ' : ''}organisation ${positionals[0]} (roles: ${allowedRoles.join(', ')}).`);
+        ctx.out(
+          `Added ${values.external ? 'external ' : ''}organisation ${positionals[0]} (roles: ${allowedRoles.join(', ')}).`,
+        );
       },
     },
     'map-tenant': {
       summary: 'map a Slack team id or Teams tenant id to an organisation (home is the in-house one)',
       args: '<org> <slack|teams|console> <tenant-id>',
       async run(ctx, argv) {
-        const { positionals } = cliArgs(argv, 'org map-tenant <org> <slack|teams|console> <tenant-id>', 3, {});
-        await ctx.users.mapTenant({ orgName: positionals[0]!, platform: positionals[1]!, tenantId: positionals[2]! });
+        const { positionals } = cliArgs(
+          argv,
+          'org map-tenant <org> <slack|teams|console> <tenant-id>',
+          3,
+          {},
+        );
+        await ctx.users.mapTenant({
+          orgName: positionals[0]!,
+          platform: positionals[1]!,
+          tenantId: positionals[2]!,
+        });
         ctx.out(`Mapped ${positionals[1]} tenant ${positionals[2]} to ${positionals[0]}.`);
       },
     },

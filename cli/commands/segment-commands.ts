@@ -11,9 +11,13 @@ export const segmentCommands: CommandGroup = {
       summary: 'add a segment (--enable turns Active Response on)',
       args: '<name> [--enable]',
       async run(ctx, argv) {
-        const { values, positionals } = cliArgs(argv, 'segment add <name> [--enable]', 1, { enable: { type: 'boolean' } });
+        const { values, positionals } = cliArgs(argv, 'segment add <name> [--enable]', 1, {
+          enable: { type: 'boolean' },
+        });
         const s = await segmentsOf(ctx).create({ name: positionals[0]!, enabled: Boolean(values.enable) });
-        ctx.out(`Added segment ${s.name} (Active Response ${s.activeResponseEnabled ? 'enabled' : 'disabled'}).`);
+        ctx.out(
+          `Added segment ${s.name} (Active Response ${s.activeResponseEnabled ? 'enabled' : 'disabled'}).`,
+        );
       },
     },
     enable: {
@@ -38,7 +42,9 @@ export const segmentCommands: CommandGroup = {
       summary: 'list segments',
       async run(ctx) {
         for (const s of await segmentsOf(ctx).list()) {
-          ctx.out(`${s.name.padEnd(24)} active response: ${s.activeResponseEnabled ? 'enabled' : 'disabled'}`);
+          ctx.out(
+            `${s.name.padEnd(24)} active response: ${s.activeResponseEnabled ? 'enabled' : 'disabled'}`,
+          );
         }
       },
     },

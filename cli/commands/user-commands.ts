@@ -15,7 +15,8 @@ async function readPasswordFromStdin(): Promise<string> {
 
 function role(text: string, usage: string): Role {
   const r = text === 'ar' ? 'active_response' : text;
-  if (!(ROLES as readonly string[]).includes(r)) throw new CliUsageError(`"${text}" is not a role; roles are ${ROLES.join(', ')}.`, usage);
+  if (!(ROLES as readonly string[]).includes(r))
+    throw new CliUsageError(`"${text}" is not a role; roles are ${ROLES.join(', ')}.`, usage);
   return r as Role;
 }
 
@@ -61,7 +62,12 @@ export const userCommands: CommandGroup = {
       summary: 'link a chat identity (slack|teams|console, team/tenant id, user id) to a user',
       args: '<username> <platform> <tenant-id> <chat-user-id>',
       async run(ctx, argv) {
-        const { positionals } = cliArgs(argv, 'user link <username> <platform> <tenant-id> <chat-user-id>', 4, {});
+        const { positionals } = cliArgs(
+          argv,
+          'user link <username> <platform> <tenant-id> <chat-user-id>',
+          4,
+          {},
+        );
         const user = await ctx.users.getUser(positionals[0]!);
         await ctx.users.linkChatIdentity({
           userId: user.id,
@@ -73,14 +79,23 @@ export const userCommands: CommandGroup = {
       },
     },
     'totp-enroll': {
-      summary: 'start TOTP enrolment: prints the otpauth URI and a terminal QR code (or --link for a web link)',
+      summary:
+        'start TOTP enrolment: prints the otpauth URI and a terminal QR code (or --link for a web link)',
       args: '<username> [--link]',
       async run(ctx, argv) {
-        const { values, positionals } = cliArgs(argv, 'user totp-enroll <username> [--link]', 1, { link: { type: 'boolean' } });
+        const { values, positionals } = cliArgs(argv, 'user totp-enroll <username> [--link]', 1, {
+          link: { type: 'boolean' },
+        });
         const user = await ctx.users.getUser(positionals[0]!);
         if (values.link) {
-          const link = await ctx.stepup.createChallenge({ userId: user.id, purpose: 'enrol_totp', subject: user.id });
-          ctx.out(`Send ${user.username} this single-use enrolment link (expires ${link.expiresAt.toISOString()}):\n${link.url}`);
+          const link = await ctx.stepup.createChallenge({
+            userId: user.id,
+            purpose: 'enrol_totp',
+            subject: user.id,
+          });
+          ctx.out(
+            `Send ${user.username} this single-use enrolment link (expires ${link.expiresAt.toISOString()}):\n${link.url}`,
+          );
           return;
         }
         const { secret, otpauthUri } = await ctx.stepup.startTotpEnrolment(user.id);
