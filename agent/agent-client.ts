@@ -1,0 +1,247 @@
+// The agent's connection loop: mTLS WebSocket to the broker, hello, then deliveries one at a time in the
+// order they arrive. For each: check the platform signature, consult the journal, ack, wait for the
+// broker's go-ahead, journal (fsync'd), execute, journal the result, send it. Reconnects with full-jitter
+// exponential backoff.
+import { createPublicKey, verify } from 'node:crypto';
+import WebSocket from 'ws';
+import { type AgentOptions, execute } from './actions/execute.ts';
+import type { AgentState } from './agent-state.ts';
+import { canonicalJson } from './canonical-json.ts';
+import type { ActionOutcome, Journal } from './journal.ts';
+import { createLink, type Link } from './link.ts';
+import {
+  type BrokerFrame,
+  brokerFrame,
+  MAX_WS_PAYLOAD,
+  PROTOCOL_VERSION,
+  signedDeliveryFields,
+  splitChunk,
+} from './protocol.ts';
+
+export const AGENT_VERSION = '1.0.0';
+
+export interface ClientOptions extends AgentOptions {
+  backoffBaseMs: number;
+  backoffMaxMs: number;
+  osVersion: string;
+  capabilities: string[];
+}
+
+type Delivery = Extract<BrokerFrame, { type: 'delivery' }>;
+
+export function createAgentClient(deps: {
+  state: AgentState;
+  journal: Journal;
+  options: ClientOptions;
+  log: (msg: string, extra?: object) => void;
+}) {
+  const { state, journal, options, log } = deps;
+  const identity = state.identity();
+  const tls = state.tls();
+  const signingKey = createPublicKey(state.signingPublicKey());
+  const running = new Set<string>();
+  const proceedWaiters = new Map<string, (go: { go: boolean; reason?: string }) => void>();
+  let link: Link | undefined;
+  let ws: WebSocket | undefined;
+  let attempt = 0;
+  let stopped = false;
+  let work: Promise<unknown> = Promise.resolve();
+
+  const url = new URL('/agent', identity.broker.replace(/\/+$/, '/'));
+
+  function verifySignature(d: Delivery): boolean {
+    try {
+      const fields = signedDeliveryFields({ ...d, endpointId: identity.endpointId });
+      return verify(null, Buffer.from(canonicalJson(fields)), signingKey, Buffer.from(d.signature, 'base64'));
+    } catch {
+      return false;
+    }
+  }
+
+  function sendResult(id: string, outcome: ActionOutcome) {
+    link?.send({
+      type: 'result',
+      id,
+      ok: outcome.ok,
+      result: outcome.result,
+      error: outcome.error?.slice(0, 8000),
+    });
+  }
+
+  async function handleDelivery(d: Delivery, on: Link) {
+    if (!on.isOpen()) return; // the broker sends it again after we reconnect
+    if (!verifySignature(d)) {
+      log('delivery signature does not verify; not running it', { id: d.id, action: d.action });
+      on.send({
+        type: 'result',
+        id: d.id,
+        ok: false,
+        error: 'the delivery signature does not verify; the agent did not run it',
+      });
+      return;
+    }
+    const seen = journal.get(d.id);
+    if (seen?.result) {
+      log('delivery already done; sending the stored result again', { id: d.id });
+      return sendResult(d.id, seen.result);
+    }
+    if (seen) {
+      if (running.has(d.id)) return;
+      // Started before a crash or restart and never finished: report it, never run it twice.
+      const done = journal.finish(seen, {
+        ok: false,
+        error: 'interrupted: the agent stopped before this action finished; it was not run again',
+      });
+      return sendResult(d.id, done.result!);
+    }
+    const decision = await new Promise<{ go: boolean; reason?: string }>((resolve) => {
+      proceedWaiters.set(d.id, resolve);
+      on.send({ type: 'ack', id: d.id });
+    });
+    if (!decision.go) {
+      log('broker said not to run the delivery', { id: d.id, reason: decision.reason });
+      return;
+    }
+    const entry = journal.start(d.id, d.action);
+    running.add(d.id);
+    log('running delivery', { id: d.id, action: d.action });
+    let outcome: ActionOutcome;
+    try {
+      outcome = await execute(d.action, d.payload, {
+        deliveryId: d.id,
+        link: () => link,
+        options,
+        state,
+        brokerUrl: identity.broker,
+        log,
+      });
+    } catch (e) {
+      outcome = { ok: false, error: (e as Error).message };
+    }
+    journal.finish(entry, outcome);
+    running.delete(d.id);
+    log('delivery done', { id: d.id, action: d.action, ok: outcome.ok, error: outcome.error });
+    sendResult(d.id, outcome);
+  }
+
+  function onFrame(f: BrokerFrame, on: Link) {
+    switch (f.type) {
+      case 'welcome':
+        attempt = 0;
+        log('connected', { endpointId: f.endpointId, brokerId: f.brokerId });
+        return;
+      case 'delivery':
+        work = work
+          .then(() => handleDelivery(f, on))
+          .catch((e) => log('delivery handling failed', { err: String(e) }));
+        return;
+      case 'proceed': {
+        const w = proceedWaiters.get(f.id);
+        proceedWaiters.delete(f.id);
+        w?.({ go: f.go, reason: f.reason });
+        return;
+      }
+      case 'error':
+        (
+          on.route(f.ref) ?? {
+            frame: () => log('broker error', { code: f.code, message: f.message, ref: f.ref }),
+          }
+        ).frame(f);
+        return;
+      case 'file_start':
+      case 'file_end':
+      case 'file_abort':
+      case 'file_stored':
+        on.route(f.transferId)?.frame(f);
+        return;
+      case 'pong':
+        return;
+    }
+  }
+
+  function connect() {
+    if (stopped) return;
+    const sock = new WebSocket(url, {
+      key: tls.key,
+      cert: tls.cert,
+      ca: tls.ca,
+      perMessageDeflate: false,
+      maxPayload: MAX_WS_PAYLOAD,
+      handshakeTimeout: 10_000,
+    });
+    ws = sock;
+    let lastHeard = Date.now();
+    let heartbeat: NodeJS.Timeout | undefined;
+    sock.on('open', () => {
+      const l = createLink(sock);
+      link = l;
+      l.send({
+        type: 'hello',
+        v: PROTOCOL_VERSION,
+        hostname: identity.hostname,
+        os: options.os,
+        osVersion: options.osVersion,
+        agentVersion: AGENT_VERSION,
+        capabilities: options.capabilities,
+        isolated: state.isolation().isolated,
+      });
+      // A broker that has gone silent for three heartbeats is gone; drop the socket and reconnect.
+      heartbeat = setInterval(() => {
+        if (Date.now() - lastHeard > 100_000) sock.terminate();
+      }, 5_000);
+    });
+    sock.on('ping', () => {
+      lastHeard = Date.now();
+    });
+    sock.on('message', (data, isBinary) => {
+      lastHeard = Date.now();
+      const on = link;
+      if (!on) return;
+      const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
+      if (isBinary) {
+        const c = splitChunk(buf);
+        if (c) on.route(c.transferId)?.chunk(c.data);
+        return;
+      }
+      let parsed: ReturnType<typeof brokerFrame.safeParse>;
+      try {
+        parsed = brokerFrame.safeParse(JSON.parse(buf.toString('utf8')));
+      } catch {
+        return log('broker sent a frame that is not JSON');
+      }
+      if (!parsed.success)
+        return log('broker sent a frame this agent does not understand', {
+          issues: parsed.error.issues.slice(0, 3),
+        });
+      onFrame(parsed.data, on);
+    });
+    sock.on('error', (e) => log('connection error', { err: e.message }));
+    sock.on('close', (code, reason) => {
+      if (heartbeat) clearInterval(heartbeat);
+      const wasLink = link;
+      if (ws === sock) {
+        link = undefined;
+        ws = undefined;
+      }
+      wasLink?.markClosed();
+      // Deliveries waiting for a go-ahead are dropped; the broker sends them again on reconnect.
+      for (const [id, w] of proceedWaiters) {
+        proceedWaiters.delete(id);
+        w({ go: false, reason: 'disconnected' });
+      }
+      if (stopped) return;
+      const delay = Math.random() * Math.min(options.backoffMaxMs, options.backoffBaseMs * 2 ** attempt);
+      attempt = Math.min(attempt + 1, 30);
+      log('disconnected', { code, reason: reason.toString(), retryInMs: Math.round(delay) });
+      setTimeout(connect, delay);
+    });
+  }
+
+  return {
+    start: connect,
+    async stop() {
+      stopped = true;
+      ws?.close(1001, 'agent stopping');
+    },
+  };
+}

@@ -1,0 +1,58 @@
+// The journal of deliveries this agent has started, one small file per delivery id. `start` is fsync'd
+// before the action runs, so after any crash the agent knows it may have run it and never runs it again
+// (at-most-once); `finish` keeps the result so a redelivery gets the same answer again.
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { writeFileDurable } from './agent-state.ts';
+
+const entrySchema = z.object({
+  id: z.string(),
+  action: z.string(),
+  startedAt: z.string(),
+  finishedAt: z.string().optional(),
+  result: z
+    .object({
+      ok: z.boolean(),
+      result: z.record(z.string(), z.unknown()).optional(),
+      error: z.string().optional(),
+    })
+    .optional(),
+});
+export type JournalEntry = z.infer<typeof entrySchema>;
+export type ActionOutcome = NonNullable<JournalEntry['result']>;
+
+const ID = /^[0-9a-f-]{36}$/;
+
+export function createJournal(dir: string) {
+  const file = (id: string) => {
+    if (!ID.test(id)) throw new Error(`bad delivery id ${id.slice(0, 40)}`);
+    return join(dir, `${id}.json`);
+  };
+  return {
+    get(id: string): JournalEntry | undefined {
+      try {
+        return entrySchema.parse(JSON.parse(readFileSync(file(id), 'utf8')));
+      } catch {
+        return undefined;
+      }
+    },
+    start(id: string, action: string): JournalEntry {
+      const e = { id, action, startedAt: new Date().toISOString() };
+      writeFileDurable(file(id), JSON.stringify(e));
+      return e;
+    },
+    finish(entry: JournalEntry, result: ActionOutcome): JournalEntry {
+      const e = { ...entry, finishedAt: new Date().toISOString(), result };
+      writeFileDurable(file(entry.id), JSON.stringify(e));
+      return e;
+    },
+    ids(): string[] {
+      return readdirSync(dir)
+        .filter((n) => n.endsWith('.json'))
+        .map((n) => n.slice(0, -5));
+    },
+  };
+}
+
+export type Journal = ReturnType<typeof createJournal>;

@@ -1,0 +1,250 @@
+// The broker: the mTLS WebSocket gateway, presence, and the sender that moves outbox rows to connected
+// agents. Several broker processes can share one PostgreSQL; LISTEN/NOTIFY on `ar_outbox` wakes whichever
+// one holds an endpoint, `ar_presence` makes an older connection elsewhere step aside, and `ar_revoke` drops
+// a revoked agent at once.
+import { join } from 'node:path';
+import type { AuditService } from '../bot/audit/audit-service.ts';
+import type { Clock, DeliveryEvent, DeliveryObserver, FileStore, Logger } from '../bot/ports.ts';
+import type { Database } from '../db/client.ts';
+import { REVOKE_CHANNEL, redeemEnrolment } from './enrolment/enrolment-service.ts';
+import { type AgentSession, createAgentSession, type SessionHost } from './gateway/agent-session.ts';
+import { createEndpointPresence } from './gateway/endpoint-presence.ts';
+import { createRefusalAudit } from './gateway/refusal-audit.ts';
+import { createTlsGateway } from './gateway/tls-gateway.ts';
+import { createBatcher } from './outbox/batcher.ts';
+import { createOutboxDispatcher, DELIVERY_CHANNEL, OUTBOX_CHANNEL } from './outbox/dispatcher.ts';
+import { createOutboxRepo } from './outbox/outbox-repo.ts';
+import { loadOrCreatePki } from './pki/pki.ts';
+
+export const PRESENCE_CHANNEL = 'ar_presence';
+
+export interface BrokerConfig {
+  host: string;
+  port: number;
+  brokerId: string;
+  publicHost: string;
+  dataDir: string;
+  maxFileBytes: number;
+  /** PKI directory (default DATA_DIR/pki). */
+  pkiDir?: string;
+  heartbeatSeconds?: number;
+  /** How often deliveries for offline agents are checked for TTL expiry (default 60 s). */
+  expirySweepMs?: number;
+  clientCertDays?: number;
+}
+
+export function createBroker(deps: {
+  db: Database;
+  audit: AuditService;
+  clock: Clock;
+  logger: Logger;
+  config: BrokerConfig;
+  observer?: DeliveryObserver;
+  fileStore: FileStore;
+}) {
+  const { db: database, audit, clock, logger, config } = deps;
+  const db = database.db;
+  const brokerId = config.brokerId;
+  const sessions = new Map<string, AgentSession>();
+  const presence = createEndpointPresence({ db, brokerId });
+  const repo = createOutboxRepo({ db, audit, clock, brokerId });
+  const dispatcher = createOutboxDispatcher({ db, notify: database.notify, clock });
+  const refusals = createRefusalAudit({ audit, clock, logger });
+  const unlisten: (() => Promise<void>)[] = [];
+  const timers: NodeJS.Timeout[] = [];
+  let pki: Awaited<ReturnType<typeof loadOrCreatePki>> | undefined;
+  let gateway: ReturnType<typeof createTlsGateway> | undefined;
+  let stopping = false;
+
+  /** Observer first (in-process core), then NOTIFY for cores in other processes. Never throws. */
+  function emit(events: DeliveryEvent[]) {
+    if (!events.length) return;
+    for (const e of events) {
+      deps.observer
+        ?.deliveryChanged(e)
+        .catch((err) => logger.error({ err, event: e }, 'delivery observer failed'));
+    }
+    // One event is sent as its JSON object; a batch as JSON arrays small enough for NOTIFY's 8000 bytes.
+    const payloads =
+      events.length === 1
+        ? [JSON.stringify(events[0])]
+        : Array.from({ length: Math.ceil(events.length / 40) }, (_, i) =>
+            JSON.stringify(events.slice(i * 40, i * 40 + 40)),
+          );
+    for (const p of payloads) {
+      database.notify(DELIVERY_CHANNEL, p).catch((err) => logger.error({ err }, 'ar_delivery notify failed'));
+    }
+  }
+
+  const sender = createBatcher<string, void>(async (endpointIds) => {
+    const held = [...new Set(endpointIds)].filter((id) => sessions.get(id)?.ready);
+    if (!held.length || stopping) return endpointIds.map(() => undefined);
+    const { toSend, events } = await repo.claim(
+      held,
+      (row) => sessions.get(row.endpointId)?.sentIds.has(row.id) ?? true,
+    );
+    for (const row of toSend) sessions.get(row.endpointId)?.sendDelivery(row);
+    emit(events);
+    return endpointIds.map(() => undefined);
+  }, 5000);
+
+  const acker = createBatcher<{ endpointId: string; id: string }, { go: boolean; reason?: string }>(
+    async (acks) => {
+      const { decisions, events } = await repo.acknowledge(acks);
+      emit(events);
+      return decisions.map((d) => ({ go: d.go, reason: d.reason }));
+    },
+  );
+
+  function pump(endpointIds: string[]) {
+    for (const id of endpointIds) {
+      if (sessions.has(id))
+        sender.add(id).catch((err) => logger.error({ err, endpointId: id }, 'sending deliveries failed'));
+    }
+  }
+
+  function host(): SessionHost {
+    return {
+      brokerId,
+      heartbeatSeconds: config.heartbeatSeconds ?? 30,
+      clock,
+      logger,
+      audit,
+      pki: pki!,
+      presence,
+      repo,
+      db,
+      fileStore: deps.fileStore,
+      maxFileBytes: config.maxFileBytes,
+      acknowledge: (endpointId, id) => acker.add({ endpointId, id }),
+      emit,
+      async register(session) {
+        const old = sessions.get(session.endpointId);
+        sessions.set(session.endpointId, session);
+        if (old && old !== session) replaced(old, brokerId);
+        // Other brokers holding an older connection of this agent close theirs.
+        await database.notify(PRESENCE_CHANNEL, `${session.endpointId}:${session.id}`);
+        pump([session.endpointId]);
+      },
+      unregister(session) {
+        if (sessions.get(session.endpointId) === session) sessions.delete(session.endpointId);
+      },
+    };
+  }
+
+  function replaced(old: AgentSession, by: string) {
+    old.close(4000, 'replaced by a newer connection');
+    void audit
+      .append({
+        actorType: 'agent',
+        actorId: old.endpointId,
+        action: 'broker.connection_replaced',
+        outcome: 'ok',
+        endpointId: old.endpointId,
+        details: { hostname: old.hostname, oldBroker: brokerId, newBroker: by },
+      })
+      .catch((err) => logger.error({ err }, 'audit of a replaced connection failed'));
+  }
+
+  return {
+    dispatcher,
+    get pki() {
+      if (!pki) throw new Error('broker not started');
+      return pki;
+    },
+    /** Endpoint ids with a live session on this broker. */
+    connected: () => [...sessions.values()].filter((s) => s.ready).map((s) => s.endpointId),
+    /** Expires deliveries past their TTL now (also runs on a timer). */
+    async expireDue() {
+      emit(await repo.expireDue());
+    },
+
+    async start(): Promise<{ port: number }> {
+      pki = await loadOrCreatePki({
+        dir: config.pkiDir ?? join(config.dataDir, 'pki'),
+        serverNames: [config.publicHost],
+        clientCertDays: config.clientCertDays,
+      });
+      await presence.clearMine();
+      gateway = createTlsGateway({
+        pki,
+        clock,
+        logger,
+        presence,
+        refusals,
+        enrol: (req, ip) => redeemEnrolment({ db, audit, clock, pki: pki! }, req, ip),
+        onAgent: (ws, ident) => {
+          const s = createAgentSession(host(), ws, ident);
+          ws.on('pong', () => {
+            s.alive = true;
+          });
+        },
+      });
+      unlisten.push(
+        await database.listen(OUTBOX_CHANNEL, (payload) => pump(payload.split(','))),
+        await database.listen(REVOKE_CHANNEL, (endpointId) => {
+          const s = sessions.get(endpointId);
+          if (!s) return;
+          s.close(4003, 'certificate revoked');
+          void refusals.refused('revoked', s.ws.readyState ? endpointId : endpointId, {
+            endpointId,
+            hostname: s.hostname,
+            live: true,
+          });
+        }),
+        await database.listen(PRESENCE_CHANNEL, (payload) => {
+          const [endpointId, sessionId] = payload.split(':');
+          const s = endpointId ? sessions.get(endpointId) : undefined;
+          if (s && s.id !== sessionId) {
+            sessions.delete(s.endpointId);
+            replaced(s, 'another broker');
+          }
+        }),
+      );
+      const hb = (config.heartbeatSeconds ?? 30) * 1000;
+      timers.push(
+        setInterval(() => {
+          // A peer that missed a whole heartbeat interval is dead: free its slot so it can reconnect.
+          for (const s of sessions.values()) {
+            if (!s.alive) {
+              s.ws.terminate();
+              continue;
+            }
+            s.alive = false;
+            s.ws.ping();
+          }
+        }, hb),
+        setInterval(() => {
+          repo.expireDue().then(emit, (err) => logger.error({ err }, 'expiry sweep failed'));
+        }, config.expirySweepMs ?? 60_000),
+      );
+      for (const t of timers) t.unref();
+      await new Promise<void>((resolve, reject) => {
+        gateway!.server.once('error', reject);
+        gateway!.server.listen(config.port, config.host, () => resolve());
+      });
+      const addr = gateway.server.address();
+      const port = typeof addr === 'object' && addr ? addr.port : config.port;
+      logger.info({ port, brokerId }, 'broker listening');
+      return { port };
+    },
+
+    async stop() {
+      stopping = true;
+      for (const t of timers) clearInterval(t);
+      for (const u of unlisten.splice(0)) await u().catch(() => {});
+      for (const s of sessions.values()) s.ws.terminate();
+      sessions.clear();
+      if (gateway) {
+        gateway.wss.close();
+        await new Promise<void>((r) => {
+          gateway!.server.close(() => r());
+          gateway!.server.closeAllConnections?.();
+        });
+      }
+      await presence.clearMine().catch(() => {});
+    },
+  };
+}
+
+export type Broker = ReturnType<typeof createBroker>;

@@ -1,0 +1,69 @@
+// Presence: which broker holds which agent, and what the agent said about itself on hello.
+import { and, eq, sql } from 'drizzle-orm';
+import type { z } from 'zod';
+import type { helloFrame } from '../../agent/protocol.ts';
+import type { Db } from '../../db/client.ts';
+import { endpoints } from '../../db/schema.ts';
+
+export function createEndpointPresence(deps: { db: Db; brokerId: string }) {
+  const { db, brokerId } = deps;
+  return {
+    async byFingerprint(fingerprint: string) {
+      const [row] = await db
+        .select({
+          id: endpoints.id,
+          hostname: endpoints.hostname,
+          revokedAt: endpoints.revokedAt,
+          certNotAfter: endpoints.certNotAfter,
+          isolated: endpoints.isolated,
+        })
+        .from(endpoints)
+        .where(eq(endpoints.certFingerprint, fingerprint));
+      return row;
+    },
+
+    async online(endpointId: string, hello: z.infer<typeof helloFrame>, now: Date) {
+      await db
+        .update(endpoints)
+        .set({
+          brokerId,
+          connectedAt: now,
+          lastSeenAt: now,
+          os: hello.os,
+          osVersion: hello.osVersion,
+          agentVersion: hello.agentVersion,
+          capabilities: hello.capabilities,
+          isolated: hello.isolated,
+        })
+        .where(eq(endpoints.id, endpointId));
+    },
+
+    /** Only clears presence this broker set on this connection, never a newer connection elsewhere. */
+    async offline(endpointId: string, connectedAt: Date, now: Date) {
+      await db
+        .update(endpoints)
+        .set({ brokerId: null, lastSeenAt: now })
+        .where(
+          and(
+            eq(endpoints.id, endpointId),
+            eq(endpoints.brokerId, brokerId),
+            sql`${endpoints.connectedAt} = ${connectedAt.toISOString()}::timestamptz`,
+          ),
+        );
+    },
+
+    async setIsolated(endpointId: string, isolated: boolean, now: Date) {
+      await db
+        .update(endpoints)
+        .set({ isolated, isolationChangedAt: now })
+        .where(eq(endpoints.id, endpointId));
+    },
+
+    /** Clears presence left behind by a crashed run of this broker id. */
+    async clearMine() {
+      await db.update(endpoints).set({ brokerId: null }).where(eq(endpoints.brokerId, brokerId));
+    },
+  };
+}
+
+export type EndpointPresence = ReturnType<typeof createEndpointPresence>;
