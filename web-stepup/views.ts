@@ -39,11 +39,14 @@ const PURPOSE_TITLES: Record<StepUpPurpose, string> = {
 
 const MAX_TARGET_NAMES = 5;
 
-function targetsLine(names: string[]): string {
-  if (names.length === 0) return 'none';
-  const shown = names.slice(0, MAX_TARGET_NAMES).join(', ');
+/** "7 endpoints: web-01, web-02, … and 2 more", each hostname kept on one line. */
+function targetsLine(names: string[]): SafeHtml {
+  if (names.length === 0) return html`none`;
+  const shown = names.slice(0, MAX_TARGET_NAMES);
   const more = names.length - MAX_TARGET_NAMES;
-  return `${names.length} endpoint${names.length === 1 ? '' : 's'}: ${shown}${more > 0 ? ` and ${more} more` : ''}`;
+  return html`${names.length} endpoint${names.length === 1 ? '' : 's'}: ${shown.map(
+    (n, i) => html`${i ? ', ' : ''}<span class="host">${n}</span>`,
+  )}${more > 0 ? ` and ${more} more` : ''}`;
 }
 
 function requestFacts(view: StepUpPageView): SafeHtml {
@@ -70,10 +73,10 @@ export interface StepUpFormState {
 export function stepUpPage(view: StepUpPageView, form: StepUpFormState): string {
   const c = view.challenge;
   const body = html`<h1>${PURPOSE_TITLES[c.purpose]}</h1>
+${form.error ? html`<p class="notice error" role="alert">${form.error}</p>` : ''}
 <p>${view.summary}</p>
 ${requestFacts(view)}
 <p class="who">Confirming as <strong>${c.displayName}</strong> (${c.username}). This link works once, until ${formatUtc(c.expiresAt)}.</p>
-${form.error ? html`<p class="notice error" role="alert">${form.error}</p>` : ''}
 <form class="stack" method="post" autocomplete="off">
 <input type="hidden" name="_csrf" value="${form.csrfToken}">
 <input type="text" name="username" value="${c.username}" autocomplete="username" hidden readonly>
@@ -118,6 +121,7 @@ function groupSecret(secret: string): string {
 
 export function enrolPage(input: EnrolPageInput): string {
   const body = html`<h1>Set up two-factor authentication</h1>
+${input.error ? html`<p class="notice error" role="alert">${input.error}</p>` : ''}
 <p class="who">For <strong>${input.displayName}</strong> (${input.username})</p>
 <p>Active Response asks for a code from an authenticator app before any action leaves the platform.</p>
 <h2>1. Add the account to your authenticator app</h2>
@@ -125,7 +129,6 @@ export function enrolPage(input: EnrolPageInput): string {
 <p>Cannot scan? Type this key into the app instead (time-based, 6 digits, 30 seconds):</p>
 <code class="secret" id="totp-secret" data-secret="${input.secret}">${groupSecret(input.secret)}</code>
 <h2>2. Enter the code it shows</h2>
-${input.error ? html`<p class="notice error" role="alert">${input.error}</p>` : ''}
 <form class="stack" method="post" autocomplete="off">
 <input type="hidden" name="_csrf" value="${input.csrfToken}">
 <label for="code">Authenticator code <span class="hint">The 6 digits your app shows now</span></label>
