@@ -58,7 +58,7 @@ async function main(argv: string[]): Promise<number> {
 }
 
 main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
+  (code) => process.exit(Number(process.exitCode ?? code)),
   (err: Error & { code?: string }) => {
     if (err instanceof CliUsageError) {
       console.error(`${err.message}\nUsage: npm run cli -- ${err.usage}`);
