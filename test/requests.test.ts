@@ -222,6 +222,39 @@ describe.each(drivers)('request service on %s', (driver) => {
     );
   });
 
+  it('needs an approval but no requester step-up for fetch, and resolves put against the file library', async () => {
+    const svc = service();
+    const fetched = await create(svc, analyst, 'fetch web-01 /tmp/dropper.bin', false);
+    expect(fetched.needsRequesterStepUp).toBe(false);
+    expect(fetched.request).toMatchObject({
+      state: 'pending_approval',
+      approvalsRequired: 1,
+      params: { path: '/tmp/dropper.bin' },
+    });
+    expect((await failure(create(svc, analyst, 'put web-01 missing.sh /opt/x --reason fix'))).code).toBe(
+      'request.unknown_file',
+    );
+    const file = await f.libraryFile('fix.sh', '#!/bin/sh\nexit 0\n');
+    const put = await create(svc, analyst, `put web-01 ${file.sha256} /opt/fix.sh --reason fix`);
+    expect(put.request.params).toEqual({
+      file: { id: file.id, name: 'fix.sh', sha256: file.sha256, size: file.size },
+      destPath: '/opt/fix.sh',
+    });
+  });
+
+  it('gives deliveries the --ttl of the command, or the default', async () => {
+    const svc = service();
+    const short = (await create(svc, analyst, 'isolate web-01 --reason x --ttl 2h')).request;
+    const normal = (await create(svc, analyst, 'isolate web-02 --reason x')).request;
+    clock.advance(60_000);
+    await approve(svc, ic, short.ref);
+    await approve(svc, ic, normal.ref);
+    const [d1] = await tdb.db.select().from(deliveries).where(eq(deliveries.requestId, short.id));
+    const [d2] = await tdb.db.select().from(deliveries).where(eq(deliveries.requestId, normal.id));
+    expect(d1!.expiresAt.getTime() - clock.now().getTime()).toBe(2 * 3600_000);
+    expect(d2!.expiresAt.getTime() - clock.now().getTime()).toBe(604_800_000);
+  });
+
   it('refuses an approval by the requester', async () => {
     const both = await f.user('both', { roles: ['active_response', 'approver'] });
     const svc = service();
