@@ -1,4 +1,6 @@
+import { Writable } from 'node:stream';
 import { and, eq } from 'drizzle-orm';
+import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auditLog, stepUpChallenges, stepUpWindows } from '../db/schema.ts';
 import { drivers } from './helpers/db.ts';
@@ -290,6 +292,46 @@ describe.each(drivers)('step-up rate limits and cookies on %s', (driver) => {
       });
       expect(res.statusCode).toBe(200);
       expect(res.body).not.toContain('Too many');
+    } finally {
+      await f.close();
+    }
+  });
+
+  it('writes no link token, password or code to the logs', async () => {
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk, _enc, cb) {
+        lines.push(String(chunk));
+        cb();
+      },
+    });
+    const f = await createWebFixture(driver, {
+      logger: pino({ level: 'trace' }, sink),
+      config: { rateLimitPerIp: 3 },
+    });
+    try {
+      const u = await f.makeUser('kai');
+      const token = await f.link(u, 'approve', 'digest');
+      const page = await f.app.inject({ method: 'GET', url: `/stepup/${token}` });
+      const { token: csrf, cookies } = formState(page);
+      const code = await codeAt(u.secret!, f.clock.now());
+      await f.app.inject({
+        method: 'POST',
+        url: `/stepup/${token}`,
+        payload: new URLSearchParams({ _csrf: csrf!, password: 'hunter2 wrong password', code }).toString(),
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        cookies,
+      });
+      await f.app.inject({ method: 'GET', url: `/stepup/${token}` });
+      expect((await f.app.inject({ method: 'GET', url: `/stepup/${token}` })).statusCode).toBe(429);
+      const enrolToken = await f.link(await f.makeUser('lia', { enrol: false }), 'enrol_totp', 'enrol');
+      await f.app.inject({ method: 'GET', url: `/enrol/${enrolToken}`, remoteAddress: '192.0.2.99' });
+      const all = lines.join('');
+      expect(all).not.toContain(token);
+      expect(all).not.toContain(enrolToken);
+      expect(all).not.toContain('hunter2');
+      expect(all).not.toContain(code);
+      expect(all).not.toContain(csrf!);
     } finally {
       await f.close();
     }

@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { isAppError } from '../bot/errors.ts';
 import type { ChallengeView } from '../bot/stepup/stepup-types.ts';
 import { trustedMarkup } from './html.ts';
-import { type LinkRateLimit, sendPage } from './page-reply.ts';
+import { type LinkRateLimit, QUIET, sendPage } from './page-reply.ts';
 import { attemptSource, linkErrorPage, tokenParams } from './stepup-routes.ts';
 import { enrolDonePage, enrolPage, noticePage } from './views.ts';
 import type { StepUpPagesDeps } from './web-types.ts';
@@ -73,38 +73,42 @@ export function registerEnrolRoutes(
     return sendPage(reply, status, page);
   }
 
-  app.get('/enrol/:token', { preHandler: [linkLimit] }, async (req, reply) => {
+  app.get('/enrol/:token', { logLevel: QUIET, preHandler: [linkLimit] }, async (req, reply) => {
     const found = await enrolmentChallenge(req, reply);
     if (!('challenge' in found)) return found;
     if (found.challenge.purpose !== 'enrol_totp') return reply.redirect(`/stepup/${found.token}`, 303);
     return showEnrolment(reply, found.challenge, 200);
   });
 
-  app.post('/enrol/:token', { preHandler: [linkLimit, app.csrfProtection] }, async (req, reply) => {
-    const found = await enrolmentChallenge(req, reply);
-    if (!('challenge' in found)) return found;
-    const { token, challenge } = found;
-    if (challenge.purpose !== 'enrol_totp') return reply.redirect(`/stepup/${token}`, 303);
-    const form = enrolForm.safeParse(req.body ?? {});
-    if (!form.success || !/^\d{6}$/.test(form.data.code)) {
-      return showEnrolment(
-        reply,
-        challenge,
-        400,
-        'The code is the 6 digits your authenticator app shows now.',
-      );
-    }
-    try {
-      await deps.stepup.confirmTotpEnrolment(challenge.userId, form.data.code, {
-        token,
-        ...attemptSource(req),
-      });
-    } catch (err) {
-      if (isAppError(err) && err.code === 'totp.code_wrong') {
-        return showEnrolment(reply, challenge, 403, err.message);
+  app.post(
+    '/enrol/:token',
+    { logLevel: QUIET, preHandler: [linkLimit, app.csrfProtection] },
+    async (req, reply) => {
+      const found = await enrolmentChallenge(req, reply);
+      if (!('challenge' in found)) return found;
+      const { token, challenge } = found;
+      if (challenge.purpose !== 'enrol_totp') return reply.redirect(`/stepup/${token}`, 303);
+      const form = enrolForm.safeParse(req.body ?? {});
+      if (!form.success || !/^\d{6}$/.test(form.data.code)) {
+        return showEnrolment(
+          reply,
+          challenge,
+          400,
+          'The code is the 6 digits your authenticator app shows now.',
+        );
       }
-      return linkErrorPage(reply, err);
-    }
-    return sendPage(reply, 200, enrolDonePage(challenge.displayName));
-  });
+      try {
+        await deps.stepup.confirmTotpEnrolment(challenge.userId, form.data.code, {
+          token,
+          ...attemptSource(req),
+        });
+      } catch (err) {
+        if (isAppError(err) && err.code === 'totp.code_wrong') {
+          return showEnrolment(reply, challenge, 403, err.message);
+        }
+        return linkErrorPage(reply, err);
+      }
+      return sendPage(reply, 200, enrolDonePage(challenge.displayName));
+    },
+  );
 }

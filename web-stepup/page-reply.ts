@@ -7,3 +7,10 @@ export function sendPage(reply: FastifyReply, status: number, page: string): Fas
 
 /** The step-up and enrolment routes' rate limit (per IP and per link owner), as a preHandler hook. */
 export type LinkRateLimit = (req: FastifyRequest, reply: FastifyReply) => Promise<void>;
+
+/**
+ * Log level of the routes whose path carries a link token. Fastify's request log ("incoming request") prints
+ * the URL at info, and a token in a log file is a live link; at warn only errors (which carry the request
+ * id, never the URL) are written. The audit log records every attempt instead.
+ */
+export const QUIET = 'warn' as const;

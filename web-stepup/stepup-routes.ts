@@ -4,7 +4,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { isAppError } from '../bot/errors.ts';
-import { type LinkRateLimit, sendPage } from './page-reply.ts';
+import { type LinkRateLimit, QUIET, sendPage } from './page-reply.ts';
 import { noticePage, stepUpDonePage, stepUpPage } from './views.ts';
 import type { StepUpPagesDeps } from './web-types.ts';
 import { setWindowCookie } from './window-cookie.ts';
@@ -74,47 +74,51 @@ export function registerStepUpRoutes(
     return sendPage(reply, status, stepUpPage(view, { csrfToken, error }));
   }
 
-  app.get('/stepup/:token', { preHandler: [linkLimit] }, async (req, reply) => {
+  app.get('/stepup/:token', { logLevel: QUIET, preHandler: [linkLimit] }, async (req, reply) => {
     const params = tokenParams.safeParse(req.params);
     if (!params.success) return invalidLink(reply);
     return showForm(reply, params.data.token, 200);
   });
 
-  app.post('/stepup/:token', { preHandler: [linkLimit, app.csrfProtection] }, async (req, reply) => {
-    const params = tokenParams.safeParse(req.params);
-    if (!params.success) return invalidLink(reply);
-    const token = params.data.token;
-    const form = stepUpForm.safeParse(req.body ?? {});
-    if (!form.success) return showForm(reply, token, 400, 'Enter your password and the 6-digit code.');
-    if (!/^\d{6}$/.test(form.data.code)) {
-      return showForm(reply, token, 400, 'The code is the 6 digits your authenticator app shows now.');
-    }
-
-    let outcome: Awaited<ReturnType<typeof deps.bot.completeStepUp>>;
-    try {
-      outcome = await deps.bot.completeStepUp({
-        token,
-        password: form.data.password,
-        totpCode: form.data.code,
-        ...attemptSource(req),
-      });
-    } catch (err) {
-      // The service's message never says which factor was wrong (that would tell an attacker holding one
-      // of them they got it right); it says how many attempts are left, or that the lock has started.
-      if (isAppError(err) && err.code === 'stepup.failed') return showForm(reply, token, 403, err.message);
-      return linkErrorPage(reply, err);
-    }
-
-    // Downloads and history are browser destinations: carry the fresh window over in a cookie and go there.
-    const { purpose, subject, userId } = outcome.challenge;
-    if (purpose === 'download' || purpose === 'history') {
-      const window = await deps.stepup.activeWindow(userId);
-      if (window) {
-        setWindowCookie(reply, window, deps.clock.now(), deps.config.secureCookies);
-        const target = purpose === 'download' ? `/files/${encodeURIComponent(subject)}` : '/history';
-        return reply.redirect(target, 303);
+  app.post(
+    '/stepup/:token',
+    { logLevel: QUIET, preHandler: [linkLimit, app.csrfProtection] },
+    async (req, reply) => {
+      const params = tokenParams.safeParse(req.params);
+      if (!params.success) return invalidLink(reply);
+      const token = params.data.token;
+      const form = stepUpForm.safeParse(req.body ?? {});
+      if (!form.success) return showForm(reply, token, 400, 'Enter your password and the 6-digit code.');
+      if (!/^\d{6}$/.test(form.data.code)) {
+        return showForm(reply, token, 400, 'The code is the 6 digits your authenticator app shows now.');
       }
-    }
-    return sendPage(reply, 200, stepUpDonePage(outcome));
-  });
+
+      let outcome: Awaited<ReturnType<typeof deps.bot.completeStepUp>>;
+      try {
+        outcome = await deps.bot.completeStepUp({
+          token,
+          password: form.data.password,
+          totpCode: form.data.code,
+          ...attemptSource(req),
+        });
+      } catch (err) {
+        // The service's message never says which factor was wrong (that would tell an attacker holding one
+        // of them they got it right); it says how many attempts are left, or that the lock has started.
+        if (isAppError(err) && err.code === 'stepup.failed') return showForm(reply, token, 403, err.message);
+        return linkErrorPage(reply, err);
+      }
+
+      // Downloads and history are browser destinations: carry the fresh window over in a cookie and go there.
+      const { purpose, subject, userId } = outcome.challenge;
+      if (purpose === 'download' || purpose === 'history') {
+        const window = await deps.stepup.activeWindow(userId);
+        if (window) {
+          setWindowCookie(reply, window, deps.clock.now(), deps.config.secureCookies);
+          const target = purpose === 'download' ? `/files/${encodeURIComponent(subject)}` : '/history';
+          return reply.redirect(target, 303);
+        }
+      }
+      return sendPage(reply, 200, stepUpDonePage(outcome));
+    },
+  );
 }

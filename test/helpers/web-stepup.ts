@@ -129,6 +129,8 @@ export interface WebFixtureOptions {
   request?: RequestView;
   publicUrl?: string;
   lockoutThreshold?: number;
+  /** A pino logger for the app (default: none), for tests that read what gets logged. */
+  logger?: import('fastify').FastifyBaseLogger;
 }
 
 /** The TOTP code for the test clock's time, `steps` periods away. */
@@ -156,7 +158,7 @@ export async function createWebFixture(driver: Driver, opts: WebFixtureOptions =
   const dir = await mkdtemp(join(tmpdir(), 'ar-web-files-'));
   const fileStore = createDirFileStore(dir);
   const parts = { tdb, clock, users, stepup, audit, secretKey };
-  const app = buildHttpApp({ logger: false });
+  const app = buildHttpApp({ logger: opts.logger ?? false });
   await registerStepUpPages(app, {
     bot: opts.bot ? opts.bot(parts) : stepUpOnlyBot(stepup, opts.request),
     stepup,
