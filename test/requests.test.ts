@@ -341,6 +341,7 @@ describe.each(drivers)('request service on %s', (driver) => {
     const actions = await auditActions(request.id);
     expect(actions.filter((a) => a === 'request.dispatched')).toHaveLength(1);
     expect(actions.filter((a) => a === 'approval.recorded')).toHaveLength(2);
+    await expect(createAuditService({ db: tdb.db, clock }).verify()).resolves.toMatchObject({ ok: true });
     expect((await svc.getView(request.id)).state).toBe('dispatched');
   });
 
