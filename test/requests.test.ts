@@ -381,6 +381,7 @@ describe.each(drivers)('request service on %s', (driver) => {
     const svc = service();
     const r1 = (await create(svc, analyst, 'isolate web-01 --reason x')).request;
     const r2 = (await create(svc, analyst, 'isolate web-02 --reason x')).request;
+    const unconfirmed = (await create(svc, analyst, 'isolate web-01 web-02 --reason x', false)).request;
     clock.advance(3599_000);
     expect(await svc.expireStale()).toEqual([]);
     clock.advance(2_000);
@@ -388,7 +389,10 @@ describe.each(drivers)('request service on %s', (driver) => {
     expect(e.code).toBe('request.expired');
     expect((await svc.getView(r1.id)).state).toBe('expired');
     const expired = await svc.expireStale();
-    expect(expired.map((v) => v.ref)).toEqual([r2.ref]);
+    expect(expired.map((v) => v.ref).sort()).toEqual([r2.ref, unconfirmed.ref].sort());
+    expect((await failure(svc.confirmRequester(unconfirmed.id, analyst.id, unconfirmed.digest))).code).toBe(
+      'request.expired',
+    );
     expect(await auditActions(r2.id)).toEqual([
       'request.created',
       'request.pending_approval',
@@ -432,8 +436,11 @@ describe.each(drivers)('request service on %s', (driver) => {
     await approve(svc, ic, sent.ref);
     const outsider = await f.user('outsider', { roles: ['active_response'] });
     expect((await failure(svc.cancel(sent.ref, outsider))).code).toBe('request.cancel_forbidden');
+    const [one] = await tdb.db.select().from(deliveries).where(eq(deliveries.requestId, sent.id));
+    const single = await svc.cancel(one!.id, analyst);
+    expect(single).toMatchObject({ cancelledDeliveries: 1, request: { state: 'dispatched' } });
     const res = await svc.cancel(sent.ref, analyst);
-    expect(res.cancelledDeliveries).toBe(2);
+    expect(res.cancelledDeliveries).toBe(1);
     expect(res.request?.state).toBe('completed');
     expect(res.request?.progress).toEqual({ cancelled: 2 });
   });
