@@ -6,6 +6,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { eq } from 'drizzle-orm';
 import { generate } from 'otplib';
 import pino from 'pino';
 import { createConsoleChat } from './adapters/console/console-chat.ts';
@@ -19,6 +20,7 @@ import { systemClock } from './bot/ports.ts';
 import { createBroker } from './broker/broker.ts';
 import { createLocalFileStore } from './broker/files/local-file-store.ts';
 import { openDatabase } from './db/client.ts';
+import { endpoints } from './db/schema.ts';
 
 const dataDir = mkdtempSync(join(tmpdir(), 'ar-demo-'));
 const config = loadConfig({
@@ -62,37 +64,36 @@ async function main() {
   const brokerAddr = await broker.start();
   await http.listen({ host: '127.0.0.1', port: config.HTTP_PORT });
 
-  const seeded = await seedDemo({ platform, database, clock: systemClock });
-  const agents: ChildProcess[] = [];
-  const startAgent = (name: string, os: string, token: string) => {
-    const child = spawn(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        'agent/main.ts',
-        '--enroll',
-        token,
-        '--broker',
-        `wss://localhost:${brokerAddr.port}`,
-        '--state-dir',
-        join(dataDir, 'agents', name),
-        '--hostname',
-        name,
-        '--os',
-        os,
-        '--dry-run',
-      ],
-      { stdio: ['ignore', 'ignore', 'inherit'] },
-    );
-    agents.push(child);
+  const seeded = await seedDemo({ platform, database, clock: systemClock, dataDir });
+  const agents = new Map<string, ChildProcess>();
+  const startAgent = (name: string, os: string, token?: string) => {
+    const args = [
+      '--import',
+      'tsx',
+      'agent/main.ts',
+      '--state-dir',
+      join(dataDir, 'agents', name),
+      '--dry-run',
+      '--os',
+      os,
+    ];
+    if (token)
+      args.push('--enroll', token, '--broker', `wss://localhost:${brokerAddr.port}`, '--hostname', name);
+    agents.set(name, spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'] }));
   };
-  startAgent('web-01', 'linux', seeded.tokens['web-01']!);
-  startAgent('mac-03', 'macos', seeded.tokens['mac-03']!);
+  startAgent('web-01', 'linux', seeded.tokens['web-01']);
+  startAgent('mac-03', 'macos', seeded.tokens['mac-03']);
+  // ws-02 enrols now (so it is a known endpoint) and then goes offline for a minute: what is approved for it
+  // meanwhile waits in the outbox and is delivered when it reconnects.
+  startAgent('ws-02', 'windows', seeded.tokens['ws-02']);
+  await waitForEndpoint(database, 'ws-02');
+  agents.get('ws-02')!.kill('SIGTERM');
   const late = setTimeout(() => {
     say('\n  (ws-02, the Windows endpoint, has just come online: anything queued for it is delivered now)');
-    startAgent('ws-02', 'windows', seeded.tokens['ws-02']!);
+    startAgent('ws-02', 'windows');
   }, 60_000);
+  await waitForEndpoint(database, 'web-01');
+  await waitForEndpoint(database, 'mac-03');
 
   say('');
   say('Active Response demo — everything lives in a temporary directory and is deleted on exit.');
@@ -128,12 +129,22 @@ async function main() {
   });
 
   clearTimeout(late);
-  for (const a of agents) a.kill('SIGTERM');
+  for (const a of agents.values()) a.kill('SIGTERM');
   await http.close();
   await surfaces.close();
   await broker.stop();
   await unfollow();
   await database.close();
+}
+
+/** Waits until an agent has enrolled and connected (its endpoint row shows a broker). */
+async function waitForEndpoint(database: Awaited<ReturnType<typeof openDatabase>>, hostname: string) {
+  for (let i = 0; i < 120; i++) {
+    const [row] = await database.db.select().from(endpoints).where(eq(endpoints.hostname, hostname));
+    if (row?.brokerId) return;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`the demo agent ${hostname} did not connect within 30 s`);
 }
 
 main()

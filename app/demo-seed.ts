@@ -1,10 +1,12 @@
 // Seeds the demo through the same services an admin uses: people with passwords and enrolled TOTP, the
 // console tenant, a segment with Active Response on, enrolment tokens for the agents and two scripts.
 import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
 import { generate } from 'otplib';
 import type { Clock } from '../bot/ports.ts';
 import { createScriptLibrary } from '../bot/scripts/script-library.ts';
 import { createSegmentService } from '../bot/segments/segment-service.ts';
+import { readCaCertificatePem } from '../broker/pki/pki.ts';
 import { enrollToken } from '../cli/commands/endpoint-commands.ts';
 import type { Database } from '../db/client.ts';
 import type { Role } from '../db/schema.ts';
@@ -27,7 +29,12 @@ import active_response as ar
 ar.log("would sinkhole " + ar.params["domain"])
 `;
 
-export async function seedDemo(deps: { platform: Platform; database: Database; clock: Clock }) {
+export async function seedDemo(deps: {
+  platform: Platform;
+  database: Database;
+  clock: Clock;
+  dataDir: string;
+}) {
   const { platform, database, clock } = deps;
   const { users, stepup, audit } = platform;
   await users.ensureHomeOrganization();
@@ -70,7 +77,14 @@ export async function seedDemo(deps: { platform: Platform; database: Database; c
 
   const tokens: Record<string, string> = {};
   for (const host of ['web-01', 'ws-02', 'mac-03']) {
-    const t = await enrollToken({ db: database.db, audit, clock, segment: 'servers', ttl: 3600 });
+    const t = await enrollToken({
+      db: database.db,
+      audit,
+      clock,
+      segment: 'servers',
+      ttl: 3600,
+      caCertPem: readCaCertificatePem(join(deps.dataDir, 'pki')),
+    });
     tokens[host] = t.token;
   }
   return { people, tokens };

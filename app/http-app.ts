@@ -28,7 +28,6 @@ export function buildHttpApp(opts: HttpAppOptions = {}): FastifyInstance {
     bodyLimit: opts.bodyLimit ?? 1024 * 1024,
     // Request ids appear in "something went wrong, reference X" so a person can find the log line.
     genReqId: () => `ref-${Math.random().toString(36).slice(2, 10)}`,
-    disableRequestLogging: false,
   });
 
   app.setErrorHandler((err, req, reply) => {
