@@ -1,6 +1,7 @@
 // The core's entry points, called by every chat adapter and by the step-up page.
-import type { ChallengeView, StepUpAttempt } from './stepup/stepup-types.ts';
+
 import type { ChatContext, RequestView } from './ports.ts';
+import type { ChallengeView, StepUpAttempt } from './stepup/stepup-types.ts';
 
 export interface DecisionInput {
   /** Request id (uuid) or ref (R-XXXXXX) from the button's value. */

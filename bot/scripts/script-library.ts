@@ -17,15 +17,26 @@ export const paramSpecSchema = z.object({
   description: z.string().max(500).optional(),
 });
 export const paramsSchemaSchema = z
-  .record(z.string().regex(/^[a-z_][a-z0-9_]{0,31}$/, 'parameter names are lower-case letters, digits and _'), paramSpecSchema)
+  .record(
+    z.string().regex(/^[a-z_][a-z0-9_]{0,31}$/, 'parameter names are lower-case letters, digits and _'),
+    paramSpecSchema,
+  )
   .refine((o) => Object.keys(o).length <= 50, 'at most 50 parameters');
 
 const scriptInput = z.object({
-  name: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'use 1 to 63 lower-case letters, digits, dot, underscore or hyphen'),
+  name: z
+    .string()
+    .regex(
+      /^[a-z0-9][a-z0-9._-]{0,62}$/,
+      'use 1 to 63 lower-case letters, digits, dot, underscore or hyphen',
+    ),
   description: z.string().max(2000).default(''),
   readOnly: z.boolean().default(false),
   paramsSchema: paramsSchemaSchema.default({}),
-  minAgentVersion: z.string().regex(/^\d+\.\d+\.\d+$/, 'a version such as 1.2.0').default('1.2.0'),
+  minAgentVersion: z
+    .string()
+    .regex(/^\d+\.\d+\.\d+$/, 'a version such as 1.2.0')
+    .default('1.2.0'),
   oses: z.array(z.enum(OSES)).min(1).default(['windows', 'linux']),
 });
 
@@ -35,10 +46,14 @@ export function createScriptLibrary(deps: { db: Db; audit: AuditService; maxScri
     /** Adds a script, or replaces its body (a new sha256: pending requests keep their own digest). */
     async upsert(input: z.input<typeof scriptInput> & { body: string; actorId?: string | null }) {
       const parsed = scriptInput.safeParse(input);
-      if (!parsed.success) throw new BadRequest('script.invalid', `Invalid script: ${describeZodIssues(parsed.error.issues)}.`);
+      if (!parsed.success)
+        throw new BadRequest('script.invalid', `Invalid script: ${describeZodIssues(parsed.error.issues)}.`);
       const bytes = Buffer.byteLength(input.body);
       if (bytes > maxScriptBytes) {
-        throw new BadRequest('script.too_large', `The script is ${bytes} bytes; the limit is ${maxScriptBytes} (MAX_SCRIPT_BYTES).`);
+        throw new BadRequest(
+          'script.too_large',
+          `The script is ${bytes} bytes; the limit is ${maxScriptBytes} (MAX_SCRIPT_BYTES).`,
+        );
       }
       const sha256 = createHash('sha256').update(input.body).digest('hex');
       const values = { ...parsed.data, body: input.body, sha256 };

@@ -20,7 +20,11 @@ export function createSegmentService(deps: { db: Db; audit: AuditService; clock:
 
   function parseName(name: string): string {
     const res = segmentName.safeParse(name);
-    if (!res.success) throw new BadRequest('segment.bad_name', `Segment name "${name.slice(0, 80)}": ${res.error.issues[0]?.message}.`);
+    if (!res.success)
+      throw new BadRequest(
+        'segment.bad_name',
+        `Segment name "${name.slice(0, 80)}": ${res.error.issues[0]?.message}.`,
+      );
     return res.data;
   }
 
@@ -28,7 +32,8 @@ export function createSegmentService(deps: { db: Db; audit: AuditService; clock:
     const n = parseName(name);
     return db.transaction(async (tx) => {
       const [row] = await tx.select().from(segments).where(eq(segments.name, n)).for('update');
-      if (!row) throw new NotFound('segment.not_found', `No segment called "${n}". Create it with: segment add ${n}`);
+      if (!row)
+        throw new NotFound('segment.not_found', `No segment called "${n}". Create it with: segment add ${n}`);
       const [updated] = await tx
         .update(segments)
         .set({ activeResponseEnabled: enabled, updatedAt: clock.now() })
@@ -75,7 +80,10 @@ export function createSegmentService(deps: { db: Db; audit: AuditService; clock:
     disable: (name: string, actorId?: string | null) => setEnabled(name, false, actorId),
     list: (): Promise<SegmentRow[]> => db.select().from(segments).orderBy(asc(segments.name)),
     async get(name: string): Promise<SegmentRow> {
-      const [row] = await db.select().from(segments).where(eq(segments.name, parseName(name)));
+      const [row] = await db
+        .select()
+        .from(segments)
+        .where(eq(segments.name, parseName(name)));
       if (!row) throw new NotFound('segment.not_found', `No segment called "${name}".`);
       return row;
     },
