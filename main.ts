@@ -46,9 +46,9 @@ async function main() {
   );
 
   const clock = systemClock;
-  const platform = createPlatform({ config, database, logger, clock, secretKey });
-  const fileStore = createLocalFileStore(join(config.DATA_DIR, 'files'));
   const metrics = config.METRICS ? createMetricsRegistry() : undefined;
+  const platform = createPlatform({ config, database, logger, clock, secretKey, metrics });
+  const fileStore = createLocalFileStore(join(config.DATA_DIR, 'files'));
 
   const http = buildHttpApp({
     logger,

@@ -1,6 +1,7 @@
 // Builds the service graph once: the composition root (main.ts), the demo and the end-to-end tests all call
 // this, so what the tests exercise is what production runs.
 
+import type { Registry } from 'prom-client';
 import { z } from 'zod';
 import { createAuditService } from '../bot/audit/audit-service.ts';
 import { createBotService } from '../bot/bot-service.ts';
@@ -15,6 +16,7 @@ import { createOutboxDispatcher } from '../broker/outbox/dispatcher.ts';
 import type { Database } from '../db/client.ts';
 import { createChatRouter } from './chat-router.ts';
 import type { Config } from './config.ts';
+import { countAuditEvents } from './metrics.ts';
 
 export interface PlatformOptions {
   config: Config;
@@ -22,6 +24,8 @@ export interface PlatformOptions {
   logger: Logger;
   clock: Clock;
   secretKey: Buffer;
+  /** When given, audit events are counted into it (`ar_audit_events_total`). */
+  metrics?: Registry;
 }
 
 const deliveryEventSchema = z.object({
@@ -34,7 +38,8 @@ const deliveryEventSchema = z.object({
 export function createPlatform(opts: PlatformOptions) {
   const { config, database, logger, clock, secretKey } = opts;
   const db = database.db;
-  const audit = createAuditService({ db, clock });
+  const baseAudit = createAuditService({ db, clock });
+  const audit = opts.metrics ? countAuditEvents(baseAudit, opts.metrics) : baseAudit;
   const users = createUserService({ db, audit, clock, secretKey });
   const stepup = createStepUpService({
     db,

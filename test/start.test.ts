@@ -58,6 +58,7 @@ describe('npm start', () => {
       expect(await res.json()).toEqual({ status: 'ok' });
       const metrics = await (await fetch(`http://127.0.0.1:${http}/metrics`)).text();
       expect(metrics).toMatch(/process_cpu_user_seconds_total/);
+      expect(metrics).toMatch(/# TYPE ar_audit_events_total counter/);
       expect(statSync(join(dataDir, 'secret.key')).mode & 0o777).toBe(0o600);
       expect(existsSync(join(dataDir, 'pglite'))).toBe(true);
       // The generated key is never logged.
