@@ -8,6 +8,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildHttpApp } from '../app/http-app.ts';
+import { createLocalFileStore } from '../broker/files/local-file-store.ts';
 import { actionRequests, approvals } from '../db/schema.ts';
 import { registerStepUpPages } from '../web-stepup/stepup-plugin.ts';
 import {
@@ -19,7 +20,6 @@ import {
 } from './helpers/browser.ts';
 import { openTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { buildTestPlatform, type Person, type TestPlatform } from './helpers/platform.ts';
-import { createDirFileStore } from './helpers/web-stepup.ts';
 
 if (!hasChromium) console.warn(NO_CHROMIUM_MESSAGE);
 
@@ -47,7 +47,7 @@ describe.skipIf(!hasChromium)('approval through the step-up page in Chromium', (
       stepup: t.platform.stepup,
       users: t.platform.users,
       audit: t.platform.audit,
-      fileStore: createDirFileStore(dir),
+      fileStore: createLocalFileStore(dir),
       db: t.platform.db,
       clock: t.clock,
       config: { publicUrl: 'http://ar.test', secureCookies: false, secretKey: t.platform.secretKey },

@@ -1,4 +1,6 @@
 // The step-up and enrolment pages in real Chromium on a phone-sized screen: what a person sees and types.
+import { readFile } from 'node:fs/promises';
+import { BlobReader, BlobWriter, ZipReader } from '@zip.js/zip.js';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeTotpSecret } from '../bot/stepup/totp.ts';
@@ -175,6 +177,29 @@ describe.skipIf(!hasChromium)('step-up pages in Chromium', () => {
     // Nothing was confirmed: the link still opens its form.
     await page.goto(`${base}/stepup/${token}`);
     expect(await page.getByLabel('Password').isVisible()).toBe(true);
+    await page.close();
+  });
+
+  it('downloads evidence as a password-protected zip after a download step-up', async () => {
+    const analyst = await f.makeUser('ada', { roles: ['active_response'] });
+    const sample = Buffer.from('MZ pretend sample\n'.repeat(500));
+    const fileId = await f.storeEvidence('/tmp/dropper.exe', sample);
+    const page = await open(`/stepup/${await f.link(analyst, 'download', fileId)}`);
+    expect(await page.locator('h1').textContent()).toBe('Download evidence');
+    await page.getByLabel('Password').fill(PASSWORD);
+    await page.getByLabel('Authenticator code').fill(await codeAt(analyst.secret!, f.clock.now()));
+    const [download] = await Promise.all([
+      page.waitForEvent('download'),
+      page.getByRole('button', { name: 'Confirm' }).click(),
+    ]);
+    expect(download.suggestedFilename()).toBe('dropper.exe.zip');
+    expect(await page.locator('h1').textContent()).toBe('Your download is starting');
+    const zip = new ZipReader(new BlobReader(new Blob([await readFile((await download.path())!)])));
+    const [entry] = await zip.getEntries();
+    if (!entry || entry.directory) throw new Error('the zip holds no file entry');
+    const data = await entry.getData(new BlobWriter(), { password: 'infected' });
+    expect(Buffer.from(await data.arrayBuffer()).equals(sample)).toBe(true);
+    await zip.close();
     await page.close();
   });
 

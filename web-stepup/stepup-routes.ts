@@ -5,7 +5,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { isAppError } from '../bot/errors.ts';
 import { type LinkRateLimit, QUIET, sendPage } from './page-reply.ts';
-import { noticePage, stepUpDonePage, stepUpPage } from './views.ts';
+import { downloadStartPage, noticePage, stepUpDonePage, stepUpPage } from './views.ts';
 import type { StepUpPagesDeps } from './web-types.ts';
 import { setWindowCookie } from './window-cookie.ts';
 
@@ -114,8 +114,8 @@ export function registerStepUpRoutes(
         const window = await deps.stepup.activeWindow(userId);
         if (window) {
           setWindowCookie(reply, window, deps.clock.now(), deps.config.secureCookies);
-          const target = purpose === 'download' ? `/files/${encodeURIComponent(subject)}` : '/history';
-          return reply.redirect(target, 303);
+          if (purpose === 'history') return reply.redirect('/history', 303);
+          return sendPage(reply, 200, downloadStartPage(outcome, `/files/${encodeURIComponent(subject)}`));
         }
       }
       return sendPage(reply, 200, stepUpDonePage(outcome));

@@ -6,7 +6,11 @@ import { formatUtc, html, type SafeHtml } from './html.ts';
 
 export const STYLESHEET_PATH = '/assets/stepup.css';
 
-export function layout(title: string, body: SafeHtml, opts: { wide?: boolean } = {}): string {
+export function layout(
+  title: string,
+  body: SafeHtml,
+  opts: { wide?: boolean; refreshTo?: string } = {},
+): string {
   return html`<!doctype html>
 <html lang="en">
 <head>
@@ -14,6 +18,7 @@ export function layout(title: string, body: SafeHtml, opts: { wide?: boolean } =
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
 <meta name="robots" content="noindex, nofollow">
+${opts.refreshTo ? html`<meta http-equiv="refresh" content="1;url=${opts.refreshTo}">` : ''}
 <title>${title} · Active Response</title>
 <link rel="stylesheet" href="${STYLESHEET_PATH}">
 </head>
@@ -95,6 +100,18 @@ export function stepUpDonePage(outcome: StepUpOutcome): string {
 <p>Your confirmation stays valid until ${formatUtc(outcome.windowExpiresAt)}, so you will not be asked again before then.</p>
 <p>You can close this tab and return to Slack or Teams.</p>`;
   return layout('Done', body);
+}
+
+/**
+ * After a download step-up: the file starts by itself (a meta refresh, which needs no script) and the page
+ * stays readable instead of leaving a used form on screen.
+ */
+export function downloadStartPage(outcome: StepUpOutcome, href: string): string {
+  const body = html`<h1>Your download is starting</h1>
+<p class="notice ok" role="status">Confirmed. The evidence file downloads as a zip protected with the password <code>infected</code>.</p>
+<p>If it does not start, <a href="${href}">download it here</a>. The link works until ${formatUtc(outcome.windowExpiresAt)}.</p>
+<p>Handle the file as live malware: open it only in an analysis sandbox.</p>`;
+  return layout('Your download is starting', body, { refreshTo: href });
 }
 
 /** A page that explains and offers nothing else: used links, expired links, lockouts, missing access. */

@@ -1,24 +1,22 @@
 // Builds the step-up site the way production does (the one Fastify app, the real user and step-up services
 // on a real database) for route and browser tests. `bot` defaults to a thin stand-in that only does the
 // step-up itself; tests that need approvals to reach chat pass the real bot service.
-import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { access, mkdtemp, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type { FastifyInstance } from 'fastify';
 import { generate } from 'otplib';
 import { buildHttpApp } from '../../app/http-app.ts';
 import { createAuditService } from '../../bot/audit/audit-service.ts';
 import type { StepUpOutcome, StepUpPageView } from '../../bot/bot-types.ts';
-import { NotFound } from '../../bot/errors.ts';
 import type { FileStore, RequestView } from '../../bot/ports.ts';
 import { createStepUpService, type StepUpService } from '../../bot/stepup/stepup-service.ts';
 import { decodeTotpSecret } from '../../bot/stepup/totp.ts';
 import { createUserService } from '../../bot/users/user-service.ts';
 import type { ResolvedUser } from '../../bot/users/user-types.ts';
+import { createLocalFileStore } from '../../broker/files/local-file-store.ts';
 import { files, type Role, type StepUpPurpose } from '../../db/schema.ts';
 import { registerStepUpPages } from '../../web-stepup/stepup-plugin.ts';
 import type { StepUpPagesConfig, StepUpPagesDeps } from '../../web-stepup/web-types.ts';
@@ -26,34 +24,6 @@ import { createTestClock } from './clock.ts';
 import { type Driver, openTestDatabase, type TestDatabase } from './db.ts';
 
 export const PASSWORD = 'correct horse battery staple';
-
-/** A directory-backed FileStore with the port's contract (streams in, hashes as it goes). */
-export function createDirFileStore(dir: string): FileStore {
-  return {
-    async put(source) {
-      const key = randomBytes(16).toString('hex');
-      const hash = createHash('sha256');
-      let size = 0;
-      const counted = Readable.from(source as AsyncIterable<Uint8Array>).map((chunk: Buffer) => {
-        hash.update(chunk);
-        size += chunk.length;
-        return chunk;
-      });
-      await pipeline(counted, createWriteStream(join(dir, key)));
-      return { key, size, sha256: hash.digest('hex') };
-    },
-    async open(key) {
-      const path = join(dir, key);
-      await access(path).catch(() => {
-        throw new NotFound('file.not_found', `No stored file with key "${key}".`);
-      });
-      return createReadStream(path);
-    },
-    async remove(key) {
-      await rm(join(dir, key), { force: true });
-    },
-  };
-}
 
 /** What a page shows for a request bound to an approval link; the real bot reads it from the requests table. */
 export function sampleRequestView(over: Partial<RequestView> = {}): RequestView {
@@ -156,7 +126,7 @@ export async function createWebFixture(driver: Driver, opts: WebFixtureOptions =
     maxAttemptsPerMinute: 100,
   });
   const dir = await mkdtemp(join(tmpdir(), 'ar-web-files-'));
-  const fileStore = createDirFileStore(dir);
+  const fileStore = createLocalFileStore(dir);
   const parts = { tdb, clock, users, stepup, audit, secretKey };
   const app = buildHttpApp({ logger: opts.logger ?? false });
   await registerStepUpPages(app, {
