@@ -1,4 +1,4 @@
-import { count, eq } from 'drizzle-orm';
+import { count, desc, eq } from 'drizzle-orm';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createAuditService } from '../bot/audit/audit-service.ts';
 import { parseCommand } from '../bot/commands/command-parser.ts';
@@ -264,6 +264,12 @@ describe.each(drivers)('request service on %s', (driver) => {
     expect(e.message).toMatch(/another approver must decide/);
     expect((await counts()).approvals).toBe(0);
     expect((await svc.getView(request.id)).state).toBe('pending_approval');
+    const [refused] = await tdb.db.select().from(auditLog).where(eq(auditLog.action, 'approval.refused'));
+    expect(refused).toMatchObject({
+      actorId: both.id,
+      outcome: 'refused',
+      details: { code: 'approval.self' },
+    });
   });
 
   it('needs an in-house approver for an external requester; an external approver alone does not complete it', async () => {
@@ -374,7 +380,14 @@ describe.each(drivers)('request service on %s', (driver) => {
     expect((await svc.onDeliveryChanged(request.id)).completedNow).toBe(false);
     const [rowAfter] = await tdb.db.select().from(actionRequests).where(eq(actionRequests.id, request.id));
     expect(rowAfter).toEqual(rowBefore);
-    expect(await counts()).toEqual(before);
+    // Only the refusal itself is recorded: one `approval.refused` row, nothing else.
+    expect(await counts()).toEqual({ ...before, audit: before.audit + 1 });
+    const [last] = await tdb.db.select().from(auditLog).orderBy(desc(auditLog.seq)).limit(1);
+    expect(last).toMatchObject({
+      action: 'approval.refused',
+      outcome: 'refused',
+      details: { code: 'request.already_decided' },
+    });
   });
 
   it('expires an undecided request after the approval TTL on the test clock', async () => {

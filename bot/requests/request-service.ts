@@ -336,7 +336,24 @@ export function createRequestService(deps: {
         const out = await dispatch(t, row, who);
         return { changed: true, row: out.row, endpointIds: out.endpointIds };
       };
-      const out = tx ? await run(tx) : await db.transaction(run);
+      let out: Step;
+      try {
+        out = tx ? await run(tx) : await db.transaction(run);
+      } catch (err) {
+        // Refused decisions are audited too; with a caller tx the caller owns what gets recorded, since a
+        // second transaction here could wait on the caller's own locks.
+        if (!tx && (err instanceof Forbidden || err instanceof Conflict)) {
+          await audit.append({
+            actorType: 'user',
+            actorId: approver.id,
+            action: 'approval.refused',
+            outcome: 'refused',
+            requestId: dal.isUuid(v.data.requestId) ? v.data.requestId : null,
+            details: { request: v.data.requestId, decision: v.data.decision, code: err.code },
+          });
+        }
+        throw err;
+      }
       if (out.lapsed) throw expiredConflict(out.row);
       if (!tx) await wakeQuietly(out.endpointIds);
       return {
