@@ -71,7 +71,7 @@ describe.each(drivers)('file transfers on %s', (driver) => {
       deliveryId: d!.id,
       endpointId,
     });
-    const stored = Buffer.concat(await (await tb.fileStore.open(file!.storageKey)).toArray());
+    const stored = Buffer.concat(await ((await tb.fileStore.open(file!.storageKey)) as Readable).toArray());
     expect(sha(stored)).toBe(sha(content));
     expect(await tb.audit.list({ actionPrefix: 'file.uploaded' })).toHaveLength(1);
   });

@@ -106,6 +106,7 @@ export function createAgentSession(
       });
     }
     if (res.status !== 'recorded') return;
+    logger.info({ deliveryId: frame.id, endpointId, state: res.event.state }, 'delivery result recorded');
     if (frame.ok && (res.row.action === 'isolate' || res.row.action === 'unisolate')) {
       await host.presence.setIsolated(endpointId, res.row.action === 'isolate', clock.now());
     }

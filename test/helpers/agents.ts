@@ -53,7 +53,7 @@ export const wallClock = () => createTestClock(new Date());
 
 export async function startTestBroker(
   database: Database,
-  opts: { clock?: Clock; dataDir?: string; maxFileBytes?: number } = {},
+  opts: { clock?: ReturnType<typeof createTestClock>; dataDir?: string; maxFileBytes?: number } = {},
 ) {
   const clock = opts.clock ?? wallClock();
   const tmp = opts.dataDir ? undefined : tempDir();
@@ -276,4 +276,88 @@ export async function enrolAgent(tb: TestBroker, database: Database, hostname: s
   await agent.waitForLog((l) => l.msg === 'connected', `${hostname} to connect`);
   const ep = await endpointByHost(database, hostname);
   return { agent, endpointId: ep!.id, stateDir };
+}
+
+/** A free TCP port (a restarted broker must come back on the port its agents know). */
+export async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export interface BrokerProcess {
+  child: ChildProcess;
+  lines: Record<string, unknown>[];
+  port: number;
+  stop(): Promise<void>;
+  kill(): Promise<void>;
+}
+
+/** Runs `broker/main.ts` as its own process and waits until it listens. */
+export async function spawnBroker(o: {
+  dataDir: string;
+  port: number;
+  brokerId: string;
+  databaseUrl?: string;
+}) {
+  const child = spawn(process.execPath, ['--import', TSX, join(ROOT, 'broker/main.ts')], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: {
+      ...process.env,
+      DATABASE_URL: o.databaseUrl ?? '',
+      DATA_DIR: o.dataDir,
+      BROKER_HOST: '127.0.0.1',
+      BROKER_PORT: String(o.port),
+      BROKER_ID: o.brokerId,
+      BROKER_PUBLIC_HOST: 'localhost',
+      LOG_LEVEL: 'info',
+    },
+  });
+  const lines: Record<string, unknown>[] = [];
+  let buf = '';
+  let stderr = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    buf += d.toString('utf8');
+    let nl = buf.indexOf('\n');
+    while (nl >= 0) {
+      try {
+        lines.push(JSON.parse(buf.slice(0, nl)));
+      } catch {
+        // not JSON
+      }
+      buf = buf.slice(nl + 1);
+      nl = buf.indexOf('\n');
+    }
+  });
+  child.stderr!.on('data', (d: Buffer) => {
+    stderr += d.toString('utf8');
+  });
+  const exited = new Promise<void>((r) => child.on('exit', () => r()));
+  await waitFor(
+    () =>
+      lines.find((l) => l.event === 'broker.listening') ??
+      (child.exitCode !== null ? Promise.reject(new Error(stderr.slice(-2000))) : undefined),
+    `broker ${o.brokerId} to listen`,
+    60_000,
+  );
+  const p: BrokerProcess = {
+    child,
+    lines,
+    port: o.port,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+    async kill() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    },
+  };
+  return p;
 }
