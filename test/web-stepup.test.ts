@@ -191,6 +191,26 @@ describe.each(drivers)('step-up page on %s', (driver) => {
     expect((await get(token)).statusCode).toBe(200); // the link is still good
   });
 
+  it("refuses a CSRF token paired with another visit's cookie", async () => {
+    nextStep();
+    const token = await f.link(approver, 'approve', 'digest');
+    const mine = formState(await get(token));
+    const theirs = formState(await get(token));
+    const res = await f.app.inject({
+      method: 'POST',
+      url: `/stepup/${token}`,
+      payload: new URLSearchParams({
+        _csrf: mine.token!,
+        password: PASSWORD,
+        code: await codeAt(approver.secret!, f.clock.now()),
+      }).toString(),
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      cookies: theirs.cookies,
+    });
+    expect(res.statusCode).toBe(403);
+    expect(res.body).toContain('This form has expired');
+  });
+
   it('sends an enrolment link opened on the step-up path to the enrolment page', async () => {
     const fresh = await f.makeUser('dave', { enrol: false });
     const res = await get(await f.link(fresh, 'enrol_totp', 'enrol'));
@@ -347,6 +367,28 @@ describe.each(drivers)('step-up rate limits and cookies on %s', (driver) => {
       });
       expect(res.cookies.find((c) => c.name === '_csrf')).toMatchObject({ secure: true, httpOnly: true });
       expect(res.headers['strict-transport-security']).toContain('max-age=');
+      expect(String(res.headers['content-security-policy'])).toContain('upgrade-insecure-requests');
+      // The step-up window cookie of a history link is Secure too.
+      const token = await f.link(u, 'history', 'history');
+      const page = await f.app.inject({ method: 'GET', url: `/stepup/${token}` });
+      const { token: csrf, cookies } = formState(page);
+      const done = await f.app.inject({
+        method: 'POST',
+        url: `/stepup/${token}`,
+        payload: new URLSearchParams({
+          _csrf: csrf!,
+          password: PASSWORD,
+          code: await codeAt(u.secret!, f.clock.now()),
+        }).toString(),
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        cookies,
+      });
+      expect(done.statusCode).toBe(303);
+      expect(done.cookies.find((c) => c.name === 'ar_stepup_window')).toMatchObject({
+        secure: true,
+        httpOnly: true,
+        sameSite: 'Strict',
+      });
     } finally {
       await f.close();
     }

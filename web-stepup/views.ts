@@ -109,6 +109,7 @@ export function stepUpDonePage(outcome: StepUpOutcome): string {
 export function downloadStartPage(outcome: StepUpOutcome, href: string): string {
   const body = html`<h1>Your download is starting</h1>
 <p class="notice ok" role="status">Confirmed. The evidence file downloads as a zip protected with the password <code>infected</code>.</p>
+<p>The zip is AES-256 encrypted: open it with 7-Zip, WinRAR, Keka or The Unarchiver (Windows Explorer and <code>unzip</code> cannot).</p>
 <p>If it does not start, <a href="${href}">download it here</a>. The link works until ${formatUtc(outcome.windowExpiresAt)}.</p>
 <p>Handle the file as live malware: open it only in an analysis sandbox.</p>`;
   return layout('Your download is starting', body, { refreshTo: href });
