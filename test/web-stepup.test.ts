@@ -211,6 +211,28 @@ describe.each(drivers)('step-up page on %s', (driver) => {
     expect(res.body).toContain('This form has expired');
   });
 
+  it('answers repeated or oversized form fields with a page, never a server error', async () => {
+    nextStep();
+    const token = await f.link(approver, 'approve', 'digest');
+    const { token: csrf, cookies } = formState(await get(token));
+    const post = (payload: string) =>
+      f.app.inject({
+        method: 'POST',
+        url: `/stepup/${token}`,
+        payload,
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        cookies,
+      });
+    const repeated = await post(`_csrf=${csrf}&_csrf=${csrf}&password=x&code=123456`);
+    expect(repeated.statusCode).toBe(403);
+    const twoPasswords = await post(`_csrf=${encodeURIComponent(csrf!)}&password=a&password=b&code=123456`);
+    expect(twoPasswords.statusCode).toBe(400);
+    expect(twoPasswords.body).toContain('Enter your password');
+    const huge = await post(`_csrf=${encodeURIComponent(csrf!)}&password=${'x'.repeat(20_000)}&code=123456`);
+    expect(huge.statusCode).toBe(413);
+    expect(huge.headers['content-type']).toMatch(/text\/html/);
+  });
+
   it('sends an enrolment link opened on the step-up path to the enrolment page', async () => {
     const fresh = await f.makeUser('dave', { enrol: false });
     const res = await get(await f.link(fresh, 'enrol_totp', 'enrol'));
