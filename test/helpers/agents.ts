@@ -249,7 +249,7 @@ export function spawnAgent(o: {
     lines,
     stateDir: o.stateDir,
     count: (pred) => lines.filter(pred).length,
-    async waitForLog(pred, what, timeoutMs = 20_000) {
+    async waitForLog(pred, what, timeoutMs = 45_000) {
       return waitFor(
         () => lines.find(pred),
         `${what} (agent log: ${JSON.stringify(lines.slice(-5))} ${stderr.slice(-500)})`,
