@@ -165,6 +165,21 @@ describe('Slack adapter (HTTP mode, Bolt against a local Slack)', () => {
     expect(ctx.eventId).toMatch(/^command:trig-/);
   });
 
+  it('acks every command of a burst while the core works through them a few at a time', async () => {
+    const release = rec.hold();
+    const acks = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => http.inject(signedRequest(SECRET, command(`status ${i}`)))),
+    );
+    expect(acks.map((r) => r.statusCode)).toEqual(Array(10).fill(200));
+    // The core has only the default four in hand; the rest wait their turn instead of crowding the acks.
+    expect(rec.commands).toHaveLength(4);
+    release();
+    await adapter.idle();
+    expect(rec.commands.map((c) => c.text).sort()).toEqual(
+      Array.from({ length: 10 }, (_, i) => `status ${i}`).sort(),
+    );
+  });
+
   it('ignores a slash command it was not configured for', async () => {
     const res = await http.inject(signedRequest(SECRET, command('status', { command: '/other' })));
     expect(res.statusCode).toBe(200);

@@ -41,6 +41,11 @@ export interface SlackDeps {
   timers?: TimerPort;
   /** Clock for the signature's timestamp check, in ms; defaults to Date.now. */
   nowMs?: () => number;
+  /**
+   * How many commands and clicks the core works on at once after their acks (default 4); the rest queue.
+   * Use 1 with PGlite: its queries run on this event loop, and overlapping them only delays the next acks.
+   */
+  maxConcurrentWork?: number;
 }
 
 export interface SlackAdapter {
@@ -101,7 +106,7 @@ export async function registerSlack(fastify: FastifyInstance, deps: SlackDeps): 
   });
 
   const slackChat = createSlackChat({ client: app.client, logger, timers: deps.timers });
-  const work = createWorkTracker({ chat: slackChat.chat, logger });
+  const work = createWorkTracker({ chat: slackChat.chat, logger, maxConcurrent: deps.maxConcurrentWork });
   registerCommandListener(app, { command: config.command, bot: deps.bot, logger, work });
   registerMentionListener(app, { bot: deps.bot, logger, work });
   registerDecisionListener(app, { bot: deps.bot, logger, work });

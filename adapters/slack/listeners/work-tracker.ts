@@ -1,10 +1,17 @@
-// Everything a listener does after its ack runs through here: failures the core did not already answer
-// become a private "reference X" message matching a log line, and shutdown can wait for work in flight.
+// Everything a listener does after its ack runs through here. Two jobs:
+// - Acks first, always: post-ack work runs at most `maxConcurrent` at a time, the rest wait in a queue. Without
+//   the bound, a burst of commands floods the event loop (and an embedded database that runs on it) with
+//   work, and the next requests' acks queue behind it past Slack's 3 s limit.
+// - Failures the core did not already answer become a private "reference X" message matching a log line,
+//   and shutdown can wait for work in flight.
 import { randomBytes } from 'node:crypto';
 import type { ChatContext, ChatPort, Logger } from '../../../bot/ports.ts';
 
-export function createWorkTracker(deps: { chat: ChatPort; logger: Logger }) {
+export function createWorkTracker(deps: { chat: ChatPort; logger: Logger; maxConcurrent?: number }) {
+  const limit = Math.max(1, deps.maxConcurrent ?? 4);
   const inflight = new Set<Promise<void>>();
+  const waiting: (() => void)[] = [];
+  let running = 0;
 
   async function report(ctx: ChatContext | undefined, err: unknown): Promise<void> {
     const ref = `ERR-${randomBytes(4).toString('hex')}`;
@@ -20,10 +27,33 @@ export function createWorkTracker(deps: { chat: ChatPort; logger: Logger }) {
       );
   }
 
+  async function slot(): Promise<void> {
+    if (running < limit) {
+      running++;
+      return;
+    }
+    await new Promise<void>((resolve) => waiting.push(resolve));
+  }
+
+  function release(): void {
+    const next = waiting.shift();
+    if (next) next();
+    else running--;
+  }
+
   return {
-    /** Runs `work` after the ack; never rejects. */
+    /** Runs `work` once a slot is free; never rejects. */
     async run(ctx: ChatContext | undefined, work: () => Promise<void>): Promise<void> {
-      const p = work().catch((err) => report(ctx, err));
+      const p = (async () => {
+        await slot();
+        try {
+          await work();
+        } catch (err) {
+          await report(ctx, err);
+        } finally {
+          release();
+        }
+      })();
       inflight.add(p);
       try {
         await p;
@@ -31,10 +61,11 @@ export function createWorkTracker(deps: { chat: ChatPort; logger: Logger }) {
         inflight.delete(p);
       }
     },
-    /** Resolves when no listener work is running (graceful shutdown, and benchmarks that wait for the tail). */
+    /** Resolves when no listener work is running or queued (shutdown, and tests that wait for the tail). */
     async idle(): Promise<void> {
       while (inflight.size) await Promise.allSettled([...inflight]);
     },
+    queued: () => waiting.length,
     report,
   };
 }
