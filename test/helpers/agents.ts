@@ -53,7 +53,13 @@ export const wallClock = () => createTestClock(new Date());
 
 export async function startTestBroker(
   database: Database,
-  opts: { clock?: ReturnType<typeof createTestClock>; dataDir?: string; maxFileBytes?: number } = {},
+  opts: {
+    clock?: ReturnType<typeof createTestClock>;
+    dataDir?: string;
+    maxFileBytes?: number;
+    host?: string;
+    publicHost?: string;
+  } = {},
 ) {
   const clock = opts.clock ?? wallClock();
   const tmp = opts.dataDir ? undefined : tempDir();
@@ -69,10 +75,10 @@ export async function startTestBroker(
     fileStore,
     observer: { deliveryChanged: async (e) => void events.push(e) },
     config: {
-      host: '127.0.0.1',
+      host: opts.host ?? '127.0.0.1',
       port: 0,
       brokerId: `test-${randomBytes(3).toString('hex')}`,
-      publicHost: 'localhost',
+      publicHost: opts.publicHost ?? 'localhost',
       dataDir,
       maxFileBytes: opts.maxFileBytes ?? 64 * 1024 * 1024,
       heartbeatSeconds: 5,
@@ -82,7 +88,7 @@ export async function startTestBroker(
   return {
     broker,
     port,
-    url: `wss://localhost:${port}`,
+    url: `wss://${opts.publicHost ?? 'localhost'}:${port}`,
     audit,
     clock,
     events,
