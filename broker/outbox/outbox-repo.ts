@@ -212,7 +212,7 @@ export function createOutboxRepo(deps: { db: Db; audit: AuditService; clock: Clo
           .set({
             state,
             finishedAt: now,
-            ackedAt: row.ackedAt ?? now,
+
             result: res.result ?? null,
             error: res.error ?? null,
           })
