@@ -4,6 +4,7 @@ import { BlobReader, BlobWriter, ZipReader } from '@zip.js/zip.js';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeTotpSecret } from '../bot/stepup/totp.ts';
+import { endpoints, segments, sessions } from '../db/schema.ts';
 import {
   artifactPath,
   hasChromium,
@@ -200,6 +201,51 @@ describe.skipIf(!hasChromium)('step-up pages in Chromium', () => {
     const data = await entry.getData(new BlobWriter(), { password: 'infected' });
     expect(Buffer.from(await data.arrayBuffer()).equals(sample)).toBe(true);
     await zip.close();
+    await page.close();
+  });
+
+  it('opens the session history after a history step-up and filters it with the form', async () => {
+    const analyst = await f.makeUser('hal', { roles: ['active_response'] });
+    const [seg] = await f.tdb.db
+      .insert(segments)
+      .values({ name: 'servers', activeResponseEnabled: true })
+      .returning();
+    const hosts = await f.tdb.db
+      .insert(endpoints)
+      .values([
+        { hostname: 'web-01', os: 'linux', segmentId: seg!.id },
+        { hostname: 'db-01', os: 'linux', segmentId: seg!.id },
+      ])
+      .returning();
+    await f.tdb.db.insert(sessions).values(
+      hosts.map((h, i) => ({
+        userId: analyst.id,
+        endpointId: h.id,
+        reason: `look at ${h.hostname}`,
+        caseId: `IR-4${i}`,
+        startedAt: new Date(f.clock.now().getTime() - (i + 1) * 3600_000),
+      })),
+    );
+    await f.audit.append({
+      actorType: 'user',
+      actorId: analyst.id,
+      action: 'file.fetched',
+      outcome: 'ok',
+      endpointId: hosts[0]!.id,
+      details: { path: '/tmp/x.bin', sha256: 'be'.repeat(32), size: 1234 },
+    });
+    const page = await open(`/stepup/${await f.link(analyst, 'history', 'history')}`);
+    await fillAndSubmit(page, PASSWORD, await codeAt(analyst.secret!, f.clock.now()));
+    expect(page.url()).toBe(`${base}/history`);
+    expect(await page.locator('h1').textContent()).toBe('Session history');
+    expect(await page.locator('main').textContent()).toContain('be'.repeat(32));
+    await page.screenshot({ path: artifactPath('history-page.png') });
+    await page.getByLabel('Endpoint').fill('db-01');
+    await Promise.all([page.waitForLoadState('load'), page.getByRole('button', { name: 'Filter' }).click()]);
+    expect(page.url()).toContain('endpoint=db-01');
+    const text = await page.locator('main').textContent();
+    expect(text).toContain('look at db-01');
+    expect(text).not.toContain('look at web-01');
     await page.close();
   });
 

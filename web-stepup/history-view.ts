@@ -38,8 +38,9 @@ export interface HistoryPageInput {
 
 const DETAILS_MAX = 2000;
 
+/** Compact JSON, wrapped by the stylesheet: script payloads and file hashes stay readable on a phone. */
 function detailsText(details: unknown): string {
-  const text = JSON.stringify(details ?? {}, null, 1);
+  const text = JSON.stringify(details ?? {});
   return text.length > DETAILS_MAX ? `${text.slice(0, DETAILS_MAX)} … (truncated)` : text;
 }
 
@@ -62,7 +63,7 @@ ${p.error ? html`<p class="notice error" role="alert">${p.error}</p>` : ''}
 ${p.sessions.length === 0 ? html`<tr><td colspan="6">No sessions match.</td></tr>` : ''}
 ${p.sessions.map(
   (s) =>
-    html`<tr><td>${formatUtc(s.startedAt)}</td><td>${s.endedAt ? formatUtc(s.endedAt) : 'open'}</td><td>${s.displayName} (${s.username})</td><td>${s.hostname}</td><td>${s.reason ?? ''}</td><td>${s.caseId ?? ''}</td></tr>`,
+    html`<tr><td class="when">${formatUtc(s.startedAt)}</td><td class="when">${s.endedAt ? formatUtc(s.endedAt) : 'open'}</td><td>${s.displayName} (${s.username})</td><td>${s.hostname}</td><td>${s.reason ?? ''}</td><td>${s.caseId ?? ''}</td></tr>`,
 )}
 </tbody></table></div>
 <h2>Audit records (${p.audit.length}${p.audit.length >= p.limit ? '+' : ''})</h2>
@@ -72,7 +73,7 @@ ${p.sessions.map(
 ${p.audit.length === 0 ? html`<tr><td colspan="7">No audit records match.</td></tr>` : ''}
 ${p.audit.map(
   (r) =>
-    html`<tr><td>${r.seq}</td><td>${formatUtc(r.at)}</td><td>${r.actorId ? (p.names.get(r.actorId) ?? r.actorId) : r.actorType}</td><td>${r.action}</td><td>${r.outcome}</td><td>${r.endpointId ? (p.endpoints.get(r.endpointId) ?? r.endpointId) : ''}</td><td><pre>${detailsText(r.details)}</pre></td></tr>`,
+    html`<tr><td>${r.seq}</td><td class="when">${formatUtc(r.at)}</td><td>${r.actorId ? (p.names.get(r.actorId) ?? r.actorId) : r.actorType}</td><td>${r.action}</td><td>${r.outcome}</td><td>${r.endpointId ? (p.endpoints.get(r.endpointId) ?? r.endpointId) : ''}</td><td><pre>${detailsText(r.details)}</pre></td></tr>`,
 )}
 </tbody></table></div>`;
   return layout('Session history', body, { wide: true });
