@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { createAuditService } from '../bot/audit/audit-service.ts';
 import { createBotService } from '../bot/bot-service.ts';
 import { createDeliveryReporter } from '../bot/deliveries/delivery-reporter.ts';
+import { cardRefOf } from '../bot/handlers/chat-ref.ts';
 import { createPolicy } from '../bot/policy/policy-service.ts';
 import type { Clock, DeliveryEvent, Logger } from '../bot/ports.ts';
 import { createRequestService } from '../bot/requests/request-service.ts';
@@ -122,9 +123,17 @@ export function createPlatform(opts: PlatformOptions) {
       });
     },
 
-    /** Expires requests nobody decided within the approval TTL; run on a timer. */
+    /** Expires requests nobody decided within the approval TTL and says so on their cards; run on a timer. */
     async sweep(): Promise<void> {
-      await requests.expireStale();
+      for (const view of await requests.expireStale()) {
+        const ref = await cardRefOf(db, view.id);
+        if (!ref) continue;
+        await router.chat.updateRequestCard(ref, view);
+        await router.chat.replyInThread(
+          ref,
+          `${view.ref} expired: nobody decided within ${Math.round(config.APPROVAL_TTL / 60)} minutes. Ask again if it is still needed.`,
+        );
+      }
     },
   };
 }

@@ -101,6 +101,21 @@ describe.each(drivers)('console chat flow on %s', (driver) => {
     expect(await tdb.db.select().from(deliveries)).toHaveLength(0);
   });
 
+  it('expires an undecided request after the approval TTL and says so on the card', async () => {
+    const view = await requestToPending();
+    t.clock.advance(61 * 60 * 1000);
+    await t.platform.sweep();
+    expect(card()!.view!.state).toBe('expired');
+    expect(t.chat.transcript.some((m) => m.kind === 'thread' && /expired: nobody decided/.test(m.text))).toBe(
+      true,
+    );
+    await t.platform.bot.handleDecision(t.ctx('commander'), { requestId: view.ref, decision: 'approve' });
+    expect(t.chat.transcript.findLast((m) => m.kind === 'private' && m.to === 'commander')?.text).toMatch(
+      /expired/i,
+    );
+    expect(await tdb.db.select().from(deliveries)).toHaveLength(0);
+  });
+
   it('answers bad input privately with the right form and stores nothing', async () => {
     await t.say('analyst', 'isolate --reason');
     await t.say('analyst', 'frobnicate web-01');

@@ -3,7 +3,7 @@
 import type { BotDeps } from '../bot-service.ts';
 import type { DecisionInput } from '../bot-types.ts';
 import type { Command } from '../commands/command-types.ts';
-import { StepUpRequired } from '../errors.ts';
+import { Conflict, StepUpRequired } from '../errors.ts';
 import type { ChatContext, RequestView } from '../ports.ts';
 import { describeTargets } from '../render/summary.ts';
 import type { ResolvedUser } from '../users/user-types.ts';
@@ -88,6 +88,13 @@ export function createActionHandlers(deps: BotDeps) {
 
     async decide(ctx: ChatContext, user: ResolvedUser, input: DecisionInput): Promise<void> {
       const view = await requests.getView(input.requestId);
+      if (view.state !== 'pending_approval') {
+        // No link and no decision for a request that is no longer waiting; `decide` re-checks under a lock.
+        throw new Conflict(
+          'request.not_pending',
+          `${view.ref} is ${view.state.replace('_', ' ')}; there is nothing to decide.`,
+        );
+      }
       if (input.decision === 'approve') {
         // Refuse privately before any link is sent: the requester, non-approvers and the like get no link.
         deps.policy.canApprove(user, {
