@@ -17,6 +17,7 @@ import {
   launchChromium,
   NO_CHROMIUM_MESSAGE,
   phoneContext,
+  submitWith,
 } from './helpers/browser.ts';
 import { openTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { buildTestPlatform, type Person, type TestPlatform } from './helpers/platform.ts';
@@ -71,7 +72,7 @@ describe.skipIf(!hasChromium)('approval through the step-up page in Chromium', (
     await page.goto(`${base}/stepup/${token}`);
     await page.getByLabel('Password').fill(person.password);
     await page.getByLabel('Authenticator code').fill(await t.code(person));
-    await Promise.all([page.waitForLoadState('load'), page.getByRole('button', { name: 'Confirm' }).click()]);
+    await submitWith(page, page.getByRole('button', { name: 'Confirm' }));
     return page;
   }
 
@@ -100,7 +101,7 @@ describe.skipIf(!hasChromium)('approval through the step-up page in Chromium', (
     await page.screenshot({ path: artifactPath('stepup-approve-page.png'), fullPage: true });
     await page.getByLabel('Password').fill(commander.password);
     await page.getByLabel('Authenticator code').fill(await t.code(commander));
-    await Promise.all([page.waitForLoadState('load'), page.getByRole('button', { name: 'Confirm' }).click()]);
+    await submitWith(page, page.getByRole('button', { name: 'Confirm' }));
     expect(await page.locator('h1').textContent()).toBe('Done');
     expect(await page.locator('main').textContent()).toContain(`Approved ${card!.view!.ref}`);
     await page.close();

@@ -11,6 +11,7 @@ import {
   launchChromium,
   NO_CHROMIUM_MESSAGE,
   phoneContext,
+  submitWith,
 } from './helpers/browser.ts';
 import {
   codeAt,
@@ -57,7 +58,7 @@ describe.skipIf(!hasChromium)('step-up pages in Chromium', () => {
   async function fillAndSubmit(page: Page, password: string, code: string) {
     await page.getByLabel('Password').fill(password);
     await page.getByLabel('Authenticator code').fill(code);
-    await Promise.all([page.waitForLoadState('load'), page.getByRole('button', { name: 'Confirm' }).click()]);
+    await submitWith(page, page.getByRole('button', { name: 'Confirm' }));
   }
 
   const nextStep = () => f.clock.advance(30_000);
@@ -74,10 +75,7 @@ describe.skipIf(!hasChromium)('step-up pages in Chromium', () => {
     await page.screenshot({ path: artifactPath('enrol-page.png'), fullPage: true });
 
     await page.getByLabel('Authenticator code').fill(await codeAt(decodeTotpSecret(shown), f.clock.now()));
-    await Promise.all([
-      page.waitForLoadState('load'),
-      page.getByRole('button', { name: 'Finish setup' }).click(),
-    ]);
+    await submitWith(page, page.getByRole('button', { name: 'Finish setup' }));
     await expect(page.locator('h1').textContent()).resolves.toContain('Two-factor authentication is set up');
     expect((await f.users.getUser(user.id)).mfaEnrolled).toBe(true);
     await page.close();
@@ -241,7 +239,7 @@ describe.skipIf(!hasChromium)('step-up pages in Chromium', () => {
     expect(await page.locator('main').textContent()).toContain('be'.repeat(32));
     await page.screenshot({ path: artifactPath('history-page.png') });
     await page.getByLabel('Endpoint').fill('db-01');
-    await Promise.all([page.waitForLoadState('load'), page.getByRole('button', { name: 'Filter' }).click()]);
+    await submitWith(page, page.getByRole('button', { name: 'Filter' }));
     expect(page.url()).toContain('endpoint=db-01');
     const text = await page.locator('main').textContent();
     expect(text).toContain('look at db-01');

@@ -2,7 +2,7 @@
 // .ci/run). When the binary is missing the browser suites skip with a message saying so; nothing else does.
 import { existsSync, mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { type Browser, type BrowserContext, chromium } from 'playwright-core';
+import { type Browser, type BrowserContext, chromium, type Locator, type Page } from 'playwright-core';
 
 export const CHROMIUM_PATH = '/usr/bin/chromium';
 export const hasChromium = existsSync(CHROMIUM_PATH);
@@ -40,4 +40,13 @@ export function phoneContext(browser: Browser): Promise<BrowserContext> {
     hasTouch: true,
     acceptDownloads: true,
   });
+}
+
+/**
+ * Clicks a submit button and waits for the page it leads to. (Waiting for 'load' alone can resolve on the
+ * page that is still showing, before the form's navigation commits.)
+ */
+export async function submitWith(page: Page, button: Locator): Promise<void> {
+  await Promise.all([page.waitForEvent('framenavigated', (f) => f === page.mainFrame()), button.click()]);
+  await page.waitForLoadState('load');
 }
