@@ -19,6 +19,13 @@ import { registerStepUpRoutes } from './stepup-routes.ts';
 import { noticePage, STYLESHEET_PATH } from './views.ts';
 import type { StepUpPagesDeps } from './web-types.ts';
 
+/**
+ * Page requests (views and posts) per minute. These sit in front of the step-up service's own per-user
+ * attempt limit and lockout; they stop floods and link guessing, and leave room for a person who reloads.
+ */
+const DEFAULT_PER_IP = 60;
+const DEFAULT_PER_USER = 30;
+
 const STYLESHEET = readFileSync(new URL('./stepup.css', import.meta.url), 'utf8');
 
 export async function registerStepUpPages(app: FastifyInstance, deps: StepUpPagesDeps): Promise<void> {
@@ -73,9 +80,12 @@ export async function registerStepUpPages(app: FastifyInstance, deps: StepUpPage
     // Two buckets per request: the plugin's own per-route hook runs only once per request, so both
     // limiters are checked by hand here (createRateLimit is the library's manual API for that).
     const windowMs = deps.config.rateWindowMs ?? 60_000;
-    const perIp = scope.createRateLimit({ max: deps.config.rateLimitPerIp ?? 30, timeWindow: windowMs });
+    const perIp = scope.createRateLimit({
+      max: deps.config.rateLimitPerIp ?? DEFAULT_PER_IP,
+      timeWindow: windowMs,
+    });
     const perUser = scope.createRateLimit({
-      max: deps.config.rateLimitPerUser ?? 20,
+      max: deps.config.rateLimitPerUser ?? DEFAULT_PER_USER,
       timeWindow: windowMs,
       // The owner of the link, so one user's attempts are capped across IPs and links.
       keyGenerator: async (req) => {

@@ -14,7 +14,10 @@ export interface StepUpPagesConfig {
   secureCookies: boolean;
   /** The platform secret key; the cookie-signing key is derived from it. */
   secretKey: Buffer;
-  /** Requests per IP and per user within `rateWindowMs` on the step-up and enrolment routes. */
+  /**
+   * Requests per IP (default 60) and per link owner (default 30) within `rateWindowMs` (default one
+   * minute) on the step-up and enrolment routes.
+   */
   rateLimitPerIp?: number;
   rateLimitPerUser?: number;
   rateWindowMs?: number;
