@@ -4,6 +4,7 @@
 import { createHmac } from 'node:crypto';
 import formbody from '@fastify/formbody';
 import Fastify from 'fastify';
+import { type WebSocket, WebSocketServer } from 'ws';
 
 export interface SlackCall {
   method: string;
@@ -13,6 +14,8 @@ export interface SlackCall {
 
 export interface FakeSlackOptions {
   botToken: string;
+  /** xapp- token accepted by apps.connections.open, which then hands out this server's Socket Mode URL. */
+  appToken?: string;
   teamId?: string;
   botUserId?: string;
 }
@@ -46,6 +49,23 @@ export async function startFakeSlack(opts: FakeSlackOptions) {
     tsCounter += 1;
     return `${Math.floor(tsCounter / 1000)}.${String(tsCounter % 1000).padStart(6, '0')}`;
   };
+
+  // Socket Mode: apps.connections.open hands out this WebSocket URL; Slack greets with `hello`, then sends
+  // envelopes the app acknowledges by echoing the envelope_id.
+  const wss = opts.appToken ? new WebSocketServer({ host: '127.0.0.1', port: 0 }) : undefined;
+  const sockets = new Set<WebSocket>();
+  const acks = new Map<string, (msg: Record<string, unknown>) => void>();
+  wss?.on('connection', (ws) => {
+    sockets.add(ws);
+    ws.on('close', () => sockets.delete(ws));
+    ws.on('message', (data) => {
+      const msg = JSON.parse(String(data)) as { envelope_id?: string };
+      if (msg.envelope_id) acks.get(msg.envelope_id)?.(msg);
+    });
+    ws.send(JSON.stringify({ type: 'hello', num_connections: 1, connection_info: { app_id: 'AAPP' } }));
+  });
+  if (wss) await new Promise<void>((resolve) => wss.once('listening', () => resolve()));
+  let envelopeSeq = 0;
 
   const server = Fastify({ logger: false });
   await server.register(formbody);
@@ -94,6 +114,11 @@ export async function startFakeSlack(opts: FakeSlackOptions) {
     const args = decodeArgs(req.body);
     const auth = req.headers.authorization;
     const token = auth?.startsWith('Bearer ') ? auth.slice(7) : (args.token as string | undefined);
+    if (method === 'apps.connections.open' && wss && token === opts.appToken) {
+      calls.push({ method, args, seq: ++seq });
+      const { port } = wss.address() as { port: number };
+      return { ok: true, url: `ws://127.0.0.1:${port}/link` };
+    }
     if (token !== opts.botToken) return { ok: false, error: token ? 'invalid_auth' : 'not_authed' };
     calls.push({ method, args, seq: ++seq });
     for (const w of [...waiters]) w();
@@ -137,7 +162,35 @@ export async function startFakeSlack(opts: FakeSlackOptions) {
         check();
       });
     },
-    close: () => server.close(),
+    /** Open Socket Mode connections. */
+    socketCount: () => sockets.size,
+    /**
+     * Sends a Socket Mode envelope (`slash_commands`, `events_api`, `interactive`) to every connected app
+     * and resolves with the first acknowledgement.
+     */
+    sendEnvelope(type: string, payload: unknown, ms = 10_000): Promise<Record<string, unknown>> {
+      const envelopeId = `env-${++envelopeSeq}`;
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no ack for ${envelopeId} within ${ms} ms`)), ms);
+        acks.set(envelopeId, (msg) => {
+          clearTimeout(timer);
+          acks.delete(envelopeId);
+          resolve(msg);
+        });
+        const frame = JSON.stringify({
+          type,
+          envelope_id: envelopeId,
+          payload,
+          accepts_response_payload: type !== 'events_api',
+        });
+        for (const ws of sockets) ws.send(frame);
+      });
+    },
+    async close() {
+      for (const ws of sockets) ws.terminate();
+      if (wss) await new Promise<void>((resolve) => wss.close(() => resolve()));
+      await server.close();
+    },
   };
 }
 
