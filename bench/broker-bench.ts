@@ -77,6 +77,8 @@ if (process.argv[2] === 'client') {
           } else if (f.type === 'delivery') {
             seen.set(f.id, (seen.get(f.id) ?? 0) + 1);
             ws.send(JSON.stringify({ type: 'ack', id: f.id }));
+          } else if (f.type === 'proceed' && f.go) {
+            ws.send(JSON.stringify({ type: 'result', id: f.id, ok: true, result: {} }));
           }
         });
         ws.on('error', (e) => console.error('client error', e.message));
@@ -167,6 +169,7 @@ async function runOn(driver: 'pglite' | 'postgres') {
     driver === 'postgres' ? { url: process.env.DATABASE_URL, maxConnections: 10 } : { dataDir: dir },
   );
   const acked = new Map<string, number>();
+  const finished = new Set<string>();
   let onAck: ((e: DeliveryEvent) => void) | undefined;
   const broker = createBroker({
     db: database,
@@ -176,6 +179,7 @@ async function runOn(driver: 'pglite' | 'postgres') {
     fileStore: createLocalFileStore(join(dir, 'files')),
     observer: {
       async deliveryChanged(e) {
+        if (e.state === 'succeeded') finished.add(e.deliveryId);
         if (e.state === 'acknowledged') {
           acked.set(e.deliveryId, performance.now());
           onAck?.(e);
@@ -284,6 +288,8 @@ async function runOn(driver: 'pglite' | 'postgres') {
 
   phase('fan-out done');
   // Reconnect storm: every agent offline with one queued delivery, then all reconnect at once.
+  // Let the agents' results land before they go away, so the storm carries only the new deliveries.
+  while (fanIds.some((id) => !finished.has(id))) await new Promise((r) => setTimeout(r, 50));
   await ask({ cmd: 'disconnect' });
   while (broker.connected().length) await new Promise((r) => setTimeout(r, 50));
   const stormIds = await database.db.transaction(async (tx) => {

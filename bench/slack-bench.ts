@@ -7,6 +7,7 @@
 //   npm run bench:slack            (PGlite)
 //   DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres npm run bench:slack
 import { performance } from 'node:perf_hooks';
+import { Worker } from 'node:worker_threads';
 import Fastify from 'fastify';
 import { registerSlack } from '../adapters/slack/slack-plugin.ts';
 import { buildHttpApp } from '../app/http-app.ts';
@@ -32,14 +33,20 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
-/** Sends TOTAL requests from `make` with IN_FLIGHT workers; returns each request's time to response headers. */
-async function drive(baseUrl: string, make: (i: number) => ReturnType<typeof signedRequest>, total = TOTAL) {
-  const latencies: number[] = [];
+/**
+ * The load generator runs on its own thread, as Slack is not inside our process: it sends the prepared
+ * requests with IN_FLIGHT concurrent senders and measures each one's time to response headers.
+ */
+const CLIENT = `
+const { parentPort, workerData } = require('node:worker_threads');
+(async () => {
+  const { baseUrl, reqs, inFlight } = workerData;
+  const latencies = [];
   let next = 0;
   let failures = 0;
-  async function worker() {
-    while (next < total) {
-      const req = make(next++);
+  async function sender() {
+    while (next < reqs.length) {
+      const req = reqs[next++];
       const t0 = performance.now();
       const res = await fetch(baseUrl + req.url, { method: 'POST', headers: req.headers, body: req.payload });
       latencies.push(performance.now() - t0);
@@ -48,8 +55,22 @@ async function drive(baseUrl: string, make: (i: number) => ReturnType<typeof sig
     }
   }
   const t0 = performance.now();
-  await Promise.all(Array.from({ length: IN_FLIGHT }, worker));
-  return { latencies: latencies.sort((a, b) => a - b), failures, wallMs: performance.now() - t0 };
+  await Promise.all(Array.from({ length: inFlight }, sender));
+  parentPort.postMessage({ latencies, failures, wallMs: performance.now() - t0 });
+})();
+`;
+
+async function drive(baseUrl: string, make: (i: number) => ReturnType<typeof signedRequest>, total = TOTAL) {
+  const reqs = Array.from({ length: total }, (_, i) => make(i));
+  const worker = new Worker(CLIENT, { eval: true, workerData: { baseUrl, reqs, inFlight: IN_FLIGHT } });
+  const r = await new Promise<{ latencies: number[]; failures: number; wallMs: number }>(
+    (resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+    },
+  );
+  await worker.terminate();
+  return { ...r, latencies: r.latencies.sort((a, b) => a - b) };
 }
 
 function report(label: string, r: { latencies: number[]; failures: number; wallMs: number }, extra = '') {

@@ -48,7 +48,12 @@ export function createBroker(deps: {
   const sessions = new Map<string, AgentSession>();
   const presence = createEndpointPresence({ db, brokerId });
   const repo = createOutboxRepo({ db, audit, clock, brokerId });
-  const dispatcher = createOutboxDispatcher({ db, notify: database.notify, clock });
+  const dispatcher = createOutboxDispatcher({
+    db,
+    notify: database.notify,
+    clock,
+    onWake: (ids) => pump(ids),
+  });
   const refusals = createRefusalAudit({ audit, clock, logger });
   const unlisten: (() => Promise<void>)[] = [];
   const timers: NodeJS.Timeout[] = [];
@@ -96,6 +101,27 @@ export function createBroker(deps: {
     },
   );
 
+  const resulter = createBatcher(
+    (items: Parameters<typeof repo.recordResults>[0]) => repo.recordResults(items),
+    500,
+  );
+  const lookups = createBatcher((fps: string[]) => presence.byFingerprints(fps), 1000);
+  const hellos = createBatcher<
+    { endpointId: string; hello: Parameters<SessionHost['online']>[1]; session?: string },
+    void
+  >(async (items) => {
+    await presence.onlineMany(items, clock.now());
+    return items.map(() => undefined);
+  }, 1000);
+  // Other brokers holding an older connection of these agents close theirs. Batched: a reconnect storm
+  // would otherwise send one NOTIFY per agent.
+  const announcer = createBatcher<string, void>(async (pairs) => {
+    for (let i = 0; i < pairs.length; i += 100) {
+      await database.notify(PRESENCE_CHANNEL, pairs.slice(i, i + 100).join(','));
+    }
+    return pairs.map(() => undefined);
+  }, 5000);
+
   function pump(endpointIds: string[]) {
     for (const id of endpointIds) {
       if (sessions.has(id))
@@ -117,13 +143,14 @@ export function createBroker(deps: {
       fileStore: deps.fileStore,
       maxFileBytes: config.maxFileBytes,
       acknowledge: (endpointId, id) => acker.add({ endpointId, id }),
+      online: (endpointId, hello) => hellos.add({ endpointId, hello }),
+      recordResult: (endpointId, res, extraAudit) => resulter.add({ endpointId, res, extraAudit }),
       emit,
       async register(session) {
         const old = sessions.get(session.endpointId);
         sessions.set(session.endpointId, session);
         if (old && old !== session) replaced(old, brokerId);
-        // Other brokers holding an older connection of this agent close theirs.
-        await database.notify(PRESENCE_CHANNEL, `${session.endpointId}:${session.id}`);
+        await announcer.add(`${session.endpointId}:${session.id}`);
         pump([session.endpointId]);
       },
       unregister(session) {
@@ -170,7 +197,7 @@ export function createBroker(deps: {
         pki,
         clock,
         logger,
-        presence,
+        lookup: (fp) => lookups.add(fp),
         refusals,
         enrol: (req, ip) => redeemEnrolment({ db, audit, clock, pki: pki! }, req, ip),
         onAgent: (ws, ident) => {
@@ -193,11 +220,13 @@ export function createBroker(deps: {
           });
         }),
         await database.listen(PRESENCE_CHANNEL, (payload) => {
-          const [endpointId, sessionId] = payload.split(':');
-          const s = endpointId ? sessions.get(endpointId) : undefined;
-          if (s && s.id !== sessionId) {
-            sessions.delete(s.endpointId);
-            replaced(s, 'another broker');
+          for (const pair of payload.split(',')) {
+            const [endpointId, sessionId] = pair.split(':');
+            const s = endpointId ? sessions.get(endpointId) : undefined;
+            if (s && s.id !== sessionId) {
+              sessions.delete(s.endpointId);
+              replaced(s, 'another broker');
+            }
           }
         }),
       );

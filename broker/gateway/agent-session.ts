@@ -35,6 +35,9 @@ export interface SessionHost extends TransferDeps {
   presence: EndpointPresence;
   repo: OutboxRepo;
   acknowledge(endpointId: string, id: string): Promise<{ go: boolean; reason?: string }>;
+  /** Records the hello (presence) together with other connections' hellos. */
+  online(endpointId: string, hello: Extract<AgentFrame, { type: 'hello' }>, now: Date): Promise<void>;
+  recordResult: OutboxRepo['recordResult'];
   emit(events: DeliveryEvent[]): void;
   register(session: AgentSession): Promise<void>;
   unregister(session: AgentSession): void;
@@ -99,7 +102,7 @@ export function createAgentSession(
         tx,
       );
     };
-    const res = await host.repo.recordResult(endpointId, frame, scriptAudit);
+    const res = await host.recordResult(endpointId, frame, scriptAudit);
     if (res.status === 'unknown') {
       return refuseFrame(ERROR_CODES.unknownDelivery, 'no delivery with this id was sent to this agent', {
         id: frame.id,
@@ -119,7 +122,7 @@ export function createAgentSession(
         return refuseFrame(ERROR_CODES.unexpected, 'the first frame must be hello', { got: frame.type });
       hello = frame;
       connectedAt = clock.now();
-      await host.presence.online(endpointId, frame, connectedAt);
+      await host.online(endpointId, frame, connectedAt);
       sendJson({
         type: 'welcome',
         v: PROTOCOL_VERSION,

@@ -1,5 +1,5 @@
 // Presence: which broker holds which agent, and what the agent said about itself on hello.
-import { and, eq, sql } from 'drizzle-orm';
+import { and, eq, inArray, sql } from 'drizzle-orm';
 import type { z } from 'zod';
 import type { helloFrame } from '../../agent/protocol.ts';
 import type { Db } from '../../db/client.ts';
@@ -20,6 +20,42 @@ export function createEndpointPresence(deps: { db: Db; brokerId: string }) {
         .from(endpoints)
         .where(eq(endpoints.certFingerprint, fingerprint));
       return row;
+    },
+
+    /** Looks up many fingerprints in one query (handshakes arrive in bursts after a broker restart). */
+    async byFingerprints(fingerprints: string[]) {
+      const rows = await db
+        .select({
+          id: endpoints.id,
+          hostname: endpoints.hostname,
+          revokedAt: endpoints.revokedAt,
+          certNotAfter: endpoints.certNotAfter,
+          isolated: endpoints.isolated,
+          certFingerprint: endpoints.certFingerprint,
+        })
+        .from(endpoints)
+        .where(inArray(endpoints.certFingerprint, fingerprints));
+      const byFp = new Map(rows.map((r) => [r.certFingerprint, r]));
+      return fingerprints.map((f) => byFp.get(f));
+    },
+
+    /** Records many hellos in one statement. */
+    async onlineMany(items: { endpointId: string; hello: z.infer<typeof helloFrame> }[], now: Date) {
+      const values = sql.join(
+        items.map(
+          (i) =>
+            sql`(${i.endpointId}::uuid, ${i.hello.os}, ${i.hello.osVersion}, ${i.hello.agentVersion}, ${JSON.stringify(i.hello.capabilities)}::jsonb, ${i.hello.isolated}::boolean)`,
+        ),
+        sql`, `,
+      );
+      const at = now.toISOString();
+      await db.execute(sql`
+        update ${endpoints} set
+          broker_id = ${brokerId}, connected_at = ${at}::timestamptz, last_seen_at = ${at}::timestamptz,
+          os = v.os, os_version = v.os_version, agent_version = v.agent_version,
+          capabilities = array(select jsonb_array_elements_text(v.caps)), isolated = v.isolated
+        from (values ${values}) as v(id, os, os_version, agent_version, caps, isolated)
+        where ${endpoints.id} = v.id`);
     },
 
     async online(endpointId: string, hello: z.infer<typeof helloFrame>, now: Date) {

@@ -20,7 +20,8 @@ export interface GatewayDeps {
   pki: Pki;
   clock: Clock;
   logger: Logger;
-  presence: EndpointPresence;
+  /** Fingerprint → endpoint; batched by the broker. */
+  lookup(fingerprint: string): ReturnType<EndpointPresence['byFingerprint']>;
   refusals: ReturnType<typeof createRefusalAudit>;
   enrol(req: EnrolRequest, sourceIp: string | undefined): Promise<object>;
   onAgent(
@@ -118,7 +119,7 @@ export function createTlsGateway(deps: GatewayDeps): { server: Server; wss: WebS
         });
       }
       const fingerprint = peer.fingerprint256.replaceAll(':', '').toLowerCase();
-      const ep = await deps.presence.byFingerprint(fingerprint);
+      const ep = await deps.lookup(fingerprint);
       if (!ep) return await refuse('unknown_certificate', { fingerprint });
       if (ep.revokedAt) return await refuse('revoked', { endpointId: ep.id, hostname: ep.hostname });
       if (ep.certNotAfter && ep.certNotAfter.getTime() <= deps.clock.now().getTime()) {

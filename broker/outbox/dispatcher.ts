@@ -23,6 +23,8 @@ export function createOutboxDispatcher(deps: {
   db: Db;
   notify: (channel: string, payload: string) => Promise<void>;
   clock?: Clock;
+  /** The broker that owns this dispatcher sends to its own agents at once, without the NOTIFY round trip. */
+  onWake?: (endpointIds: string[]) => void;
 }): Dispatcher {
   const clock = deps.clock ?? systemClock;
   return {
@@ -49,6 +51,7 @@ export function createOutboxDispatcher(deps: {
     },
 
     async wake(endpointIds: string[]) {
+      deps.onWake?.(endpointIds);
       for (const payload of packIds(endpointIds)) await deps.notify(OUTBOX_CHANNEL, payload);
     },
 

@@ -8,6 +8,7 @@ import type { Db, DbOrTx } from '../../db/client.ts';
 import { deliveries } from '../../db/schema.ts';
 
 export type DeliveryRow = typeof deliveries.$inferSelect;
+export type ResultInput = { id: string; ok: boolean; result?: Record<string, unknown>; error?: string };
 export const FINAL_STATES = ['succeeded', 'failed', 'expired', 'cancelled'] as const;
 /** Deliveries an agent may still have to see: never sent, sent but unacked, or running. */
 const OPEN_STATES = ['queued', 'sent', 'acknowledged'] as const;
@@ -57,6 +58,53 @@ export function createOutboxRepo(deps: { db: Db; audit: AuditService; clock: Clo
       );
     }
     return rows;
+  }
+
+  async function recordResultIn(
+    tx: DbOrTx,
+    now: Date,
+    endpointId: string,
+    res: ResultInput,
+    extraAudit?: (row: DeliveryRow, tx: DbOrTx) => Promise<void>,
+  ) {
+    const [row] = await tx
+      .select()
+      .from(deliveries)
+      .where(and(eq(deliveries.id, res.id), eq(deliveries.endpointId, endpointId)))
+      .for('update');
+    if (!row) return { status: 'unknown' as const };
+    if (!['sent', 'acknowledged'].includes(row.state)) return { status: 'final' as const, row };
+    const state = res.ok ? ('succeeded' as const) : ('failed' as const);
+    const [updated] = await tx
+      .update(deliveries)
+      .set({
+        state,
+        finishedAt: now,
+
+        result: res.result ?? null,
+        error: res.error ?? null,
+      })
+      .where(eq(deliveries.id, row.id))
+      .returning();
+    await audit.append(
+      {
+        actorType: 'agent',
+        actorId: endpointId,
+        action: 'delivery.result',
+        outcome: res.ok ? 'ok' : 'failed',
+        requestId: row.requestId,
+        endpointId,
+        details: {
+          deliveryId: row.id,
+          action: row.action,
+          result: res.result ?? null,
+          error: res.error ?? null,
+        },
+      },
+      tx,
+    );
+    await extraAudit?.(updated!, tx);
+    return { status: 'recorded' as const, row: updated!, event: ev(row, state) };
   }
 
   return {
@@ -192,51 +240,27 @@ export function createOutboxRepo(deps: { db: Db; audit: AuditService; clock: Clo
     },
 
     /** Stores a result once; a repeat (the agent re-sends stored results after a reconnect) changes nothing. */
-    async recordResult(
+    recordResult(
       endpointId: string,
-      res: { id: string; ok: boolean; result?: Record<string, unknown>; error?: string },
+      res: ResultInput,
       extraAudit?: (row: DeliveryRow, tx: DbOrTx) => Promise<void>,
+    ) {
+      return db.transaction((tx) => recordResultIn(tx, clock.now(), endpointId, res, extraAudit));
+    },
+
+    /** Several results in one transaction (group commit); each keeps its own audit records. */
+    recordResults(
+      items: {
+        endpointId: string;
+        res: ResultInput;
+        extraAudit?: (row: DeliveryRow, tx: DbOrTx) => Promise<void>;
+      }[],
     ) {
       const now = clock.now();
       return db.transaction(async (tx) => {
-        const [row] = await tx
-          .select()
-          .from(deliveries)
-          .where(and(eq(deliveries.id, res.id), eq(deliveries.endpointId, endpointId)))
-          .for('update');
-        if (!row) return { status: 'unknown' as const };
-        if (!['sent', 'acknowledged'].includes(row.state)) return { status: 'final' as const, row };
-        const state = res.ok ? ('succeeded' as const) : ('failed' as const);
-        const [updated] = await tx
-          .update(deliveries)
-          .set({
-            state,
-            finishedAt: now,
-
-            result: res.result ?? null,
-            error: res.error ?? null,
-          })
-          .where(eq(deliveries.id, row.id))
-          .returning();
-        await audit.append(
-          {
-            actorType: 'agent',
-            actorId: endpointId,
-            action: 'delivery.result',
-            outcome: res.ok ? 'ok' : 'failed',
-            requestId: row.requestId,
-            endpointId,
-            details: {
-              deliveryId: row.id,
-              action: row.action,
-              result: res.result ?? null,
-              error: res.error ?? null,
-            },
-          },
-          tx,
-        );
-        await extraAudit?.(updated!, tx);
-        return { status: 'recorded' as const, row: updated!, event: ev(row, state) };
+        const out = [];
+        for (const i of items) out.push(await recordResultIn(tx, now, i.endpointId, i.res, i.extraAudit));
+        return out;
       });
     },
 
