@@ -332,3 +332,87 @@ describe('Slack adapter (HTTP mode, Bolt against a local Slack)', () => {
     expect(visible!.args.thread_ts).toBeUndefined();
   });
 });
+
+describe('Slack adapter: progress edits and internal errors', () => {
+  let slack: FakeSlack;
+  let http: FastifyInstance;
+  let adapter: SlackAdapter;
+  const logged: { obj: Record<string, unknown>; msg?: string }[] = [];
+  const logger: Logger = {
+    ...silent,
+    error: (obj, msg) => void logged.push({ obj: obj as Record<string, unknown>, msg }),
+  };
+  // A hand-moved clock and timers: the card-edit interval passes only when the test says so.
+  let now = 0;
+  const due: { at: number; fn: () => void }[] = [];
+  const timers = {
+    now: () => now,
+    setTimer(fn: () => void, ms: number) {
+      const t = { at: now + ms, fn };
+      due.push(t);
+      return () => {
+        due.splice(due.indexOf(t), 1);
+      };
+    },
+  };
+  const failingBot: BotCore = {
+    handleCommand: () => Promise.reject(new Error('database connection reset')),
+    handleDecision: () => Promise.reject(new Error('database connection reset')),
+    describeStepUp: () => Promise.reject(new Error('not used')),
+    completeStepUp: () => Promise.reject(new Error('not used')),
+  };
+
+  beforeEach(async () => {
+    logged.length = 0;
+    slack = await startFakeSlack({ botToken: TOKEN });
+    http = buildHttpApp();
+    adapter = await registerSlack(http, {
+      bot: failingBot,
+      logger,
+      timers,
+      config: { signingSecret: SECRET, botToken: TOKEN, apiUrl: slack.apiUrl, command: '/ar' },
+    });
+    await http.ready();
+  });
+  afterEach(async () => {
+    await adapter.close();
+    await http.close();
+    await slack.close();
+  });
+
+  it('shows action-group progress as a few coalesced edits of one card, never one post per endpoint', async () => {
+    const ref = {
+      platform: 'slack' as const,
+      channelId: 'CINC',
+      messageId: '1700000000.000400',
+      threadId: '1700000000.000400',
+    };
+    for (let done = 1; done <= 40; done++) {
+      await adapter.chat.updateRequestCard(
+        ref,
+        sampleView({ state: 'dispatched', progress: { succeeded: done, queued: 40 - done } }),
+      );
+    }
+    expect(slack.callsOf('chat.update')).toHaveLength(1);
+    now += 1000;
+    for (const t of due.splice(0)) t.fn();
+    const last = await slack.waitFor(
+      (c) => c.method === 'chat.update' && JSON.stringify(c.args.blocks).includes('succeeded 40'),
+    );
+    expect(slack.callsOf('chat.update')).toHaveLength(2);
+    expect(JSON.stringify(last.args.blocks)).not.toContain('queued');
+    expect(slack.callsOf('chat.postMessage')).toHaveLength(0);
+  });
+
+  it('answers an unexpected failure privately with a reference that matches the log line', async () => {
+    await http.inject(
+      signedRequest(SECRET, slashCommand({ text: 'status', user: 'UANA', team: 'T0HOME', channel: 'CINC' })),
+    );
+    await adapter.idle();
+    const notice = String(slack.callsOf('chat.postEphemeral')[0]?.args.text);
+    const ref = notice.match(/reference (ERR-[0-9a-f]{8})/)?.[1];
+    expect(ref).toBeDefined();
+    expect(notice).not.toContain('database connection reset');
+    expect(logged.some((l) => l.obj.ref === ref)).toBe(true);
+  });
+});
