@@ -101,9 +101,21 @@ describe('Slack adapter (HTTP mode, Bolt against a local Slack)', () => {
   const command = (text: string, extra: Partial<Parameters<typeof slashCommand>[0]> = {}) =>
     slashCommand({ text, user: 'UANA', team: 'T0HOME', channel: 'CINC', ...extra });
 
-  it('verifies the bot token with auth.test at startup', () => {
-    expect(slack.callsOf('auth.test').length).toBeGreaterThan(0);
+  it('verifies the bot token with one auth.test at startup', () => {
+    expect(slack.callsOf('auth.test')).toHaveLength(1);
     expect(adapter.botUserId).toBe('UBOT');
+  });
+
+  it('refuses to start with a token Slack does not accept, saying why', async () => {
+    const other = buildHttpApp();
+    await expect(
+      registerSlack(other, {
+        bot: rec.bot,
+        logger: silent,
+        config: { signingSecret: SECRET, botToken: 'xoxb-revoked', apiUrl: slack.apiUrl, command: '/ar' },
+      }),
+    ).rejects.toThrow(/invalid_auth/);
+    await other.close();
   });
 
   it('refuses a bad signature with 401 and runs nothing', async () => {

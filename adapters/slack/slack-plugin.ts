@@ -2,7 +2,7 @@
 // (HTTP mode, POST /slack/events) or Bolt's Socket Mode client (when an app-level token is configured),
 // the listeners, and the ChatPort the core posts through. The composition root registers the returned
 // `chat` with the chat router under 'slack'.
-import { App, type Receiver, SocketModeReceiver } from '@slack/bolt';
+import { App, type Receiver, SocketModeReceiver, webApi } from '@slack/bolt';
 import type { FastifyInstance } from 'fastify';
 import type { BotCore } from '../../bot/bot-types.ts';
 import type { ChatPort, Logger } from '../../bot/ports.ts';
@@ -62,8 +62,8 @@ export interface SlackAdapter {
 
 /**
  * Registers the Slack adapter. In HTTP mode the route is added to `fastify`, so call this before the server
- * starts listening (before `fastify.ready()`). Calls auth.test once, so a wrong token fails startup here
- * with Slack's error rather than on the first command.
+ * starts listening (before `fastify.ready()`). Rejects with Slack's error (e.g. `invalid_auth`) when the bot
+ * token is wrong, before mounting anything.
  */
 export async function registerSlack(fastify: FastifyInstance, deps: SlackDeps): Promise<SlackAdapter> {
   const { config, logger } = deps;
@@ -74,6 +74,18 @@ export async function registerSlack(fastify: FastifyInstance, deps: SlackDeps): 
     // holding a thread reply for minutes.
     retryConfig: { retries: 2, factor: 2, minTimeout: 200, maxTimeout: 2000 },
   };
+
+  // One auth.test, before anything is mounted: a wrong token stops startup with Slack's own error, and Bolt
+  // is handed the bot's ids so it never calls auth.test itself (not at start, not on an event's path).
+  const auth = await new webApi.WebClient(config.botToken, {
+    ...clientOptions,
+    logger: boltLogger,
+  }).auth.test();
+  if (!auth.user_id || !auth.bot_id) {
+    throw new Error(
+      'Slack auth.test returned no bot user: SLACK_BOT_TOKEN must be the Bot User OAuth Token (xoxb-)',
+    );
+  }
 
   let receiver: Receiver;
   let mode: SlackAdapter['mode'];
@@ -93,13 +105,14 @@ export async function registerSlack(fastify: FastifyInstance, deps: SlackDeps): 
 
   const app = new App({
     token: config.botToken,
+    botId: auth.bot_id,
+    botUserId: auth.user_id,
+    tokenVerificationEnabled: false,
     receiver,
     logger: boltLogger,
     clientOptions,
     // No in-memory conversation store: state lives in the database, and this process may be one of several.
     convoStore: false,
-    // auth.test runs in init() below, where a failure can be awaited and reported.
-    deferInitialization: true,
   });
   app.error(async (err) => {
     logger.error({ err, code: (err as { code?: string }).code }, 'unhandled error in a Slack listener');
@@ -111,8 +124,6 @@ export async function registerSlack(fastify: FastifyInstance, deps: SlackDeps): 
   registerMentionListener(app, { bot: deps.bot, logger, work });
   registerDecisionListener(app, { bot: deps.bot, logger, work });
 
-  await app.init();
-  const auth = await app.client.auth.test();
   if (mode === 'socket') await app.start();
   logger.info({ mode, team: auth.team_id, botUserId: auth.user_id }, 'Slack adapter ready');
 
