@@ -5,6 +5,7 @@ import { createHmac } from 'node:crypto';
 import formbody from '@fastify/formbody';
 import Fastify from 'fastify';
 import { type WebSocket, WebSocketServer } from 'ws';
+import type { RequestView } from '../../bot/ports.ts';
 
 export interface SlackCall {
   method: string;
@@ -330,4 +331,29 @@ export function buttonClick(p: {
     ],
   };
   return { form: { payload: JSON.stringify(payload) } };
+}
+
+/** A pending request card as the core would show it, for rendering tests. */
+export function sampleRequestView(over: Partial<RequestView> = {}): RequestView {
+  return {
+    id: '6f1c2d9e-0000-4000-8000-000000000001',
+    ref: 'R-7K3QXM',
+    action: 'isolate',
+    params: {},
+    targets: [
+      { endpointId: 'e1', hostname: 'web-01' },
+      { endpointId: 'e2', hostname: 'web-02' },
+    ],
+    exclusions: [{ hostname: 'db-01', reason: 'segment has Active Response disabled' }],
+    reason: 'C2 beacon <script>',
+    caseId: 'IR-42',
+    requester: { id: 'u1', displayName: 'Ana Analyst', external: false },
+    state: 'pending_approval',
+    digest: 'abcdef0123456789abcdef',
+    approvalsRequired: 1,
+    inHouseApprovalRequired: false,
+    approvals: [],
+    createdAt: new Date('2026-11-28T09:00:00Z'),
+    ...over,
+  };
 }
