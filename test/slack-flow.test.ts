@@ -235,6 +235,38 @@ describe.each(drivers)('Slack flow on the real core (%s)', { timeout: 180_000 },
     expect(ephemeralsTo('UANA').filter((c) => /stepup/.test(String(c.args.text)))).toHaveLength(1);
   });
 
+  it('runs a mention once when two copies of the app (two processes on one database) both receive it', async () => {
+    // A second process: its own platform graph, Bolt app and web server, sharing only the database.
+    const tp2 = await buildTestPlatform(tdb);
+    const http2 = buildHttpApp();
+    const adapter2 = await registerSlack(http2, {
+      bot: tp2.platform.bot,
+      logger: silent,
+      config: { signingSecret: SECRET, botToken: TOKEN, apiUrl: slack.apiUrl, command: '/ar' },
+    });
+    tp2.platform.router.register('slack', adapter2.chat);
+    await http2.ready();
+    try {
+      const body = appMention({
+        text: `<@${slack.botUserId}> isolate web-01 --reason "C2 beacon"`,
+        user: 'UANA',
+        team: HOME,
+        channel: CHANNEL,
+        eventId: 'EvTwoCopies',
+      });
+      const [r1, r2] = await Promise.all([
+        http.inject(signedRequest(SECRET, body)),
+        http2.inject(signedRequest(SECRET, body)),
+      ]);
+      expect([r1.statusCode, r2.statusCode]).toEqual([200, 200]);
+      await Promise.all([adapter.idle(), adapter2.idle()]);
+      expect(await tdb.db.select().from(actionRequests)).toHaveLength(1);
+    } finally {
+      await adapter2.close();
+      await http2.close();
+    }
+  });
+
   it('records one approval and one dispatch for a double click and a retried click', async () => {
     // Ian opens a step-up window through a first request, so the next clicks decide straight away.
     const first = await requestIsolation();
