@@ -92,7 +92,7 @@ export function createActionHandlers(deps: BotDeps) {
         // No link and no decision for a request that is no longer waiting; `decide` re-checks under a lock.
         throw new Conflict(
           'request.not_pending',
-          `${view.ref} is ${view.state.replace('_', ' ')}; there is nothing to decide.`,
+          `${view.ref} is already ${view.state.replace('_', ' ')}; there is nothing to decide.`,
         );
       }
       if (input.decision === 'approve') {
