@@ -3,7 +3,7 @@
 
 import type { Registry } from 'prom-client';
 import { z } from 'zod';
-import { createAuditService } from '../bot/audit/audit-service.ts';
+import { type AuditService, createAuditService } from '../bot/audit/audit-service.ts';
 import { createBotService } from '../bot/bot-service.ts';
 import { createDeliveryReporter } from '../bot/deliveries/delivery-reporter.ts';
 import { cardRefOf } from '../bot/handlers/chat-ref.ts';
@@ -14,7 +14,7 @@ import { createSessionService } from '../bot/sessions/session-service.ts';
 import { createStepUpService } from '../bot/stepup/stepup-service.ts';
 import { createUserService } from '../bot/users/user-service.ts';
 import { createOutboxDispatcher } from '../broker/outbox/dispatcher.ts';
-import type { Database } from '../db/client.ts';
+import type { Database, Db } from '../db/client.ts';
 import { createChatRouter } from './chat-router.ts';
 import type { Config } from './config.ts';
 import { countAuditEvents } from './metrics.ts';
@@ -36,23 +36,32 @@ const deliveryEventSchema = z.object({
   state: z.string().max(32),
 });
 
-export function createPlatform(opts: PlatformOptions) {
-  const { config, database, logger, clock, secretKey } = opts;
-  const db = database.db;
-  const baseAudit = createAuditService({ db, clock });
-  const audit = opts.metrics ? countAuditEvents(baseAudit, opts.metrics) : baseAudit;
-  const users = createUserService({ db, audit, clock, secretKey });
-  const stepup = createStepUpService({
-    db,
-    audit,
-    clock,
-    secretKey,
+/** The step-up service with its limits taken from config; the CLI builds the same one. */
+export function stepUpFromConfig(deps: {
+  db: Db;
+  audit: AuditService;
+  clock: Clock;
+  secretKey: Buffer;
+  config: Config;
+}) {
+  const { config } = deps;
+  return createStepUpService({
+    ...deps,
     publicUrl: config.PUBLIC_URL,
     windowSeconds: config.STEPUP_WINDOW,
     linkTtlSeconds: config.STEPUP_LINK_TTL,
     lockoutThreshold: config.LOCKOUT_THRESHOLD,
     lockoutSeconds: config.LOCKOUT_DURATION,
   });
+}
+
+export function createPlatform(opts: PlatformOptions) {
+  const { config, database, logger, clock, secretKey } = opts;
+  const db = database.db;
+  const baseAudit = createAuditService({ db, clock });
+  const audit = opts.metrics ? countAuditEvents(baseAudit, opts.metrics) : baseAudit;
+  const users = createUserService({ db, audit, clock, secretKey });
+  const stepup = stepUpFromConfig({ db, audit, clock, secretKey, config });
   const policy = createPolicy({ blastRadiusThreshold: config.BLAST_RADIUS_THRESHOLD });
   const dispatcher = createOutboxDispatcher({ db, notify: database.notify, clock });
   const requests = createRequestService({

@@ -1,9 +1,9 @@
 // What every CLI command gets: the database and the services an admin action goes through, so the CLI
 // writes the same audit records as the chat and the web page do.
 import { type Config, resolveSecretKey } from '../app/config.ts';
+import { stepUpFromConfig } from '../app/platform.ts';
 import { createAuditService } from '../bot/audit/audit-service.ts';
 import { systemClock } from '../bot/ports.ts';
-import { createStepUpService } from '../bot/stepup/stepup-service.ts';
 import { createUserService } from '../bot/users/user-service.ts';
 import { type Database, openDatabase } from '../db/client.ts';
 
@@ -17,17 +17,7 @@ export async function openCliContext(config: Config) {
   const clock = systemClock;
   const audit = createAuditService({ db: database.db, clock });
   const users = createUserService({ db: database.db, audit, clock, secretKey });
-  const stepup = createStepUpService({
-    db: database.db,
-    audit,
-    clock,
-    secretKey,
-    publicUrl: config.PUBLIC_URL,
-    windowSeconds: config.STEPUP_WINDOW,
-    linkTtlSeconds: config.STEPUP_LINK_TTL,
-    lockoutThreshold: config.LOCKOUT_THRESHOLD,
-    lockoutSeconds: config.LOCKOUT_DURATION,
-  });
+  const stepup = stepUpFromConfig({ db: database.db, audit, clock, secretKey, config });
   return {
     config,
     database,
