@@ -55,10 +55,15 @@ async function openPglite(opts: OpenDatabaseOptions): Promise<Database> {
     mkdirSync(dir, { recursive: true });
   }
   const client = await PGlite.create(dir);
-  const db = drizzlePglite({ client, schema }) as unknown as Db;
   if (opts.migrate !== false) {
     await migratePglite(drizzlePglite({ client }), { migrationsFolder: MIGRATIONS_FOLDER });
   }
+  return wrapPglite(client);
+}
+
+/** The Database over an already open PGlite instance (for example one restored with `loadDataDir`). */
+export function wrapPglite(client: PGlite): Database {
+  const db = drizzlePglite({ client, schema }) as unknown as Db;
   return {
     db,
     driver: 'pglite',
