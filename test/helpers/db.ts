@@ -25,11 +25,12 @@ function adminUrl(): string {
   return url;
 }
 
-/** Creates an empty PostgreSQL database and returns its URL (no migrations run). */
+/** Creates a PostgreSQL database (a copy of the migrated template when there is one) and returns its URL. */
 export async function createPostgresDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
   const name = `ar_test_${randomBytes(6).toString('hex')}`;
   const admin = postgres(adminUrl(), { max: 1, onnotice: () => {} });
-  await admin.unsafe(`create database ${name}`);
+  const template = process.env.AR_TEST_PG_TEMPLATE;
+  await admin.unsafe(`create database ${name}${template ? ` template ${template}` : ''}`);
   await admin.end();
   const url = new URL(adminUrl());
   url.pathname = `/${name}`;
