@@ -42,7 +42,7 @@ export interface SlackDeps {
   /** Clock for the signature's timestamp check, in ms; defaults to Date.now. */
   nowMs?: () => number;
   /**
-   * How many commands and clicks the core works on at once after their acks (default 4); the rest queue.
+   * How many commands and clicks the core works on at once after their acks (default 2); the rest queue.
    * Use 1 with PGlite: its queries run on this event loop, and overlapping them only delays the next acks.
    */
   maxConcurrentWork?: number;

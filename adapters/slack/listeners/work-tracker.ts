@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import type { ChatContext, ChatPort, Logger } from '../../../bot/ports.ts';
 
 export function createWorkTracker(deps: { chat: ChatPort; logger: Logger; maxConcurrent?: number }) {
-  const limit = Math.max(1, deps.maxConcurrent ?? 4);
+  const limit = Math.max(1, deps.maxConcurrent ?? 2);
   const inflight = new Set<Promise<void>>();
   const waiting: (() => void)[] = [];
   let running = 0;
