@@ -44,6 +44,7 @@ export function createAgentClient(deps: {
   let link: Link | undefined;
   let ws: WebSocket | undefined;
   let attempt = 0;
+  let heartbeatSeconds = 30;
   let stopped = false;
   let work: Promise<unknown> = Promise.resolve();
 
@@ -95,7 +96,17 @@ export function createAgentClient(deps: {
       return sendResult(d.id, done.result!);
     }
     const decision = await new Promise<{ go: boolean; reason?: string }>((resolve) => {
-      proceedWaiters.set(d.id, resolve);
+      // No answer means the broker lost our ack; reconnecting makes it send the delivery again.
+      const timer = setTimeout(() => {
+        proceedWaiters.delete(d.id);
+        log('no answer to an ack; reconnecting', { id: d.id });
+        ws?.terminate();
+        resolve({ go: false, reason: 'no answer from the broker' });
+      }, 60_000);
+      proceedWaiters.set(d.id, (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      });
       on.send({ type: 'ack', id: d.id });
     });
     if (!decision.go) {
@@ -128,6 +139,7 @@ export function createAgentClient(deps: {
     switch (f.type) {
       case 'welcome':
         attempt = 0;
+        heartbeatSeconds = f.heartbeatSeconds;
         log('connected', { endpointId: f.endpointId, brokerId: f.brokerId });
         return;
       case 'delivery':
@@ -187,7 +199,7 @@ export function createAgentClient(deps: {
       });
       // A broker that has gone silent for three heartbeats is gone; drop the socket and reconnect.
       heartbeat = setInterval(() => {
-        if (Date.now() - lastHeard > 100_000) sock.terminate();
+        if (Date.now() - lastHeard > 3 * heartbeatSeconds * 1000 + 5_000) sock.terminate();
       }, 5_000);
     });
     sock.on('ping', () => {

@@ -34,6 +34,7 @@ async function fetchBrokerCa(host: string, port: number): Promise<Buffer> {
       },
     );
     sock.on('error', reject);
+    sock.setTimeout(30_000, () => sock.destroy(new Error('the broker did not answer within 30 s')));
   });
 }
 
@@ -109,6 +110,9 @@ export async function enrol(state: AgentState, opts: EnrolOptions) {
       },
     );
     req.on('error', reject);
+    req.setTimeout(30_000, () =>
+      req.destroy(new Error('the broker did not answer the enrolment within 30 s')),
+    );
     req.end(body);
   });
   if (res.status !== 200) {

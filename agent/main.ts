@@ -42,6 +42,8 @@ function fail(msg: string): never {
   process.exit(2);
 }
 
+log('agent starting', { version: '1.0.0', pid: process.pid });
+
 const realOs = process.platform === 'win32' ? 'windows' : process.platform === 'darwin' ? 'macos' : 'linux';
 const os = (a.os ?? realOs) as 'windows' | 'linux' | 'macos';
 if (!['windows', 'linux', 'macos'].includes(os)) fail(`--os must be windows, linux or macos, got "${a.os}"`);

@@ -11,7 +11,7 @@ import 'reflect-metadata';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as x509 from '@peculiar/x509';
-import { and, count, eq, inArray } from 'drizzle-orm';
+import { and, count, inArray } from 'drizzle-orm';
 import WebSocket from 'ws';
 import { createAuditService } from '../bot/audit/audit-service.ts';
 import { type DeliveryEvent, systemClock } from '../bot/ports.ts';

@@ -213,7 +213,7 @@ export function createBroker(deps: {
           const s = sessions.get(endpointId);
           if (!s) return;
           s.close(4003, 'certificate revoked');
-          void refusals.refused('revoked', s.ws.readyState ? endpointId : endpointId, {
+          void refusals.refused('revoked', s.remoteAddress, {
             endpointId,
             hostname: s.hostname,
             live: true,

@@ -29,6 +29,16 @@ export function listProcesses(): ProcInfo[] {
     }
     return out;
   }
+  if (process.platform === 'win32') {
+    // "Image Name","PID","Session Name","Session#","Mem Usage"
+    const t = spawnSync('tasklist', ['/fo', 'csv', '/nh'], { encoding: 'utf8' });
+    return (t.stdout ?? '')
+      .split(/\r?\n/)
+      .map((l) => /^"([^"]*)","(\d+)"/.exec(l))
+      .filter((m): m is RegExpExecArray => m !== null)
+      .slice(0, MAX_PROCESSES)
+      .map((m) => ({ pid: Number(m[2]), name: m[1]!, cmdline: m[1]! }));
+  }
   const r = spawnSync('ps', ['-axo', 'pid=,comm='], { encoding: 'utf8' });
   return (r.stdout ?? '')
     .split('\n')

@@ -38,7 +38,8 @@ export async function createEnrolmentToken(
   if (!segment) {
     throw new NotFound('segment.unknown', `there is no segment named "${input.segment}"; create it first`);
   }
-  const secret = randomBytes(24).toString('base64url');
+  // The prefix keeps a token from starting with '-', which command-line parsers take for an option.
+  const secret = `art_${randomBytes(24).toString('base64url')}`;
   const expiresAt = new Date(clock.now().getTime() + input.ttlSeconds * 1000);
   await db.transaction(async (tx) => {
     const [row] = await tx

@@ -251,6 +251,7 @@ export function createAgentSession(
     id: randomUUID(),
     endpointId,
     hostname: ident.hostname,
+    remoteAddress: ident.remoteAddress,
     ws,
     sentIds,
     alive: true,

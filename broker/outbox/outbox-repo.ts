@@ -13,6 +13,13 @@ export const FINAL_STATES = ['succeeded', 'failed', 'expired', 'cancelled'] as c
 /** Deliveries an agent may still have to see: never sent, sent but unacked, or running. */
 const OPEN_STATES = ['queued', 'sent', 'acknowledged'] as const;
 const PER_ENDPOINT_LIMIT = 50;
+/**
+ * The audit service's append lock (bot/audit/audit-service.ts). Outbox transactions take it first, before
+ * any row lock: an ack holding a delivery row while waiting for the audit lock, and a send holding the
+ * audit lock while waiting for that row, would otherwise deadlock on PostgreSQL.
+ */
+const AUDIT_LOCK_KEY = 7_261_002;
+const lockAuditFirst = (tx: DbOrTx) => tx.execute(sql`select pg_advisory_xact_lock(${AUDIT_LOCK_KEY})`);
 
 const ev = (r: { id: string; requestId: string; endpointId: string }, state: string): DeliveryEvent => ({
   deliveryId: r.id,
@@ -117,6 +124,7 @@ export function createOutboxRepo(deps: { db: Db; audit: AuditService; clock: Clo
     async claim(endpointIds: string[], skip: (row: DeliveryRow) => boolean) {
       const now = clock.now();
       return db.transaction(async (tx) => {
+        await lockAuditFirst(tx);
         const expired = await expireIn(tx, now, endpointIds);
         const open = await tx
           .select()
@@ -179,6 +187,7 @@ export function createOutboxRepo(deps: { db: Db; audit: AuditService; clock: Clo
     async acknowledge(acks: { id: string; endpointId: string }[]) {
       const now = clock.now();
       return db.transaction(async (tx) => {
+        await lockAuditFirst(tx);
         const rows = await tx
           .select()
           .from(deliveries)
@@ -245,7 +254,10 @@ export function createOutboxRepo(deps: { db: Db; audit: AuditService; clock: Clo
       res: ResultInput,
       extraAudit?: (row: DeliveryRow, tx: DbOrTx) => Promise<void>,
     ) {
-      return db.transaction((tx) => recordResultIn(tx, clock.now(), endpointId, res, extraAudit));
+      return db.transaction(async (tx) => {
+        await lockAuditFirst(tx);
+        return recordResultIn(tx, clock.now(), endpointId, res, extraAudit);
+      });
     },
 
     /** Several results in one transaction (group commit); each keeps its own audit records. */
@@ -258,6 +270,7 @@ export function createOutboxRepo(deps: { db: Db; audit: AuditService; clock: Clo
     ) {
       const now = clock.now();
       return db.transaction(async (tx) => {
+        await lockAuditFirst(tx);
         const out = [];
         for (const i of items) out.push(await recordResultIn(tx, now, i.endpointId, i.res, i.extraAudit));
         return out;
@@ -267,7 +280,10 @@ export function createOutboxRepo(deps: { db: Db; audit: AuditService; clock: Clo
     /** Expires every queued or unacknowledged delivery past its TTL, for endpoints that stay offline. */
     async expireDue() {
       const now = clock.now();
-      const rows = await db.transaction((tx) => expireIn(tx, now));
+      const rows = await db.transaction(async (tx) => {
+        await lockAuditFirst(tx);
+        return expireIn(tx, now);
+      });
       return rows.map((r) => ev(r, 'expired'));
     },
 
