@@ -37,7 +37,9 @@ export function createWorkTracker(deps: { chat: ChatPort; logger: Logger; maxCon
 
   function release(): void {
     const next = waiting.shift();
-    if (next) next();
+    // Hand the slot over on the next turn of the event loop, after pending I/O: requests waiting for
+    // their ack are read and answered before the next piece of work starts.
+    if (next) setImmediate(next);
     else running--;
   }
 
