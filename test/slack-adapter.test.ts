@@ -232,6 +232,8 @@ describe('Slack adapter (HTTP mode, Bolt against a local Slack)', () => {
     expect(rec.decisions).toHaveLength(1);
     expect(rec.decisions[0]!.input).toEqual({ requestId: sampleView().id, decision: 'approve' });
     expect(rec.decisions[0]!.ctx.identity).toMatchObject({ tenantId: 'T0HOME', chatUserId: 'UIC' });
+    // A refusal about a click on a channel card is shown in the channel, not hidden in the card's thread.
+    expect(rec.decisions[0]!.ctx.threadId).toBeUndefined();
     expect(rec.decisions[0]!.ctx.eventId).toMatch(/^action:1700000000\.000200:ar_approve:UIC:/);
   });
 

@@ -81,7 +81,9 @@ export function actionContext(p: z.infer<typeof actionPayload>): ChatContext {
   return {
     identity: { platform: 'slack', tenantId, chatUserId: p.user.id, displayName: p.user.name },
     channelId: p.channel.id,
-    threadId: p.container?.thread_ts ?? messageTs,
+    // Only a card that itself sits in a thread has one; private notices about a click on a channel card must
+    // show in the channel, not inside the card's thread where the clicker may never look.
+    threadId: p.container?.thread_ts,
     // Interactivity has no event id; one click is one (message, button, user, action_ts). Two clicks are two
     // keys on purpose: the core's row lock, not this key, turns them into one decision.
     eventId: `action:${messageTs ?? '-'}:${action.action_id}:${p.user.id}:${action.action_ts}`,
