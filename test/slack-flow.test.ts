@@ -220,6 +220,38 @@ describe.each(drivers)('Slack flow on the real core (%s)', { timeout: 180_000 },
     expect(await tdb.db.select().from(approvals).where(eq(approvals.requestId, requestId))).toHaveLength(0);
   });
 
+  it('marks a mapped MDR user in a Slack Connect channel as external and asks for an in-house approver', async () => {
+    await tp.platform.users.createOrganization({
+      name: 'mdr-co',
+      external: true,
+      allowedRoles: ['active_response'],
+    });
+    await tp.platform.users.mapTenant({ platform: 'slack', tenantId: MDR, orgName: 'mdr-co' });
+    const max = await tp.person('max', ['active_response'], { org: 'mdr-co' });
+    await tp.platform.users.linkChatIdentity({
+      userId: max.id,
+      platform: 'slack',
+      tenantId: MDR,
+      chatUserId: 'UMAX',
+    });
+
+    await send(
+      appMention({
+        text: `<@${slack.botUserId}> isolate web-01 --reason "beacon seen by the MDR"`,
+        user: 'UMAX',
+        team: HOME,
+        userTeam: MDR,
+        channel: CHANNEL,
+        eventId: 'EvMdr1',
+      }),
+    );
+    await tp.stepUp(linkIn(ephemeralsTo('UMAX').at(-1)), max);
+    const card = slack.callsOf('chat.postMessage').find(isCard);
+    const text = JSON.stringify(card?.args.blocks);
+    expect(text).toContain('max (external)');
+    expect(text).toContain('in-house approver required');
+  });
+
   it('runs a command once when Slack retries it', async () => {
     const body = appMention({
       text: `<@${slack.botUserId}> isolate web-01 --reason "C2 beacon"`,
