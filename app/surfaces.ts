@@ -39,6 +39,8 @@ export async function attachSurfaces(deps: SurfaceDeps): Promise<{ close(): Prom
       bot: platform.bot,
       logger: deps.logger,
       db: platform.db,
+      // Post-ack work contends for the single embedded connection; PostgreSQL takes more in parallel.
+      maxConcurrentWork: deps.database.driver === 'pglite' ? 1 : 2,
       config: {
         signingSecret: config.SLACK_SIGNING_SECRET!,
         botToken: config.SLACK_BOT_TOKEN!,
