@@ -58,15 +58,13 @@ describe.each(drivers)('python scripts on %s', (driver) => {
   it('runs a script that uploads a file and downloads a library file through the helper module', async () => {
     const lib = randomBytes(50_000);
     const stored = await tb.fileStore.put(Readable.from([lib]));
-    await tdb.db
-      .insert(files)
-      .values({
-        kind: 'library',
-        name: 'yara-rules.bin',
-        size: stored.size,
-        sha256: stored.sha256,
-        storageKey: stored.key,
-      });
+    await tdb.db.insert(files).values({
+      kind: 'library',
+      name: 'yara-rules.bin',
+      size: stored.size,
+      sha256: stored.sha256,
+      storageKey: stored.key,
+    });
     const dest = join(work.dir, 'rules.bin');
     const body = [
       'import json',
