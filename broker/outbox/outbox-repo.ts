@@ -31,7 +31,11 @@ const ev = (r: { id: string; requestId: string; endpointId: string }, state: str
 /** Groups rows by request so one audit record covers a batch (a fan-out is one record per batch). */
 function byRequest<T extends { requestId: string }>(rows: T[]): Map<string, T[]> {
   const m = new Map<string, T[]>();
-  for (const r of rows) m.set(r.requestId, [...(m.get(r.requestId) ?? []), r]);
+  for (const r of rows) {
+    const list = m.get(r.requestId);
+    if (list) list.push(r);
+    else m.set(r.requestId, [r]);
+  }
   return m;
 }
 
@@ -196,6 +200,7 @@ export function createOutboxRepo(deps: { db: Db; audit: AuditService; clock: Clo
         const byId = new Map(rows.map((r) => [r.id, r]));
         const decisions: { id: string; endpointId: string; go: boolean; reason?: string }[] = [];
         const newlyAcked: DeliveryRow[] = [];
+        const newlyAckedIds = new Set<string>();
         const expiredNow: string[] = [];
         const expiredEndpoints = new Set<string>();
         for (const a of acks) {
@@ -205,7 +210,10 @@ export function createOutboxRepo(deps: { db: Db; audit: AuditService; clock: Clo
           } else if (r.state === 'acknowledged') {
             decisions.push({ ...a, go: true });
           } else if (r.state === 'sent' && r.expiresAt.getTime() > now.getTime()) {
-            if (!newlyAcked.includes(r)) newlyAcked.push(r);
+            if (!newlyAckedIds.has(r.id)) {
+              newlyAckedIds.add(r.id);
+              newlyAcked.push(r);
+            }
             decisions.push({ ...a, go: true });
           } else if (r.state === 'sent') {
             expiredNow.push(r.id);
