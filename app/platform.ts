@@ -121,14 +121,16 @@ export function createPlatform(opts: PlatformOptions) {
      */
     followDeliveries(): Promise<() => Promise<void>> {
       return database.listen('ar_delivery', (payload) => {
-        let event: DeliveryEvent;
+        // One event, or an array of the events a broker committed together.
+        let events: DeliveryEvent[];
         try {
-          event = deliveryEventSchema.parse(JSON.parse(payload));
+          const parsed: unknown = JSON.parse(payload);
+          events = z.array(deliveryEventSchema).max(1000).parse(Array.isArray(parsed) ? parsed : [parsed]);
         } catch {
           logger.warn({ payload: payload.slice(0, 200) }, 'ignored a malformed delivery event');
           return;
         }
-        void reporter.deliveryChanged(event);
+        for (const event of events) void reporter.deliveryChanged(event);
       });
     },
 
