@@ -125,7 +125,10 @@ export function createPlatform(opts: PlatformOptions) {
         let events: DeliveryEvent[];
         try {
           const parsed: unknown = JSON.parse(payload);
-          events = z.array(deliveryEventSchema).max(1000).parse(Array.isArray(parsed) ? parsed : [parsed]);
+          events = z
+            .array(deliveryEventSchema)
+            .max(1000)
+            .parse(Array.isArray(parsed) ? parsed : [parsed]);
         } catch {
           logger.warn({ payload: payload.slice(0, 200) }, 'ignored a malformed delivery event');
           return;
