@@ -4,11 +4,7 @@
 // exponential backoff.
 import { createPublicKey, verify } from 'node:crypto';
 import WebSocket from 'ws';
-import { type AgentOptions, execute } from './actions/execute.ts';
-import type { AgentState } from './agent-state.ts';
-import { canonicalJson } from './canonical-json.ts';
-import type { ActionOutcome, Journal } from './journal.ts';
-import { createLink, type Link } from './link.ts';
+import { canonicalJson } from '../protocol/canonical-json.ts';
 import {
   type BrokerFrame,
   brokerFrame,
@@ -16,9 +12,12 @@ import {
   PROTOCOL_VERSION,
   signedDeliveryFields,
   splitChunk,
-} from './protocol.ts';
-
-export const AGENT_VERSION = '1.0.0';
+} from '../protocol/frames.ts';
+import { type AgentOptions, execute } from './actions/execute.ts';
+import type { AgentState } from './agent-state.ts';
+import type { ActionOutcome, Journal } from './journal.ts';
+import { createLink, type Link } from './link.ts';
+import { AGENT_VERSION } from './version.ts';
 
 export interface ClientOptions extends AgentOptions {
   backoffBaseMs: number;

@@ -1,7 +1,7 @@
 // One live connection to the broker, as the actions see it: send frames, and route file frames by
 // transfer id. A transfer is bound to the connection it started on and fails when that connection closes.
 import type { WebSocket } from 'ws';
-import type { BrokerFrame } from './protocol.ts';
+import type { BrokerFrame } from '../protocol/frames.ts';
 
 export interface TransferHandler {
   frame(f: BrokerFrame): void;

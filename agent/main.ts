@@ -1,37 +1,42 @@
 // The reference agent. `npm run agent -- --enroll <token> --broker wss://host:8443` enrols once and then
-// keeps running (as a service); later starts need no flags beyond --state-dir.
-//
-// Flags: --state-dir DIR (default ./agent-state), --dry-run (isolation only logs what it would change),
-// --allowed-root DIR (fetch/put/helper paths must resolve inside it), --hostname NAME, --backoff-max-ms N,
-// --upload-rate BYTES_PER_S, --run-timeout SECONDS (default 600), --max-output-bytes N (default 256 KiB),
-// --max-file-bytes N (default 1 GiB).
-// Test/demo flag: --os windows|linux|macos reports a different OS; it is accepted only with --dry-run.
+// keeps running (as a service); later starts need no flags beyond --state-dir. `--help` lists every flag.
+import { mkdirSync, realpathSync } from 'node:fs';
 import { hostname as osHostname, release } from 'node:os';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { ACTION_NAMES, ACTIONS } from '../protocol/actions.ts';
+import { compareVersions } from '../protocol/semver.ts';
 import { applyIsolation } from './actions/execute.ts';
 import { createAgentClient } from './agent-client.ts';
 import { createAgentState } from './agent-state.ts';
 import { enrol } from './enroll.ts';
 import { createJournal } from './journal.ts';
+import { AGENT_VERSION } from './version.ts';
 
-const { values: a } = parseArgs({
-  options: {
-    enroll: { type: 'string' },
-    broker: { type: 'string' },
-    'state-dir': { type: 'string', default: './agent-state' },
-    'dry-run': { type: 'boolean', default: false },
-    'allowed-root': { type: 'string' },
-    os: { type: 'string' },
-    hostname: { type: 'string' },
-    'backoff-max-ms': { type: 'string', default: '30000' },
-    'upload-rate': { type: 'string' },
-    'run-timeout': { type: 'string', default: '600' },
-    'max-output-bytes': { type: 'string', default: String(256 * 1024) },
-    'max-file-bytes': { type: 'string', default: String(1024 * 1024 * 1024) },
-  },
-  strict: true,
-});
+const USAGE = `Active Response reference agent ${AGENT_VERSION}
+
+Usage: npm run agent -- [options]
+  First start:  npm run agent -- --enroll <token> --broker wss://<broker-host>:<port>
+  Later starts: npm run agent -- [--state-dir DIR]
+
+Options:
+  --enroll TOKEN          enrol with a token from \`npm run cli -- endpoint enroll-token\` (first start only)
+  --broker URL            the broker, wss://host:port (with --enroll)
+  --hostname NAME         the name to enrol under (default: this machine's host name)
+  --state-dir DIR         key, certificate, journal and isolation state (default ./agent-state)
+  --allowed-root DIR      fetch, put and script file access must stay inside DIR
+  --dry-run               change nothing on this host: isolation is only logged, and everything else
+                          happens inside a sandbox directory (--sandbox, default <state-dir>/sandbox)
+  --sandbox DIR           act only inside DIR: files, scripts' working directory, and only processes
+                          whose working directory is inside DIR can be listed or killed
+  --os windows|linux|macos  report another OS (demo and tests; only with --dry-run)
+  --run-timeout SECONDS   longest a script may run (default 600)
+  --max-output-bytes N    cap on a script's stdout and stderr each (default 262144)
+  --max-file-bytes N      largest file fetched or written (default 1 GiB)
+  --upload-rate BYTES_PER_S  throttle uploads
+  --backoff-max-ms N      longest wait between reconnects (default 30000)
+  --help                  this text
+`;
 
 function log(msg: string, extra: object = {}) {
   process.stdout.write(`${JSON.stringify({ t: new Date().toISOString(), msg, ...extra })}\n`);
@@ -42,32 +47,75 @@ function fail(msg: string): never {
   process.exit(2);
 }
 
-log('agent starting', { version: '1.0.0', pid: process.pid });
+let a: Record<string, string | boolean | undefined>;
+try {
+  a = parseArgs({
+    options: {
+      help: { type: 'boolean', short: 'h', default: false },
+      enroll: { type: 'string' },
+      broker: { type: 'string' },
+      'state-dir': { type: 'string', default: './agent-state' },
+      'dry-run': { type: 'boolean', default: false },
+      'allowed-root': { type: 'string' },
+      sandbox: { type: 'string' },
+      os: { type: 'string' },
+      hostname: { type: 'string' },
+      'backoff-max-ms': { type: 'string', default: '30000' },
+      'upload-rate': { type: 'string' },
+      'run-timeout': { type: 'string', default: '600' },
+      'max-output-bytes': { type: 'string', default: String(256 * 1024) },
+      'max-file-bytes': { type: 'string', default: String(1024 * 1024 * 1024) },
+    },
+    strict: true,
+  }).values;
+} catch (e) {
+  process.stderr.write(`${(e as Error).message}\n\n${USAGE}`);
+  process.exit(2);
+}
+if (a.help) {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
+const str = (name: string) => a[name] as string | undefined;
+
+log('agent starting', { version: AGENT_VERSION, pid: process.pid });
 
 const realOs = process.platform === 'win32' ? 'windows' : process.platform === 'darwin' ? 'macos' : 'linux';
-const os = (a.os ?? realOs) as 'windows' | 'linux' | 'macos';
-if (!['windows', 'linux', 'macos'].includes(os)) fail(`--os must be windows, linux or macos, got "${a.os}"`);
+const os = (str('os') ?? realOs) as 'windows' | 'linux' | 'macos';
+if (!['windows', 'linux', 'macos'].includes(os))
+  fail(`--os must be windows, linux or macos, got "${str('os')}"`);
 if (os !== realOs && !a['dry-run']) fail('--os is a test/demo flag: reporting another OS needs --dry-run');
-const num = (name: string, v: string | undefined) => {
+const num = (name: string) => {
+  const v = str(name);
   const n = Number(v);
   if (!Number.isFinite(n) || n <= 0) fail(`--${name} must be a positive number, got "${v}"`);
   return n;
 };
 
-const state = createAgentState(resolve(a['state-dir']!));
+const state = createAgentState(resolve(str('state-dir')!));
+
+/** A dry-run agent always acts inside a sandbox, so it never changes the host it runs on. */
+function sandboxDir(): string | undefined {
+  const dir = str('sandbox') ?? (a['dry-run'] ? join(state.dir, 'sandbox') : undefined);
+  if (!dir) return undefined;
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return realpathSync(dir);
+}
+
 if (a.enroll) {
   if (state.enrolled()) {
     log('already enrolled; ignoring --enroll', { endpointId: state.identity().endpointId });
   } else {
     if (!a.broker) fail('--enroll needs --broker wss://host:port');
+    const hostname = str('hostname') ?? osHostname();
     try {
       const endpointId = await enrol(state, {
-        token: a.enroll,
-        broker: a.broker,
-        hostname: a.hostname ?? osHostname(),
+        token: str('enroll')!,
+        broker: str('broker')!,
+        hostname,
         os,
         osVersion: release(),
-        agentVersion: '1.0.0',
+        agentVersion: AGENT_VERSION,
         log,
       });
       log('enrolled', { endpointId });
@@ -78,22 +126,28 @@ if (a.enroll) {
 }
 if (!state.enrolled()) fail('this agent is not enrolled; run with --enroll <token> --broker wss://host:port');
 
+// What this agent can do: the catalogue's actions for its OS that its version covers.
+const capabilities = ACTION_NAMES.filter(
+  (n) =>
+    (ACTIONS[n].oses as readonly string[]).includes(os) &&
+    compareVersions(AGENT_VERSION, ACTIONS[n].minAgentVersion) >= 0,
+);
+
 const options = {
   os,
-  dryRun: a['dry-run']!,
-  allowedRoot: a['allowed-root'] ? resolve(a['allowed-root']) : undefined,
-  maxFileBytes: num('max-file-bytes', a['max-file-bytes']),
-  uploadBytesPerSecond: a['upload-rate'] ? num('upload-rate', a['upload-rate']) : undefined,
-  runTimeoutMs: num('run-timeout', a['run-timeout']) * 1000,
-  maxOutputBytes: num('max-output-bytes', a['max-output-bytes']),
+  dryRun: Boolean(a['dry-run']),
+  allowedRoot: str('allowed-root') ? resolve(str('allowed-root')!) : undefined,
+  sandbox: sandboxDir(),
+  maxFileBytes: num('max-file-bytes'),
+  uploadBytesPerSecond: str('upload-rate') ? num('upload-rate') : undefined,
+  runTimeoutMs: num('run-timeout') * 1000,
+  maxOutputBytes: num('max-output-bytes'),
   backoffBaseMs: 250,
-  backoffMaxMs: num('backoff-max-ms', a['backoff-max-ms']),
+  backoffMaxMs: num('backoff-max-ms'),
   osVersion: release(),
-  capabilities:
-    os === 'macos'
-      ? ['kill', 'fetch', 'put', 'run', 'processes']
-      : ['isolate', 'unisolate', 'kill', 'fetch', 'put', 'run', 'processes'],
+  capabilities: [...capabilities],
 };
+if (options.sandbox) log('acting only inside the sandbox', { sandbox: options.sandbox });
 
 // Isolation survives restarts: an isolated endpoint that rebooted must come back isolated.
 if (state.isolation().isolated) {

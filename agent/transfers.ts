@@ -5,8 +5,8 @@ import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { MAX_CHUNK_BYTES, makeChunk } from '../protocol/frames.ts';
 import type { Link } from './link.ts';
-import { MAX_CHUNK_BYTES, makeChunk } from './protocol.ts';
 
 export interface UploadResult {
   fileId: string;
@@ -78,10 +78,13 @@ export async function uploadFile(
   }
 }
 
-/** Fetches a library file into `dest` atomically; refuses to keep it unless size and SHA-256 match. */
+/**
+ * Fetches a library file into `dest` atomically; refuses to keep it unless size and SHA-256 match what the
+ * broker announced and, with `expectSha256`, what was approved.
+ */
 export async function downloadFile(
   link: Link,
-  o: { deliveryId: string; ref: string; dest: string; maxBytes: number },
+  o: { deliveryId: string; ref: string; dest: string; maxBytes: number; expectSha256?: string },
 ): Promise<{ path: string; size: number; sha256: string; name: string }> {
   const transferId = randomUUID();
   const tmp = join(dirname(o.dest), `.${basename(o.dest)}.ar-partial-${transferId.slice(0, 8)}`);
@@ -97,6 +100,12 @@ export async function downloadFile(
           if (f.type === 'file_start') {
             if (f.size > o.maxBytes)
               return reject(new Error(`the file is ${f.size} bytes; this agent accepts ${o.maxBytes}`));
+            if (o.expectSha256 && f.sha256 !== o.expectSha256)
+              return reject(
+                new Error(
+                  `the library file's SHA-256 is now ${f.sha256}, not the approved ${o.expectSha256}; nothing was written`,
+                ),
+              );
             announced = { size: f.size, sha256: f.sha256, name: f.name };
           } else if (f.type === 'file_end') {
             resolve({ size: f.size, sha256: f.sha256 });
@@ -125,7 +134,11 @@ export async function downloadFile(
     if (!announced || received !== announced.size || received !== result.size) {
       throw new Error(`size mismatch: announced ${announced?.size}, received ${received}`);
     }
-    if (digest !== announced.sha256 || digest !== result.sha256) {
+    if (
+      digest !== announced.sha256 ||
+      digest !== result.sha256 ||
+      (o.expectSha256 && digest !== o.expectSha256)
+    ) {
       throw new Error(`SHA-256 mismatch: expected ${announced.sha256}, received ${digest}`);
     }
     await fh.sync();

@@ -20,6 +20,7 @@ export function createChatRouter() {
     notifyPrivately: (ctx: ChatContext, text: string) =>
       pick(ctx.identity.platform).notifyPrivately(ctx, text),
     reply: (ctx: ChatContext, text: string) => pick(ctx.identity.platform).reply(ctx, text),
+    startThread: (ctx: ChatContext, text: string) => pick(ctx.identity.platform).startThread(ctx, text),
   };
   return {
     chat,

@@ -1,18 +1,22 @@
 // Builds the service graph once: the composition root (main.ts), the demo and the end-to-end tests all call
 // this, so what the tests exercise is what production runs.
 
+import { join } from 'node:path';
 import type { Registry } from 'prom-client';
 import { z } from 'zod';
 import { type AuditService, createAuditService } from '../bot/audit/audit-service.ts';
 import { createBotService } from '../bot/bot-service.ts';
 import { createDeliveryReporter } from '../bot/deliveries/delivery-reporter.ts';
 import { cardRefOf } from '../bot/handlers/chat-ref.ts';
+import { createFileLibrary } from '../bot/library/file-library.ts';
 import { createPolicy } from '../bot/policy/policy-service.ts';
-import type { Clock, DeliveryEvent, Logger } from '../bot/ports.ts';
+import type { Clock, DeliveryEvent, FileStore, Logger } from '../bot/ports.ts';
 import { createRequestService } from '../bot/requests/request-service.ts';
+import { createScriptLibrary } from '../bot/scripts/script-library.ts';
 import { createSessionService } from '../bot/sessions/session-service.ts';
 import { createStepUpService } from '../bot/stepup/stepup-service.ts';
 import { createUserService } from '../bot/users/user-service.ts';
+import { createLocalFileStore } from '../broker/files/local-file-store.ts';
 import { createOutboxDispatcher } from '../broker/outbox/dispatcher.ts';
 import type { Database, Db } from '../db/client.ts';
 import { createChatRouter } from './chat-router.ts';
@@ -27,6 +31,8 @@ export interface PlatformOptions {
   secretKey: Buffer;
   /** When given, audit events are counted into it (`ar_audit_events_total`). */
   metrics?: Registry;
+  /** Where evidence and library files live; default DATA_DIR/files. */
+  fileStore?: FileStore;
 }
 
 const deliveryEventSchema = z.object({
@@ -75,6 +81,9 @@ export function createPlatform(opts: PlatformOptions) {
     maxScriptBytes: config.MAX_SCRIPT_BYTES,
   });
   const sessions = createSessionService({ db, audit, clock });
+  const fileStore = opts.fileStore ?? createLocalFileStore(join(config.DATA_DIR, 'files'));
+  const library = createFileLibrary({ db, audit, fileStore, maxFileBytes: config.MAX_FILE_BYTES });
+  const scripts = createScriptLibrary({ db, audit, maxScriptBytes: config.MAX_SCRIPT_BYTES });
   const router = createChatRouter();
   const bot = createBotService({
     db,
@@ -88,6 +97,8 @@ export function createPlatform(opts: PlatformOptions) {
     requests,
     sessions,
     dispatcher,
+    library,
+    scripts,
     publicUrl: config.PUBLIC_URL,
   });
   const reporter = createDeliveryReporter({
@@ -111,6 +122,9 @@ export function createPlatform(opts: PlatformOptions) {
     dispatcher,
     requests,
     sessions,
+    fileStore,
+    library,
+    scripts,
     router,
     bot,
     reporter,

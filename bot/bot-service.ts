@@ -8,11 +8,15 @@ import { createChatResponder } from './chat-responder.ts';
 import { parseCommand } from './commands/command-parser.ts';
 import { createActionHandlers } from './handlers/action-handlers.ts';
 import { createAdminHandlers } from './handlers/admin-handlers.ts';
+import { createInspectHandlers } from './handlers/inspect-handlers.ts';
+import { createLibraryHandlers } from './handlers/library-handlers.ts';
 import { describeChallenge, runConfirmedStepUp } from './handlers/stepup-handlers.ts';
 import { claimEvent } from './idempotency.ts';
+import type { FileLibrary } from './library/file-library.ts';
 import type { PolicyService } from './policy/policy-service.ts';
 import type { ChatContext, ChatPort, Clock, Dispatcher, Logger } from './ports.ts';
 import type { RequestService } from './requests/request-service.ts';
+import type { ScriptLibrary } from './scripts/script-library.ts';
 import type { SessionService } from './sessions/session-service.ts';
 import type { StepUpService } from './stepup/stepup-service.ts';
 import type { StepUpAttempt } from './stepup/stepup-types.ts';
@@ -30,6 +34,8 @@ export interface BotDeps {
   requests: RequestService;
   sessions: SessionService;
   dispatcher: Dispatcher;
+  library: FileLibrary;
+  scripts: ScriptLibrary;
   publicUrl: string;
 }
 
@@ -37,6 +43,8 @@ export function createBotService(deps: BotDeps): BotCore {
   const responder = createChatResponder(deps);
   const actions = createActionHandlers(deps);
   const admin = createAdminHandlers(deps);
+  const inspect = createInspectHandlers(deps);
+  const libraries = createLibraryHandlers(deps);
 
   /** Runs `work` once per event key; user errors become private replies, nothing escapes to the adapter. */
   async function guarded(ctx: ChatContext, work: () => Promise<void>): Promise<void> {
@@ -52,9 +60,16 @@ export function createBotService(deps: BotDeps): BotCore {
     handleCommand(ctx, text) {
       return guarded(ctx, async () => {
         const user = await deps.users.resolveChatIdentity(ctx.identity);
+        const sessionHost = ctx.threadId
+          ? await deps.sessions.hostInThread(user.id, {
+              platform: ctx.identity.platform,
+              channelId: ctx.channelId,
+              threadId: ctx.threadId,
+            })
+          : undefined;
         let cmd: ReturnType<typeof parseCommand>;
         try {
-          cmd = parseCommand(text);
+          cmd = parseCommand(text, { sessionHost });
         } catch (err) {
           await deps.audit.append({
             actorType: 'user',
@@ -76,16 +91,24 @@ export function createBotService(deps: BotDeps): BotCore {
               reason: cmd.kind === 'deny' ? cmd.reason : undefined,
             });
           case 'status':
-            return admin.status(ctx, user, cmd);
+            return inspect.status(ctx, user, cmd);
           case 'queue':
-            return admin.queue(ctx, user, cmd);
+            return inspect.queue(ctx, user, cmd);
+          case 'history':
+            return inspect.history(ctx, user);
+          case 'files':
+            return libraries.files(ctx, user);
+          case 'scripts':
+            return libraries.scripts(ctx, user);
+          case 'upload':
+            return libraries.upload(ctx, user);
           case 'cancel':
             return actions.cancel(ctx, user, cmd);
           case 'grant':
           case 'revoke':
             return admin.changeRole(ctx, user, cmd);
           case 'audit':
-            return admin.audit(ctx, user, cmd);
+            return inspect.audit(ctx, user, cmd);
           case 'session':
             return admin.session(ctx, user, cmd);
           case 'download':

@@ -46,7 +46,10 @@ export interface ChatMessageRef {
 
 export interface TargetView {
   endpointId: string;
+  /** The stored, lower-case name: what the digest covers. */
   hostname: string;
+  /** The name as the agent reported it (`WS-02`), for display; absent when it is the same. */
+  reported?: string;
 }
 
 export interface ExclusionView {
@@ -85,6 +88,8 @@ export interface RequestView {
     digest?: string;
   }[];
   approvalExpiresAt?: Date | null;
+  /** How long each delivery waits for an offline endpoint. */
+  deliveryTtlSeconds?: number;
   /** Per-endpoint delivery counts once dispatched, e.g. { queued: 2, succeeded: 5 }. */
   progress?: Record<string, number>;
   createdAt: Date;
@@ -102,6 +107,8 @@ export interface ChatPort {
   notifyPrivately(ctx: ChatContext, text: string): Promise<void>;
   /** A plain, visible reply to a command (help, status, queue listings). */
   reply(ctx: ChatContext, text: string): Promise<void>;
+  /** A visible message that opens a thread of its own (an interactive session); returns where it lives. */
+  startThread(ctx: ChatContext, text: string): Promise<ChatMessageRef>;
 }
 
 /** One delivery to write into the outbox: one per target endpoint. */

@@ -5,6 +5,7 @@ import {
   bigint,
   bigserial,
   boolean,
+  check,
   index,
   integer,
   jsonb,
@@ -15,6 +16,7 @@ import {
   uniqueIndex,
   uuid,
 } from 'drizzle-orm/pg-core';
+import type { Os } from '../protocol/actions.ts';
 
 const tz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
 const createdAt = () => tz('created_at').notNull().defaultNow();
@@ -23,8 +25,7 @@ export const ROLES = ['active_response', 'approver', 'admin'] as const;
 export type Role = (typeof ROLES)[number];
 export const PLATFORMS = ['slack', 'teams', 'console'] as const;
 export type Platform = (typeof PLATFORMS)[number];
-export const OSES = ['windows', 'linux', 'macos'] as const;
-export type Os = (typeof OSES)[number];
+export { OSES, type Os } from '../protocol/actions.ts';
 
 /** An organisation: the in-house one, or an external one such as an MDR provider. */
 export const organizations = pgTable('organizations', {
@@ -114,7 +115,10 @@ export const endpoints = pgTable(
   'endpoints',
   {
     id: uuid('id').primaryKey().defaultRandom(),
+    /** Lower-case: host names are case-insensitive everywhere (chat, enrolment, lookups). */
     hostname: text('hostname').notNull().unique(),
+    /** The name as the agent reported it (`WS-02`), for display only. */
+    reportedHostname: text('reported_hostname'),
     os: text('os').$type<Os>().notNull(),
     osVersion: text('os_version').notNull().default(''),
     agentVersion: text('agent_version').notNull().default('0.0.0'),
@@ -135,7 +139,10 @@ export const endpoints = pgTable(
     isolationChangedAt: tz('isolation_changed_at'),
     createdAt: createdAt(),
   },
-  (t) => [index('endpoints_segment').on(t.segmentId)],
+  (t) => [
+    index('endpoints_segment').on(t.segmentId),
+    check('endpoints_hostname_lower', sql`${t.hostname} = lower(${t.hostname})`),
+  ],
 );
 
 export const enrolmentTokens = pgTable('enrolment_tokens', {
@@ -158,6 +165,8 @@ export const scripts = pgTable('scripts', {
   description: text('description').notNull().default(''),
   body: text('body').notNull(),
   sha256: text('sha256').notNull(),
+  /** Bumped each time the body changes; a request pins the version and the SHA-256 it approved. */
+  version: integer('version').notNull().default(1),
   /** Read-only investigation scripts need no approval by default. */
   readOnly: boolean('read_only').notNull().default(false),
   /** Declared parameters: { name: { type: 'string'|'integer'|'boolean', required?, pattern?, max? } }. */
@@ -249,6 +258,7 @@ export const STEPUP_PURPOSES = [
   'session',
   'download',
   'history',
+  'upload',
   'enrol_totp',
 ] as const;
 export type StepUpPurpose = (typeof STEPUP_PURPOSES)[number];
@@ -351,21 +361,26 @@ export const sessions = pgTable('sessions', {
   endedAt: tz('ended_at'),
 });
 
-export const files = pgTable('files', {
-  id: uuid('id').primaryKey().defaultRandom(),
-  /** 'fetched' evidence from an endpoint, or 'library' files that `put` can push. */
-  kind: text('kind').$type<'fetched' | 'library'>().notNull(),
-  name: text('name').notNull(),
-  sourcePath: text('source_path'),
-  size: bigint('size', { mode: 'number' }).notNull(),
-  sha256: text('sha256').notNull(),
-  storageKey: text('storage_key').notNull(),
-  requestId: uuid('request_id').references(() => actionRequests.id),
-  deliveryId: uuid('delivery_id').references(() => deliveries.id),
-  endpointId: uuid('endpoint_id').references(() => endpoints.id),
-  createdBy: uuid('created_by').references(() => users.id),
-  createdAt: createdAt(),
-});
+export const files = pgTable(
+  'files',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    /** 'fetched' evidence from an endpoint, or 'library' files that `put` can push. */
+    kind: text('kind').$type<'fetched' | 'library'>().notNull(),
+    name: text('name').notNull(),
+    sourcePath: text('source_path'),
+    size: bigint('size', { mode: 'number' }).notNull(),
+    sha256: text('sha256').notNull(),
+    storageKey: text('storage_key').notNull(),
+    requestId: uuid('request_id').references(() => actionRequests.id),
+    deliveryId: uuid('delivery_id').references(() => deliveries.id),
+    endpointId: uuid('endpoint_id').references(() => endpoints.id),
+    createdBy: uuid('created_by').references(() => users.id),
+    createdAt: createdAt(),
+  },
+  // `put <name>` must name one library file: names are unique among library files.
+  (t) => [uniqueIndex('files_library_name').on(t.name).where(sql`kind = 'library'`)],
+);
 
 /** Idempotency keys for chat retries (Slack event ids, Teams activity ids). */
 export const processedEvents = pgTable('processed_events', {

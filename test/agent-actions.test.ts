@@ -50,8 +50,8 @@ describe.each(drivers)('agent built-in actions on %s', (driver) => {
 
     const [list, k1, k2] = await dispatch(tdb, tb.broker.dispatcher, tb.clock, [
       { endpointId, action: 'processes' },
-      { endpointId, action: 'kill', payload: { params: { pid: byPid.pid } } },
-      { endpointId, action: 'kill', payload: { params: { name } } },
+      { endpointId, action: 'kill', params: { pid: byPid.pid } },
+      { endpointId, action: 'kill', params: { processName: name } },
     ]);
     const procs = (await finish(list!.id)).result as { processes: { pid: number; name: string }[] };
     expect(procs.processes.some((p) => p.pid === byPid.pid)).toBe(true);
@@ -69,7 +69,7 @@ describe.each(drivers)('agent built-in actions on %s', (driver) => {
     const { agent, endpointId } = await enrolAgent(tb, tdb, 'act-02');
     agents.push(agent);
     const [k, u] = await dispatch(tdb, tb.broker.dispatcher, tb.clock, [
-      { endpointId, action: 'kill', payload: { params: { name: `nope${randomBytes(4).toString('hex')}` } } },
+      { endpointId, action: 'kill', params: { processName: `nope${randomBytes(4).toString('hex')}` } },
       { endpointId, action: 'reformat_disk' },
     ]);
     expect(await finish(k!.id)).toMatchObject({

@@ -43,10 +43,11 @@ describe.each(drivers)('file transfers on %s', (driver) => {
 
   async function libraryFile(name: string, content: Buffer) {
     const stored = await tb.fileStore.put(Readable.from([content]));
-    await tdb.db
+    const [row] = await tdb.db
       .insert(files)
-      .values({ kind: 'library', name, size: stored.size, sha256: stored.sha256, storageKey: stored.key });
-    return stored;
+      .values({ kind: 'library', name, size: stored.size, sha256: stored.sha256, storageKey: stored.key })
+      .returning();
+    return { ...stored, ref: { id: row!.id, name, size: stored.size, sha256: stored.sha256 } };
   }
 
   it('fetches a file in chunks into the store with the same SHA-256 on both ends', async () => {
@@ -56,7 +57,7 @@ describe.each(drivers)('file transfers on %s', (driver) => {
     const path = join(work.dir, 'evil.bin');
     writeFileSync(path, content);
     const [d] = await dispatch(tdb, tb.broker.dispatcher, tb.clock, [
-      { endpointId, action: 'fetch', payload: { params: { path } } },
+      { endpointId, action: 'fetch', params: { path } },
     ]);
     const row = await done(d!.id);
     expect(row.state).toBe('succeeded');
@@ -80,10 +81,10 @@ describe.each(drivers)('file transfers on %s', (driver) => {
     const { agent, endpointId } = await enrolAgent(tb, tdb, 'files-02');
     agents.push(agent);
     const content = randomBytes(300_000);
-    await libraryFile('remediate.bin', content);
+    const lib = await libraryFile('remediate.bin', content);
     const dest = join(work.dir, 'remediate-copy.bin');
     const [d] = await dispatch(tdb, tb.broker.dispatcher, tb.clock, [
-      { endpointId, action: 'put', payload: { params: { file: 'remediate.bin', path: dest } } },
+      { endpointId, action: 'put', params: { file: lib.ref, destPath: dest } },
     ]);
     const row = await done(d!.id);
     expect(row.state).toBe('succeeded');
@@ -99,7 +100,7 @@ describe.each(drivers)('file transfers on %s', (driver) => {
     writeFileSync(join(tb.dataDir, 'files', stored.key), randomBytes(200_000));
     const dest = join(work.dir, 'tampered-copy.bin');
     const [d] = await dispatch(tdb, tb.broker.dispatcher, tb.clock, [
-      { endpointId, action: 'put', payload: { params: { file: stored.sha256, path: dest } } },
+      { endpointId, action: 'put', params: { file: stored.ref, destPath: dest } },
     ]);
     const row = await done(d!.id);
     expect(row.state).toBe('failed');
@@ -115,7 +116,7 @@ describe.each(drivers)('file transfers on %s', (driver) => {
     const { agent, endpointId } = await enrolAgent(tb, tdb, 'files-04', ['--allowed-root', root.dir]);
     agents.push(agent);
     const [d] = await dispatch(tdb, tb.broker.dispatcher, tb.clock, [
-      { endpointId, action: 'fetch', payload: { params: { path: join(root.dir, 'link.txt') } } },
+      { endpointId, action: 'fetch', params: { path: join(root.dir, 'link.txt') } },
     ]);
     const row = await done(d!.id);
     expect(row.state).toBe('failed');
@@ -132,7 +133,7 @@ describe.each(drivers)('file transfers on %s', (driver) => {
     const path = join(work.dir, 'big.bin');
     writeFileSync(path, randomBytes(8 * 1024 * 1024));
     const [d] = await dispatch(tdb, tb.broker.dispatcher, tb.clock, [
-      { endpointId, action: 'fetch', payload: { params: { path } } },
+      { endpointId, action: 'fetch', params: { path } },
     ]);
     const store = join(tb.dataDir, 'files');
     await waitFor(

@@ -10,6 +10,7 @@ import {
   deliveryState,
   dispatch,
   enrolAgent,
+  scriptDelivery,
   startTestBroker,
   type TestBroker,
   tempDir,
@@ -18,7 +19,7 @@ import {
 import { drivers, openTestDatabase, type TestDatabase } from './helpers/db.ts';
 
 const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
-const script = (name: string, body: string) => ({ name, sha256: sha(body), body });
+const script = (name: string, body: string) => ({ name, body });
 
 describe.each(drivers)('python scripts on %s', (driver) => {
   let tdb: TestDatabase;
@@ -45,9 +46,14 @@ describe.each(drivers)('python scripts on %s', (driver) => {
     await tdb.destroy();
   });
 
-  const run = async (s: ReturnType<typeof script>, params: Record<string, unknown> = {}) => {
+  const run = async (
+    s: ReturnType<typeof script>,
+    args: Record<string, string> = {},
+    tamperedBody?: string,
+  ) => {
+    const d0 = scriptDelivery(s.name, s.body, args);
     const [d] = await dispatch(tdb, tb.broker.dispatcher, tb.clock, [
-      { endpointId, action: 'run', payload: { script: s, params } },
+      { endpointId, ...d0, scriptBody: tamperedBody ?? d0.scriptBody },
     ]);
     return waitFor(async () => {
       const r = await deliveryState(tdb, d!.id);
@@ -85,7 +91,9 @@ describe.each(drivers)('python scripts on %s', (driver) => {
     const [file] = await tdb.db.select().from(files).where(eq(files.id, out.uploaded.fileId));
     expect(file).toMatchObject({ kind: 'fetched', name: 'evidence.log', deliveryId: row.id });
     const [executed] = await tb.audit.list({ actionPrefix: 'script.executed' });
-    expect(executed!.details).toMatchObject({ payload: { script: { name: 'collect', body } } });
+    expect(executed!.details).toMatchObject({
+      payload: { params: { script: { name: 'collect', sha256: sha(body) } }, scriptBody: body },
+    });
   });
 
   it('caps the output it keeps and says it did', async () => {
@@ -104,7 +112,7 @@ describe.each(drivers)('python scripts on %s', (driver) => {
 
   it('refuses to run script bytes that do not match the approved SHA-256', async () => {
     const s = script('changed', 'print(1)\n');
-    const row = await run({ ...s, body: 'print(2)\n' });
+    const row = await run(s, {}, 'print(2)\n');
     expect(row.state).toBe('failed');
     expect(row.error).toMatch(/do not match the approved SHA-256/);
   });

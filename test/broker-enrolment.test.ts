@@ -1,4 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { AGENT_VERSION } from '../agent/version.ts';
 import {
   type AgentProcess,
   deliveryState,
@@ -32,7 +33,7 @@ describe.each(drivers)('enrolment and delivery on %s', (driver) => {
     const { agent, endpointId } = await enrolAgent(tb, tdb, 'web-01');
     agents.push(agent);
     const ep = await endpointByHost(tdb, 'web-01');
-    expect(ep).toMatchObject({ id: endpointId, os: 'linux', agentVersion: '1.0.0' });
+    expect(ep).toMatchObject({ id: endpointId, os: 'linux', agentVersion: AGENT_VERSION });
     expect(ep!.certFingerprint).toMatch(/^[0-9a-f]{64}$/);
     expect(ep!.brokerId).not.toBeNull();
     expect(ep!.capabilities).toContain('isolate');

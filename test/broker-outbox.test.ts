@@ -6,6 +6,7 @@ import {
   deliveryState,
   dispatch,
   enrolAgent,
+  scriptDelivery,
   spawnAgent,
   startTestBroker,
   type TestBroker,
@@ -107,15 +108,8 @@ describe.each(drivers)('durable outbox on %s', (driver) => {
     const { agent, endpointId, stateDir } = await enrolAgent(tb, tdb, 'crash-01');
     agents.push(agent);
     const script = 'import time\ntime.sleep(30)\n';
-    const { createHash } = await import('node:crypto');
     const [d] = await dispatch(tdb, tb.broker.dispatcher, tb.clock, [
-      {
-        endpointId,
-        action: 'run',
-        payload: {
-          script: { name: 'sleepy', sha256: createHash('sha256').update(script).digest('hex'), body: script },
-        },
-      },
+      { endpointId, ...scriptDelivery('sleepy', script) },
     ]);
     await agent.waitForLog((l) => l.msg === 'running delivery', 'the script to start');
     await agent.kill();

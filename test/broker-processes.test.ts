@@ -1,7 +1,6 @@
 // Broker processes (broker/main.ts) as separate OS processes: a SIGKILL mid-dispatch and a restart, and two
 // brokers sharing one PostgreSQL. With PGlite only one process may open the database, so the test reads and
 // writes it only while no broker runs.
-import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { eq, inArray } from 'drizzle-orm';
@@ -19,6 +18,7 @@ import {
   endpointByHost,
   freePort,
   newToken,
+  scriptDelivery,
   spawnAgent,
   spawnBroker,
   tempDir,
@@ -32,11 +32,6 @@ const SIDE_EFFECT = [
   'time.sleep(0.1)',
   'open(os.path.join(ar.params()["dir"], str(uuid.uuid4())), "w").close()',
 ].join('\n');
-const script = {
-  name: 'mark',
-  sha256: createHash('sha256').update(SIDE_EFFECT).digest('hex'),
-  body: SIDE_EFFECT,
-};
 
 function harness() {
   const procs: (BrokerProcess | AgentProcess)[] = [];
@@ -106,8 +101,7 @@ describe.each(drivers)('broker processes on %s', (driver) => {
         systemClock,
         Array.from({ length: N }, () => ({
           endpointId: ep!.id,
-          action: 'run',
-          payload: { script, params: { dir: marks } },
+          ...scriptDelivery('mark', SIDE_EFFECT, { dir: marks }),
         })),
       );
       return rows.map((r) => r.id);

@@ -3,9 +3,9 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { canonicalJson } from '../agent/canonical-json.ts';
-import { signedDeliveryFields } from '../agent/protocol.ts';
 import { deliveries, endpoints } from '../db/schema.ts';
+import { canonicalJson } from '../protocol/canonical-json.ts';
+import { signedDeliveryFields } from '../protocol/frames.ts';
 import {
   deliveryState,
   dispatch,

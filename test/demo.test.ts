@@ -74,7 +74,7 @@ describe('npm run demo', () => {
     const [card] = await until(
       /▌ R-[0-9A-Z]{6} · isolate on web-01[\s\S]*?state: pending_approval[\s\S]*?\[Approve\] \[Deny\]/,
     );
-    expect(card).toMatch(/excluded mac-03: .*macOS/);
-    expect(card).toMatch(/case: IR-1/);
+    expect(card).toMatch(/Excluded \(1\): mac-03: .*macOS/);
+    expect(card).toMatch(/Case: IR-1/);
   });
 });

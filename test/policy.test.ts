@@ -3,13 +3,13 @@ import { Forbidden } from '../bot/errors.ts';
 import {
   type ApprovalSubject,
   type Candidate,
-  compareVersions,
   type EndpointInfo,
   quorumReached,
   type SegmentInfo,
 } from '../bot/policy/policy-rules.ts';
 import { createPolicy } from '../bot/policy/policy-service.ts';
 import type { ResolvedUser } from '../bot/users/user-types.ts';
+import { compareVersions } from '../protocol/semver.ts';
 
 const policy = createPolicy();
 

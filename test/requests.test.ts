@@ -11,7 +11,13 @@ import type { ResolvedUser } from '../bot/users/user-types.ts';
 import { actionRequests, approvals, auditLog, deliveries, REQUEST_STATES } from '../db/schema.ts';
 import { createTestClock } from './helpers/clock.ts';
 import { drivers, openTestDatabase, type TestDatabase } from './helpers/db.ts';
-import { chatContext, createFixtures, createTableDispatcher, type Fixtures } from './helpers/fixtures.ts';
+import {
+  chatContext,
+  createFixtures,
+  createTableDispatcher,
+  type Fixtures,
+  sha256,
+} from './helpers/fixtures.ts';
 
 /** Awaits a promise expected to fail with an AppError and returns it. */
 async function failure(p: Promise<unknown>): Promise<AppError> {
@@ -200,12 +206,17 @@ describe.each(drivers)('request service on %s', (driver) => {
     const res = await create(svc, analyst, 'run hostinfo web-01 web-02 depth=3');
     expect(res.autoApproved).toBe(true);
     expect(res.request.state).toBe('dispatched');
-    expect(res.request.params).toEqual({ depth: 3 });
+    expect(res.request.params).toEqual({
+      script: { name: 'hostinfo', version: 1, sha256: sha256(body) },
+      args: { depth: 3 },
+      timeoutSeconds: 600,
+    });
     const rows = await tdb.db.select().from(deliveries).where(eq(deliveries.requestId, res.request.id));
     expect(rows).toHaveLength(2);
+    expect(rows[0]!.action).toBe('run');
     expect(rows[0]!.payload).toMatchObject({
-      action: 'run',
-      script: { name: 'hostinfo', body },
+      params: res.request.params,
+      scriptBody: body,
       digest: res.request.digest,
     });
     expect(dispatcher.woken.flat().sort()).toEqual(rows.map((r) => r.endpointId).sort());

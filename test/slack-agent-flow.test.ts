@@ -122,7 +122,7 @@ describe.each(drivers)('Slack flow with a real agent (%s)', { timeout: 240_000 }
       (c) =>
         c.method === 'chat.postMessage' &&
         c.args.thread_ts === ts &&
-        /web-01: isolate succeeded/.test(String(c.args.text)),
+        /web-01: isolated from the network/.test(String(c.args.text)),
       90_000,
     );
     expect(result.args.channel).toBe(CHANNEL);

@@ -39,6 +39,7 @@ const PURPOSE_TITLES: Record<StepUpPurpose, string> = {
   session: 'Open a live session',
   download: 'Download evidence',
   history: 'Open session history',
+  upload: 'Add a file to the library',
   enrol_totp: 'Set up two-factor authentication',
 };
 

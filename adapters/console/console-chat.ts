@@ -55,10 +55,13 @@ export function createConsoleChat(opts: { write?: (line: string) => void } = {})
     async updateRequestCard(ref: ChatMessageRef, view: RequestView): Promise<void> {
       const card = transcript.find((m) => m.kind === 'card' && m.messageId === ref.messageId);
       if (!card) return;
-      card.text = renderRequestText(view);
+      const text = renderRequestText(view);
+      const stateChanged = card.view?.state !== view.state;
+      card.text = text;
       card.view = view;
       card.updates++;
-      write(`  (card ${view.ref} updated: ${view.state})`);
+      // Edits that change nothing a person reads (a retried or coalesced update) are kept quiet.
+      if (stateChanged) write(`  (card ${view.ref} is now ${view.state.replace('_', ' ')})`);
       notify();
     },
     async replyInThread(ref: ChatMessageRef, text: string): Promise<void> {
@@ -71,7 +74,18 @@ export function createConsoleChat(opts: { write?: (line: string) => void } = {})
     },
     async reply(ctx: ChatContext, text: string): Promise<void> {
       push({ kind: 'reply', channelId: ctx.channelId, threadId: ctx.threadId, text });
-      write(indent(text, '  '));
+      write(indent(text, ctx.threadId ? `  [thread ${ctx.threadId}] ` : '  '));
+    },
+    async startThread(ctx: ChatContext, text: string): Promise<ChatMessageRef> {
+      const msg = push({ kind: 'reply', channelId: ctx.channelId, threadId: ctx.threadId, text });
+      const threadId = ctx.threadId ?? msg.messageId;
+      write(
+        indent(
+          `${text}\n(thread ${threadId}: type /thread ${threadId} to write in it, /thread to leave)`,
+          '  ',
+        ),
+      );
+      return { platform: 'console', channelId: ctx.channelId, messageId: msg.messageId, threadId };
     },
   };
 

@@ -2,7 +2,7 @@
 // from the database by any process and the same view always gives the same blocks.
 import type { types } from '@slack/bolt';
 import type { RequestView } from '../../bot/ports.ts';
-import { describeTargets, formatProgress } from '../../bot/render/summary.ts';
+import { actionPhrase, describeTargets, formatProgress, requestFacts } from '../../bot/render/summary.ts';
 
 type KnownBlock = types.KnownBlock;
 
@@ -40,54 +40,37 @@ function field(label: string, value: string) {
 
 /** One line of plain text for notifications and clients that cannot show blocks. */
 export function requestFallbackText(view: RequestView): string {
-  return `${view.ref}: ${view.action}${view.scriptName ? ` ${view.scriptName}` : ''} on ${describeTargets(view, MAX_NAMES)} (${view.state})`;
+  return `${view.ref}: ${actionPhrase(view)} on ${describeTargets(view, MAX_NAMES)} (${view.state})`;
 }
 
-export function renderRequestBlocks(view: RequestView): KnownBlock[] {
-  const approved = view.approvals.filter((a) => a.decision === 'approve').length;
-  const action = `${view.action}${view.scriptName ? ` ${view.scriptName}` : ''}`;
-  const targets = `${view.targets.length} endpoint${view.targets.length === 1 ? '' : 's'}: ${describeTargets(view, MAX_NAMES).replace(/^\d+ endpoints: /, '')}`;
-  const requester = `${view.requester.displayName}${view.requester.external ? ' (external)' : ''}`;
+/** Slack shows at most 10 fields in one section. */
+const FIELDS_PER_SECTION = 10;
 
+export function renderRequestBlocks(view: RequestView): KnownBlock[] {
+  const facts = requestFacts(view, MAX_NAMES);
+  const long = (label: string) => label.startsWith('Excluded') || label.startsWith('Digest');
+  const fields = [
+    ...facts.filter((f) => !long(f.label)).map((f) => field(f.label, f.value)),
+    // The state label carries emoji shortcodes, so it is built here rather than escaped by field().
+    {
+      type: 'mrkdwn' as const,
+      text: `*State*\n${STATE_LABEL[view.state]}${view.progress ? `\n${escapeMrkdwn(formatProgress(view.progress))}` : ''}`,
+    },
+  ];
   const blocks: KnownBlock[] = [
     {
       type: 'header',
-      text: { type: 'plain_text', text: clip(`${view.ref} · ${action}`, 150), emoji: false },
-    },
-    {
-      type: 'section',
-      fields: [
-        field('Action', action),
-        field('Targets', targets),
-        field('Requested by', requester),
-        // The state label carries emoji shortcodes, so it is built here rather than escaped by field().
-        {
-          type: 'mrkdwn',
-          text: `*State*\n${STATE_LABEL[view.state]}${view.progress ? `\n${escapeMrkdwn(formatProgress(view.progress))}` : ''}`,
-        },
-        field('Reason', view.reason),
-        field('Case', view.caseId ?? '—'),
-      ],
+      text: { type: 'plain_text', text: clip(`${view.ref} · ${actionPhrase(view)}`, 150), emoji: false },
     },
   ];
-
-  if (view.exclusions.length) {
-    const lines = view.exclusions
-      .slice(0, MAX_NAMES)
-      .map((x) => `• ${escapeMrkdwn(x.hostname)}: ${escapeMrkdwn(x.reason)}`);
-    if (view.exclusions.length > MAX_NAMES) lines.push(`… and ${view.exclusions.length - MAX_NAMES} more`);
-    blocks.push({
-      type: 'section',
-      text: {
-        type: 'mrkdwn',
-        text: clip(`*Excluded (${view.exclusions.length})*\n${lines.join('\n')}`, SECTION_MAX),
-      },
-    });
+  for (let i = 0; i < fields.length; i += FIELDS_PER_SECTION) {
+    blocks.push({ type: 'section', fields: fields.slice(i, i + FIELDS_PER_SECTION) });
   }
-  if (view.note) {
+  for (const f of facts.filter((x) => x.label.startsWith('Excluded'))) {
+    const lines = f.value.split('\n').map((l) => `• ${escapeMrkdwn(l)}`);
     blocks.push({
       type: 'section',
-      text: { type: 'mrkdwn', text: clip(`*Note*\n${escapeMrkdwn(view.note)}`, SECTION_MAX) },
+      text: { type: 'mrkdwn', text: clip(`*${f.label}*\n${lines.join('\n')}`, SECTION_MAX) },
     });
   }
   for (const a of view.approvals) {
@@ -106,15 +89,13 @@ export function renderRequestBlocks(view: RequestView): KnownBlock[] {
     });
   }
 
-  const facts = [`digest \`${view.digest.slice(0, 12)}\``, `approvals ${approved}/${view.approvalsRequired}`];
-  if (view.inHouseApprovalRequired) facts.push('in-house approver required');
-  if (view.scriptSha256) facts.push(`script sha256 \`${view.scriptSha256.slice(0, 12)}\``);
+  const context = [`digest \`${view.digest}\``];
   if (view.state === 'pending_approval' && view.approvalExpiresAt) {
-    facts.push(
+    context.push(
       `expires <!date^${Math.floor(view.approvalExpiresAt.getTime() / 1000)}^{time}|${view.approvalExpiresAt.toISOString()}>`,
     );
   }
-  blocks.push({ type: 'context', elements: [{ type: 'mrkdwn', text: facts.join(' · ') }] });
+  blocks.push({ type: 'context', elements: [{ type: 'mrkdwn', text: context.join(' · ') }] });
 
   // Buttons only while a decision is possible: a decided card must not invite a click that can only fail.
   if (view.state === 'pending_approval') {

@@ -82,6 +82,19 @@ export function createSlackChat(deps: {
         unfurl_links: false,
       });
     },
+
+    async startThread(ctx: ChatContext, text: string): Promise<ChatMessageRef> {
+      // In a channel the message is the thread's root; typed inside a thread, the thread is already there.
+      const res = await client.chat.postMessage({
+        channel: ctx.channelId,
+        thread_ts: ctx.threadId,
+        text: clipText(escapeMrkdwn(text)),
+        unfurl_links: false,
+      });
+      if (!res.ts) throw new Error('chat.postMessage returned no ts');
+      const channelId = res.channel ?? ctx.channelId;
+      return { platform: 'slack', channelId, messageId: res.ts, threadId: ctx.threadId ?? res.ts };
+    },
   };
 
   return {

@@ -1,6 +1,7 @@
 // Runs one delivery's action and turns it into the result the broker records. Every failure becomes a
 // result with a readable error; nothing here throws past the caller.
 import { lookup } from 'node:dns/promises';
+import { type ParsedDelivery, parseDelivery } from '../../protocol/actions.ts';
 import type { AgentState } from '../agent-state.ts';
 import type { ActionOutcome } from '../journal.ts';
 import type { Link } from '../link.ts';
@@ -12,8 +13,16 @@ import { runScript } from './run-script.ts';
 
 export interface AgentOptions {
   os: 'windows' | 'linux' | 'macos';
+  /** Isolation is simulated (logged, never applied). */
   dryRun: boolean;
+  /** Paths for fetch, put and the script helper must resolve inside this directory. */
   allowedRoot?: string;
+  /**
+   * A directory the agent acts inside and nowhere else: paths must resolve inside it, scripts run in it, and
+   * only processes whose working directory is inside it can be listed or killed. Dry-run agents always
+   * have one, so a demo changes nothing outside its own directory.
+   */
+  sandbox?: string;
   maxFileBytes: number;
   uploadBytesPerSecond?: number;
   runTimeoutMs: number;
@@ -69,7 +78,7 @@ export async function applyIsolation(ctx: ExecContext, isolate: boolean, keep: A
 export async function helperCall(ctx: ExecContext, op: string, args: Record<string, unknown>) {
   switch (op) {
     case 'upload': {
-      const { real, size } = await checkReadable(String(args.path ?? ''), ctx.options.allowedRoot);
+      const { real, size } = await checkReadable(String(args.path ?? ''), rootOf(ctx.options));
       if (size > ctx.options.maxFileBytes)
         throw new Error(`the file is ${size} bytes; the limit is ${ctx.options.maxFileBytes}`);
       return {
@@ -83,7 +92,7 @@ export async function helperCall(ctx: ExecContext, op: string, args: Record<stri
       };
     }
     case 'download': {
-      const dest = await checkWritable(String(args.dest ?? ''), ctx.options.allowedRoot);
+      const dest = await checkWritable(String(args.dest ?? ''), rootOf(ctx.options));
       return downloadFile(liveLink(ctx), {
         deliveryId: ctx.deliveryId,
         ref: String(args.ref ?? ''),
@@ -95,6 +104,8 @@ export async function helperCall(ctx: ExecContext, op: string, args: Record<stri
       return applyIsolation(ctx, true);
     case 'unisolate':
       return applyIsolation(ctx, false);
+    case 'processes':
+      return listProcesses({ sandbox: ctx.options.sandbox, match: str(args.match) });
     case 'progress':
       ctx
         .link()
@@ -105,84 +116,79 @@ export async function helperCall(ctx: ExecContext, op: string, args: Record<stri
   }
 }
 
+/** The directory paths must stay inside: the sandbox when there is one, else the configured root. */
+const rootOf = (o: AgentOptions) => o.sandbox ?? o.allowedRoot;
+
+/** Runs one parsed delivery. Its parameters were checked against the catalogue, so they are typed here. */
+async function run(d: ParsedDelivery, ctx: ExecContext): Promise<ActionOutcome> {
+  const o = ctx.options;
+  switch (d.action) {
+    case 'isolate':
+    case 'unisolate':
+      return { ok: true, result: await applyIsolation(ctx, d.action === 'isolate') };
+    case 'processes':
+      return { ok: true, result: listProcesses({ sandbox: o.sandbox, match: d.params.match }) };
+    case 'kill': {
+      const target = 'pid' in d.params ? { pid: d.params.pid } : { name: d.params.processName };
+      const r = killProcesses(target, { sandbox: o.sandbox });
+      const what = target.pid ?? `"${target.name}"`;
+      if (!r.matched) {
+        const scope = o.sandbox ? ' among the processes this sandboxed agent may touch' : '';
+        return { ok: false, result: r, error: `no process matches ${what}${scope}` };
+      }
+      return {
+        ok: r.killed.length > 0,
+        result: r,
+        error: r.killed.length ? undefined : 'nothing could be killed',
+      };
+    }
+    case 'fetch': {
+      const { real, size } = await checkReadable(d.params.path, rootOf(o));
+      if (size > o.maxFileBytes)
+        return { ok: false, error: `the file is ${size} bytes; the limit is ${o.maxFileBytes}` };
+      const up = await uploadFile(liveLink(ctx), {
+        deliveryId: ctx.deliveryId,
+        path: real,
+        size,
+        bytesPerSecond: o.uploadBytesPerSecond,
+      });
+      return { ok: true, result: { ...up, path: d.params.path, name: real.split(/[\\/]/).pop() } };
+    }
+    case 'put': {
+      const dest = await checkWritable(d.params.destPath, rootOf(o));
+      // Asked for by id and kept only if the bytes hash to the SHA-256 the approvers saw.
+      const got = await downloadFile(liveLink(ctx), {
+        deliveryId: ctx.deliveryId,
+        ref: d.params.file.id,
+        expectSha256: d.params.file.sha256,
+        dest,
+        maxBytes: o.maxFileBytes,
+      });
+      return { ok: true, result: got };
+    }
+    case 'run':
+      return runScript(
+        { name: d.params.script.name, sha256: d.params.script.sha256, body: d.payload.scriptBody ?? '' },
+        d.params.args,
+        {
+          timeoutMs: Math.min(d.params.timeoutSeconds * 1000, o.runTimeoutMs),
+          maxOutputBytes: o.maxOutputBytes,
+          workDir: o.sandbox,
+        },
+        (op, args) => helperCall(ctx, op, args),
+      );
+  }
+}
+
 export async function execute(
   action: string,
   payload: Record<string, unknown>,
   ctx: ExecContext,
 ): Promise<ActionOutcome> {
-  const params = (payload.params && typeof payload.params === 'object' ? payload.params : {}) as Record<
-    string,
-    unknown
-  >;
+  const parsed = parseDelivery(action, payload);
+  if (!parsed.ok) return { ok: false, error: parsed.error };
   try {
-    switch (action) {
-      case 'isolate':
-      case 'unisolate':
-        return { ok: true, result: await applyIsolation(ctx, action === 'isolate') };
-      case 'processes':
-        return { ok: true, result: { processes: listProcesses() } };
-      case 'kill': {
-        const raw = params.pid ?? params.target ?? params.process ?? params.name;
-        const pid =
-          typeof raw === 'number' || (typeof raw === 'string' && /^\d+$/.test(raw)) ? Number(raw) : undefined;
-        const name = pid === undefined ? str(raw) : undefined;
-        if (pid === undefined && !name) return { ok: false, error: 'kill needs a pid or a process name' };
-        const r = killProcesses({ pid, name });
-        if (!r.matched) return { ok: false, result: r, error: `no process matches ${pid ?? `"${name}"`}` };
-        return {
-          ok: r.killed.length > 0,
-          result: r,
-          error: r.killed.length ? undefined : 'nothing could be killed',
-        };
-      }
-      case 'fetch': {
-        const path = str(params.path);
-        if (!path) return { ok: false, error: 'fetch needs a path' };
-        const { real, size } = await checkReadable(path, ctx.options.allowedRoot);
-        if (size > ctx.options.maxFileBytes)
-          return { ok: false, error: `the file is ${size} bytes; the limit is ${ctx.options.maxFileBytes}` };
-        const up = await uploadFile(liveLink(ctx), {
-          deliveryId: ctx.deliveryId,
-          path: real,
-          size,
-          bytesPerSecond: ctx.options.uploadBytesPerSecond,
-        });
-        return { ok: true, result: { ...up, path, name: real.split(/[\\/]/).pop() } };
-      }
-      case 'put': {
-        const ref = str(params.file) ?? str(params.fileRef) ?? str(params.ref) ?? str(params.sha256);
-        const destRaw = str(params.path) ?? str(params.dest) ?? str(params.destPath);
-        if (!ref || !destRaw) return { ok: false, error: 'put needs a library file and a destination path' };
-        const dest = await checkWritable(destRaw, ctx.options.allowedRoot);
-        const got = await downloadFile(liveLink(ctx), {
-          deliveryId: ctx.deliveryId,
-          ref,
-          dest,
-          maxBytes: ctx.options.maxFileBytes,
-        });
-        return { ok: true, result: got };
-      }
-      case 'run': {
-        const s = payload.script as { name?: unknown; sha256?: unknown; body?: unknown } | undefined;
-        if (!s || typeof s.body !== 'string' || typeof s.sha256 !== 'string')
-          return { ok: false, error: 'run needs a script' };
-        const timeoutSeconds =
-          typeof payload.timeoutSeconds === 'number' ? payload.timeoutSeconds : undefined;
-        return await runScript(
-          { name: String(s.name ?? 'script'), sha256: s.sha256, body: s.body },
-          params,
-          {
-            timeoutMs: timeoutSeconds
-              ? Math.min(timeoutSeconds * 1000, ctx.options.runTimeoutMs)
-              : ctx.options.runTimeoutMs,
-            maxOutputBytes: ctx.options.maxOutputBytes,
-          },
-          (op, args) => helperCall(ctx, op, args),
-        );
-      }
-      default:
-        return { ok: false, error: `this agent does not support the action "${action}"` };
-    }
+    return await run(parsed.delivery, ctx);
   } catch (e) {
     const unsupported = e instanceof IsolationUnsupported;
     return {

@@ -14,6 +14,8 @@ export const PYTHON_DIR = fileURLToPath(new URL('../python', import.meta.url));
 export interface RunLimits {
   timeoutMs: number;
   maxOutputBytes: number;
+  /** The script's working directory (a sandboxed agent's sandbox); default a fresh temporary directory. */
+  workDir?: string;
 }
 
 export type HelperCall = (op: string, args: Record<string, unknown>) => Promise<Record<string, unknown>>;
@@ -92,7 +94,7 @@ export async function runScript(
     const outcome = await new Promise<{ code: number | null; signal: string | null; timedOut: boolean }>(
       (resolve, reject) => {
         const child = spawn('python3', [file], {
-          cwd: dir,
+          cwd: limits.workDir ?? dir,
           detached: true,
           stdio: ['ignore', 'pipe', 'pipe'],
           env: {

@@ -1,12 +1,13 @@
 // Chat text → a typed Command. Every refusal is a BadRequest with a `command.*` code whose message says
 // what was wrong, quotes what was typed and shows the usage line of the command.
 import { parseDuration } from '../../app/config.ts';
+import { ACTIONS } from '../../protocol/actions.ts';
 import { BadRequest, describeZodIssues } from '../errors.ts';
 import { stripPrefix, type Token, tokenize } from './command-tokenizer.ts';
 import { type Command, type CommandKind, commandSchema, LIMITS } from './command-types.ts';
 
-type OptionName = 'reason' | 'case' | 'note' | 'ttl';
-const OPTION_NAMES: readonly OptionName[] = ['reason', 'case', 'note', 'ttl'];
+type OptionName = 'reason' | 'case' | 'note' | 'ttl' | 'match';
+const OPTION_NAMES: readonly OptionName[] = ['reason', 'case', 'note', 'ttl', 'match'];
 
 interface Spec {
   usage: string;
@@ -14,6 +15,11 @@ interface Spec {
   options: readonly OptionName[];
   /** How many positional words, and what they are (for the "Missing ..." message). */
   args: [min: number, max: number, what: string];
+  /**
+   * Where the host goes among the positional words, for commands that name one endpoint or several. In a
+   * session thread a command may leave the host out and the session's endpoint is used.
+   */
+  host?: 'first' | 'targets';
   /** Builds the raw command object from positional words; zod checks it afterwards. */
   build(args: string[], usage: string): Record<string, unknown>;
 }
@@ -48,25 +54,28 @@ function splitTargets(words: string[]): { hosts: string[]; segments: string[] } 
 
 const SPECS: Record<CommandKind, Spec> = {
   isolate: {
+    host: 'targets',
     usage:
       'isolate <host...|segment:<name>> --reason "<why>" [--case <id>] [--note "<text>"] [--ttl <1m..30d>]',
-    summary: 'cut endpoints off the network (except the platform)',
+    summary: ACTIONS.isolate.summary,
     options: ACTION_OPTS,
     args: [1, Infinity, 'the host(s) to isolate'],
     build: (a) => ({ ...splitTargets(a) }),
   },
   unisolate: {
+    host: 'targets',
     usage:
       'unisolate <host...|segment:<name>> --reason "<why>" [--case <id>] [--note "<text>"] [--ttl <1m..30d>]',
-    summary: 'lift the isolation of endpoints',
+    summary: ACTIONS.unisolate.summary,
     options: ACTION_OPTS,
     args: [1, Infinity, 'the host(s) to release'],
     build: (a) => ({ ...splitTargets(a) }),
   },
   kill: {
+    host: 'first',
     usage:
       'kill <host> <pid|process-name> --reason "<why>" [--case <id>] [--note "<text>"] [--ttl <1m..30d>]',
-    summary: 'kill a process by pid or name',
+    summary: ACTIONS.kill.summary,
     options: ACTION_OPTS,
     args: [2, 2, 'the host and the pid or process name'],
     build: (a) => {
@@ -77,17 +86,19 @@ const SPECS: Record<CommandKind, Spec> = {
     },
   },
   fetch: {
+    host: 'first',
     usage:
       'fetch <host> <absolute-path> [--reason "<why>"] [--case <id>] [--note "<text>"] [--ttl <1m..30d>]',
-    summary: 'collect a file from an endpoint (kept by SHA-256, downloaded through a link)',
+    summary: ACTIONS.fetch.summary,
     options: ACTION_OPTS,
     args: [2, 2, 'the host and the file path'],
     build: (a) => ({ host: a[0]!.toLowerCase(), path: a[1] }),
   },
   put: {
+    host: 'first',
     usage:
       'put <host> <library-file|sha256> <dest-path> --reason "<why>" [--case <id>] [--note "<text>"] [--ttl <1m..30d>]',
-    summary: 'push a library file to an endpoint',
+    summary: ACTIONS.put.summary,
     options: ACTION_OPTS,
     args: [3, 3, 'the host, the library file and the destination path'],
     build: (a) => {
@@ -95,9 +106,10 @@ const SPECS: Record<CommandKind, Spec> = {
     },
   },
   run: {
+    host: 'targets',
     usage:
       'run <script> <host...|segment:<name>> [name=value ...] [--reason "<why>"] [--case <id>] [--note "<text>"] [--ttl <1m..30d>]',
-    summary: 'run a library script (read-only investigation scripts need no approval)',
+    summary: ACTIONS.run.summary,
     options: ACTION_OPTS,
     args: [2, Infinity, 'the script name and at least one host'],
     build: (a, u) => {
@@ -125,9 +137,46 @@ const SPECS: Record<CommandKind, Spec> = {
       return { script, ...splitTargets(targets), params };
     },
   },
+  processes: {
+    host: 'targets',
+    usage: 'processes <host...|segment:<name>> [--match <text>] [--case <id>] [--note "<text>"]',
+    summary: ACTIONS.processes.summary,
+    options: ['reason', 'case', 'note', 'ttl', 'match'],
+    args: [1, Infinity, 'the host(s)'],
+    build: (a) => ({ ...splitTargets(a) }),
+  },
+  files: {
+    usage: 'files',
+    summary: 'list the library files that put can push',
+    options: [],
+    args: [0, 0, ''],
+    build: () => ({}),
+  },
+  upload: {
+    usage: 'upload',
+    summary: 'get a link to the page that adds a file to the library (needs a step-up)',
+    options: [],
+    args: [0, 0, ''],
+    build: () => ({}),
+  },
+  scripts: {
+    usage: 'scripts',
+    summary: 'list the library scripts that run can name, with their parameters',
+    options: [],
+    args: [0, 0, ''],
+    build: () => ({}),
+  },
+  history: {
+    usage: 'history',
+    summary: 'get a link to the session history and audit log page (needs a step-up)',
+    options: [],
+    args: [0, 0, ''],
+    build: () => ({}),
+  },
   session: {
     usage: 'session start|stop <host> [--reason "<why>"] [--case <id>]',
-    summary: 'open or close an interactive session with one endpoint (a chat thread)',
+    summary:
+      'open or close an interactive session with one endpoint: in its thread, commands may leave the host out',
     options: ['reason', 'case'],
     args: [2, 2, '"start" or "stop" and the host'],
     build: (a, u) => {
@@ -176,8 +225,8 @@ const SPECS: Record<CommandKind, Spec> = {
     build: (a) => ({ username: a[0], role: a[1] }),
   },
   audit: {
-    usage: 'audit [host|username]',
-    summary: 'recent audit records, for a host or a user',
+    usage: 'audit [host|username|request-ref]',
+    summary: 'recent audit records, for a host, a user or a request',
     options: [],
     args: [0, 1, ''],
     build: (a) => (a[0] ? { subject: a[0] } : {}),
@@ -235,11 +284,39 @@ export function helpText(topic?: string): string {
   return `${prefix}Commands:\n${lines.join('\n')}\nDurations: 30m, 4h, 7d. Several hosts or segment:<name> where shown.`;
 }
 
+/** Edit distance, for "did you mean" on a mistyped command word (short words only, so it stays cheap). */
+function distance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cur = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+  }
+  return row[b.length]!;
+}
+
+function didYouMean(word: string): string | undefined {
+  if (word.length > 20) return undefined;
+  const best = COMMAND_KINDS.map((k) => ({ k, d: distance(word, k) })).sort((x, y) => x.d - y.d)[0];
+  const prefix = COMMAND_KINDS.find((k) => word.length >= 3 && k.startsWith(word));
+  if (prefix) return prefix;
+  return best && best.d <= Math.max(1, Math.floor(best.k.length / 3)) ? best.k : undefined;
+}
+
+export interface ParseOptions {
+  /** The endpoint of the session whose thread the command was typed in: used when the host is left out. */
+  sessionHost?: string;
+}
+
 /**
  * Parses one chat command. Throws BadRequest (`command.*`) with a message that names the problem and
  * shows the usage line; never returns a partially valid command.
  */
-export function parseCommand(text: string): Command {
+export function parseCommand(text: string, opts: ParseOptions = {}): Command {
   if (typeof text !== 'string') throw new BadRequest('command.empty', `Type a command.\n${helpText()}`);
   if (Buffer.byteLength(text) > LIMITS.textBytes) {
     throw new BadRequest(
@@ -253,16 +330,26 @@ export function parseCommand(text: string): Command {
   if (!first) throw new BadRequest('command.empty', `Type a command.\n${helpText()}`);
   const word = first.text.toLowerCase();
   if (!Object.hasOwn(SPECS, word)) {
+    const guess = didYouMean(word);
     throw new BadRequest(
       'command.unknown',
-      `Unknown command "${clip(first.text)}". Commands: ${COMMAND_KINDS.join(', ')}. Type "help <command>" for usage.`,
+      `Unknown command "${clip(first.text)}".${guess ? ` Did you mean "${guess}"?` : ''} Commands: ${COMMAND_KINDS.join(', ')}. Type "help <command>" for usage.`,
     );
   }
   const kind = word as CommandKind;
   const spec = SPECS[kind];
   const { positional, options } = splitOptions(kind, spec, rest);
-  need(positional, spec.args[0], spec.args[1], spec.usage, spec.args[2]);
+  // In a session thread the host may be left out: `kill 4242` means `kill <session host> 4242`.
+  if (opts.sessionHost && spec.host === 'first' && positional.length === spec.args[0] - 1) {
+    positional.unshift(opts.sessionHost);
+  }
+  const min = spec.host === 'targets' && opts.sessionHost ? spec.args[0] - 1 : spec.args[0];
+  need(positional, min, spec.args[1], spec.usage, spec.args[2]);
   const raw: Record<string, unknown> = { kind, ...spec.build(positional, spec.usage) };
+  if (opts.sessionHost && spec.host === 'targets') {
+    const t = raw as { hosts?: string[]; segments?: string[] };
+    if (!t.hosts?.length && !t.segments?.length) t.hosts = [opts.sessionHost];
+  }
   if (REASON_REQUIRED.has(kind) && options.reason === undefined) {
     throw new BadRequest(
       'command.reason_required',
@@ -273,6 +360,7 @@ export function parseCommand(text: string): Command {
   if (options.case !== undefined) raw.caseId = options.case;
   if (options.note !== undefined) raw.note = options.note;
   if (options.ttl !== undefined) raw.ttlSeconds = ttlSeconds(options.ttl, spec.usage);
+  if (options.match !== undefined) raw.match = options.match;
   const parsed = commandSchema.safeParse(raw);
   if (!parsed.success) {
     throw new BadRequest(

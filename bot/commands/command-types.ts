@@ -3,6 +3,12 @@
 // command arrives (chat, console, a test calling the service directly).
 import { z } from 'zod';
 import { ROLES } from '../../db/schema.ts';
+import {
+  LIMITS as ACTION_LIMITS,
+  absolutePathSchema,
+  processNameSchema,
+  scriptArgNameSchema,
+} from '../../protocol/actions.ts';
 
 export const LIMITS = {
   textBytes: 20 * 1024,
@@ -11,10 +17,10 @@ export const LIMITS = {
   hosts: 1000,
   hostnameChars: 253,
   labelChars: 63,
-  params: 50,
-  paramValueBytes: 4096,
-  pathChars: 4096,
-  processNameChars: 255,
+  params: ACTION_LIMITS.scriptArgs,
+  paramValueBytes: ACTION_LIMITS.scriptArgBytes,
+  pathChars: ACTION_LIMITS.pathChars,
+  processNameChars: ACTION_LIMITS.processNameChars,
   ttlMinSeconds: 60,
   ttlMaxSeconds: 30 * 86400,
 } as const;
@@ -36,13 +42,15 @@ const SEGMENT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
 const quoted = (v: unknown) => `"${String(v).slice(0, 80)}${String(v).length > 80 ? '…' : ''}"`;
 
+/** Host names are case-insensitive: every command carries them lower-case, whoever built it. */
 export const hostnameSchema = z
   .string()
   .max(LIMITS.hostnameChars, { error: `a hostname is at most ${LIMITS.hostnameChars} characters` })
   .refine(isHostname, {
     error: (iss) =>
       `${quoted(iss.input)} is not a valid hostname (letters, digits and hyphens, labels of at most 63 characters)`,
-  });
+  })
+  .transform((h) => h.toLowerCase());
 
 const segmentNameSchema = z.string().refine((s) => SEGMENT_NAME.test(s), {
   error: (iss) => `${quoted(iss.input)} is not a valid segment name`,
@@ -79,22 +87,6 @@ const refOrUuidSchema = z
       `${quoted(iss.input)} is neither a request reference (R-7K3QXM) nor a delivery id (a UUID)`,
   })
   .transform((s) => (REF_PATTERN.test(s.toUpperCase()) ? s.toUpperCase() : s.toLowerCase()));
-
-const absolutePathSchema = z
-  .string()
-  .min(1)
-  .max(LIMITS.pathChars, { error: `is too long (at most ${LIMITS.pathChars} characters)` })
-  .refine((p) => !p.includes('\u0000'), { error: 'must not contain a NUL character' })
-  .refine((p) => p.startsWith('/') || /^[A-Za-z]:[\\/]/.test(p) || p.startsWith('\\\\'), {
-    error: (iss) => `${quoted(iss.input)} is not an absolute path (e.g. /var/log/x or C:\\Temp\\x)`,
-  });
-
-const paramNameSchema = z.string().regex(/^[a-z_][a-z0-9_]{0,31}$/, {
-  error: 'parameter names are lower-case letters, digits and _ (at most 32, not starting with a digit)',
-});
-const paramValueSchema = z.string().refine((v) => Buffer.byteLength(v) <= LIMITS.paramValueBytes, {
-  error: `a parameter value is at most ${LIMITS.paramValueBytes} bytes`,
-});
 
 export const roleSchema = z
   .string()
@@ -140,7 +132,7 @@ export const killSchema = z
       .positive()
       .max(2 ** 32)
       .optional(),
-    processName: z.string().min(1).max(LIMITS.processNameChars).optional(),
+    processName: processNameSchema.optional(),
     ...commonOptions,
     reason: reasonSchema,
   })
@@ -157,6 +149,7 @@ export const fetchSchema = z.object({
 export const putSchema = z.object({
   kind: z.literal('put'),
   host: hostnameSchema,
+  /** A library file's name, id or SHA-256 (see `files`). */
   fileRef: z.string().min(1).max(255),
   destPath: absolutePathSchema,
   ...commonOptions,
@@ -168,7 +161,12 @@ export const runSchema = z
     script: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, { error: 'is not a script name' }),
     ...targetFields,
     params: z
-      .record(paramNameSchema, paramValueSchema)
+      .record(
+        scriptArgNameSchema,
+        z.string().refine((v) => Buffer.byteLength(v) <= LIMITS.paramValueBytes, {
+          error: `a parameter value is at most ${LIMITS.paramValueBytes} bytes`,
+        }),
+      )
       .refine((p) => Object.keys(p).length <= LIMITS.params, {
         error: `at most ${LIMITS.params} parameters`,
       }),
@@ -176,7 +174,17 @@ export const runSchema = z
   })
   .refine(hasTargets, targetsMsg);
 
-export const ACTION_KINDS = ['isolate', 'unisolate', 'kill', 'fetch', 'put', 'run'] as const;
+export const processesSchema = z
+  .object({
+    kind: z.literal('processes'),
+    ...targetFields,
+    match: processNameSchema.optional(),
+    ...commonOptions,
+  })
+  .refine(hasTargets, targetsMsg);
+
+/** Chat commands that become requests for endpoint actions (the catalogue's actions, in chat form). */
+export const ACTION_KINDS = ['isolate', 'unisolate', 'kill', 'fetch', 'put', 'run', 'processes'] as const;
 export type ActionKind = (typeof ACTION_KINDS)[number];
 
 export const actionCommandSchema = z.discriminatedUnion('kind', [
@@ -186,6 +194,7 @@ export const actionCommandSchema = z.discriminatedUnion('kind', [
   fetchSchema,
   putSchema,
   runSchema,
+  processesSchema,
 ]);
 
 export const commandSchema = z.discriminatedUnion('kind', [
@@ -195,6 +204,7 @@ export const commandSchema = z.discriminatedUnion('kind', [
   fetchSchema,
   putSchema,
   runSchema,
+  processesSchema,
   z.object({
     kind: z.literal('session'),
     action: z.enum(['start', 'stop']),
@@ -222,6 +232,10 @@ export const commandSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('approve'), ref: requestRefSchema }),
   z.object({ kind: z.literal('deny'), ref: requestRefSchema, reason: reasonSchema.optional() }),
   z.object({ kind: z.literal('download'), fileRef: z.string().min(1).max(128) }),
+  z.object({ kind: z.literal('files') }),
+  z.object({ kind: z.literal('scripts') }),
+  z.object({ kind: z.literal('history') }),
+  z.object({ kind: z.literal('upload') }),
 ]);
 
 export type Command = z.infer<typeof commandSchema>;

@@ -6,6 +6,7 @@ import type { Db } from '../../db/client.ts';
 import { deliveries, endpoints, files } from '../../db/schema.ts';
 import { cardRefOf } from '../handlers/chat-ref.ts';
 import type { ChatPort, Clock, DeliveryEvent, DeliveryObserver, Logger } from '../ports.ts';
+import { describeResult } from '../render/results.ts';
 import { formatProgress } from '../render/summary.ts';
 import type { RequestService } from '../requests/request-service.ts';
 
@@ -38,23 +39,24 @@ export function createDeliveryReporter(deps: {
     return row;
   }
 
-  async function describeResult(d: typeof deliveries.$inferSelect): Promise<string> {
+  async function resultMessage(d: typeof deliveries.$inferSelect): Promise<string> {
     const [ep] = await db
-      .select({ hostname: endpoints.hostname })
+      .select({ hostname: endpoints.hostname, reported: endpoints.reportedHostname })
       .from(endpoints)
       .where(eq(endpoints.id, d.endpointId));
-    const host = ep?.hostname ?? d.endpointId;
-    const result = (d.result ?? {}) as { summary?: string; fileId?: string; exitCode?: number };
-    if (d.state !== 'succeeded') {
-      return `${host}: ${d.action} ${d.state}${d.error ? ` — ${d.error}` : ''}`;
-    }
-    if (result.fileId) {
-      const [f] = await db.select().from(files).where(eq(files.id, result.fileId));
-      if (f) {
-        return `${host}: fetched ${f.sourcePath ?? f.name} — ${f.size} bytes, sha256 ${f.sha256}\nFile id ${f.id}. Get a personal download link (zip, password "infected") with: download ${f.id}`;
-      }
-    }
-    return `${host}: ${d.action} succeeded${result.summary ? ` — ${String(result.summary).slice(0, 500)}` : ''}`;
+    const fileId = (d.result as { fileId?: unknown } | null)?.fileId;
+    const [file] =
+      d.action === 'fetch' && typeof fileId === 'string'
+        ? await db.select().from(files).where(eq(files.id, fileId))
+        : [];
+    return describeResult({
+      host: ep?.reported ?? ep?.hostname ?? d.endpointId,
+      action: d.action,
+      state: d.state,
+      result: d.result,
+      error: d.error,
+      file,
+    });
   }
 
   return {
@@ -68,7 +70,7 @@ export function createDeliveryReporter(deps: {
         if (!ref) return;
         await chat.updateRequestCard(ref, progress.request);
         if (claimed && progress.request.targets.length <= PER_ENDPOINT_REPLIES_MAX) {
-          await chat.replyInThread(ref, await describeResult(claimed));
+          await chat.replyInThread(ref, await resultMessage(claimed));
         }
         if (progress.completedNow) {
           const counts = progress.request.progress ? formatProgress(progress.request.progress) : '';

@@ -5,7 +5,7 @@ import type { DecisionInput } from '../bot-types.ts';
 import type { Command } from '../commands/command-types.ts';
 import { Conflict, StepUpRequired } from '../errors.ts';
 import type { ChatContext, RequestView } from '../ports.ts';
-import { describeTargets } from '../render/summary.ts';
+import { describeAction, plural } from '../render/summary.ts';
 import type { ResolvedUser } from '../users/user-types.ts';
 import { cardRefOf } from './chat-ref.ts';
 
@@ -23,12 +23,12 @@ export function createActionHandlers(deps: BotDeps) {
       const inHouse = view.inHouseApprovalRequired ? ', one of them in-house' : '';
       await chat.replyInThread(
         ref,
-        `${who} asked for ${view.action} on ${describeTargets(view)}${excluded}. Needs ${n} approval${n > 1 ? 's' : ''}${inHouse}.`,
+        `${who} asked for ${describeAction(view)}${excluded}. Needs ${plural(n, 'approval')}${inHouse}.`,
       );
     } else if (view.state === 'dispatched') {
       await chat.replyInThread(
         ref,
-        `${who} ran ${view.action} on ${describeTargets(view)}${excluded}: read-only, no approval needed. Dispatched to ${view.targets.length} endpoint(s).`,
+        `${who} ran ${describeAction(view)}${excluded}: read-only, no approval needed. Dispatched to ${plural(view.targets.length, 'endpoint')}.`,
       );
     }
   }
@@ -46,14 +46,11 @@ export function createActionHandlers(deps: BotDeps) {
       await chat.replyInThread(ref, `Denied by ${approver.displayName}${reason ? `: ${reason}` : ''}.`);
       return;
     }
-    await chat.replyInThread(
-      ref,
-      `Approved by ${approver.displayName} (digest ${view.digest.slice(0, 12)}).`,
-    );
+    await chat.replyInThread(ref, `Approved by ${approver.displayName} (digest ${view.digest}).`);
     if (view.state === 'dispatched') {
       await chat.replyInThread(
         ref,
-        `Dispatched to ${view.targets.length} endpoint(s). Offline endpoints receive it when they reconnect.`,
+        `Dispatched to ${plural(view.targets.length, 'endpoint')}. Offline endpoints receive it when they reconnect.`,
       );
     }
   }
@@ -75,11 +72,11 @@ export function createActionHandlers(deps: BotDeps) {
         });
         await chat.reply(
           ctx,
-          `${view.ref}: ${view.action} on ${describeTargets(view)} is waiting for ${user.displayName} to confirm it's them.`,
+          `${view.ref}: ${describeAction(view)} is waiting for ${user.displayName} to confirm it's them.`,
         );
         await chat.notifyPrivately(
           ctx,
-          `Confirm ${view.ref} (${view.action} on ${describeTargets(view)}) with your password and authenticator code: ${link.url}\nThe link is single-use and expires at ${link.expiresAt.toISOString()}.`,
+          `Confirm ${view.ref} (${describeAction(view)}) with your password and authenticator code: ${link.url}\nThe link is single-use and expires at ${link.expiresAt.toISOString()}.`,
         );
         return;
       }
@@ -112,7 +109,7 @@ export function createActionHandlers(deps: BotDeps) {
             requestId: view.id,
           });
           throw new StepUpRequired(
-            `Approving ${view.ref} (${view.action} on ${describeTargets(view)}) needs a fresh step-up.`,
+            `Approving ${view.ref} (${describeAction(view)}) needs a fresh step-up. The page shows every detail of the request; you can approve or deny there.`,
             link.url,
           );
         }
@@ -162,12 +159,12 @@ export function createActionHandlers(deps: BotDeps) {
         await chat.updateRequestCard(ref, result.request);
         await chat.replyInThread(
           ref,
-          `Cancelled by ${user.displayName}: ${result.cancelledDeliveries} queued deliveries withdrawn.`,
+          `Cancelled by ${user.displayName}: ${plural(result.cancelledDeliveries, 'queued delivery', 'queued deliveries')} withdrawn.`,
         );
       }
       await chat.reply(
         ctx,
-        `Cancelled ${cmd.target}: ${result.cancelledDeliveries} queued deliveries withdrawn.`,
+        `Cancelled ${cmd.target}: ${plural(result.cancelledDeliveries, 'queued delivery', 'queued deliveries')} withdrawn.`,
       );
     },
   };

@@ -9,6 +9,7 @@ import { describeAction } from '../render/summary.ts';
 import type { ChallengeView, StepUpAttempt } from '../stepup/stepup-types.ts';
 import type { ActionHandlers } from './action-handlers.ts';
 import { requestContextOf } from './chat-ref.ts';
+import { announceSession } from './session-thread.ts';
 
 /** Subjects of role and session challenges carry where to answer, so the page's completion can reply in chat. */
 export interface ChatLocation {
@@ -63,6 +64,8 @@ function summarise(ch: ChallengeView, request?: RequestView): string {
       return 'Download a fetched evidence file';
     case 'history':
       return 'Open the Active Response session history';
+    case 'upload':
+      return 'Add a file to the library that put can push';
     default:
       return 'Confirm it is you';
   }
@@ -96,23 +99,26 @@ export async function runConfirmedStepUp(
             'stepup.bad_subject',
             'This link changed while it was being used; ask for a new one.',
           );
+        const decision = attempt.decision ?? 'approve';
         const res = await deps.requests.decide(
           {
             requestId: challenge.requestId!,
             approver,
-            decision: 'approve',
+            decision,
+            reason: decision === 'deny' ? attempt.reason : undefined,
             digest: challenge.subject,
             stepUpWindowId: window.id,
           },
           tx,
         );
         request = res.request;
+        const done = decision === 'approve' ? 'approved' : 'denied';
         message = res.changed
-          ? `Approved ${res.request.ref}. Return to the chat to follow it.`
-          : `You had already approved ${res.request.ref}.`;
+          ? `${decision === 'approve' ? 'Approved' : 'Denied'} ${res.request.ref}. Return to the chat to follow it.`
+          : `You had already ${done} ${res.request.ref}.`;
         after = async () => {
           if (res.dispatchedEndpointIds?.length) await deps.dispatcher.wake(res.dispatchedEndpointIds);
-          if (res.changed) await actions.announceDecision(res.request, approver, 'approve');
+          if (res.changed) await actions.announceDecision(res.request, approver, decision, attempt.reason);
         };
         return;
       }
@@ -157,11 +163,14 @@ export async function runConfirmedStepUp(
           },
           tx,
         );
-        message = `Session with ${session.hostname} started. Return to the chat; type session stop ${session.hostname} when done.`;
+        message = `Session with ${session.hostname} started. Return to the chat: its thread takes commands for ${session.hostname}; type session stop ${session.hostname} when done.`;
         after = () =>
-          deps.chat.reply(
+          announceSession(
+            deps,
             contextFromLocation(body.at),
-            `Active Response session with ${session.hostname} started by ${challenge.displayName}.`,
+            session.id,
+            session.hostname,
+            challenge.displayName,
           );
         return;
       }

@@ -15,6 +15,7 @@ const endpointCols = {
   agentVersion: endpoints.agentVersion,
   segmentId: endpoints.segmentId,
   revokedAt: endpoints.revokedAt,
+  reportedHostname: endpoints.reportedHostname,
 };
 
 /** Chunked so a long host list never becomes one giant parameter list. */

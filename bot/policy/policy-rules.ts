@@ -1,7 +1,7 @@
-// Pure policy: the action catalogue, target eligibility (segment, OS, agent version, revocation), the
+// Pure policy: the rule of each action (from the catalogue), target eligibility (segment, OS, agent version, revocation), the
 // approval rule and who may approve. No database here, so every rule is testable with plain objects.
-import type { Os } from '../../db/schema.ts';
-import type { ActionKind } from '../commands/command-types.ts';
+import { ACTIONS, type ActionName, type Os } from '../../protocol/actions.ts';
+import { compareVersions } from '../../protocol/semver.ts';
 import { Forbidden } from '../errors.ts';
 import type { ExclusionView, TargetView } from '../ports.ts';
 import type { ResolvedUser } from '../users/user-types.ts';
@@ -15,50 +15,6 @@ export interface ActionRule {
   minAgentVersion: string;
 }
 
-/**
- * macOS agents are enrolled and visible but take no action yet: isolation and process control there need a
- * network extension the reference agent lacks, so every action refuses them as unsupported.
- */
-export const ACTION_CATALOGUE: Record<ActionKind, ActionRule> = {
-  isolate: {
-    changesEndpoint: true,
-    handsOutEvidence: false,
-    oses: ['windows', 'linux'],
-    minAgentVersion: '1.0.0',
-  },
-  unisolate: {
-    changesEndpoint: true,
-    handsOutEvidence: false,
-    oses: ['windows', 'linux'],
-    minAgentVersion: '1.0.0',
-  },
-  kill: {
-    changesEndpoint: true,
-    handsOutEvidence: false,
-    oses: ['windows', 'linux'],
-    minAgentVersion: '1.0.0',
-  },
-  fetch: {
-    changesEndpoint: false,
-    handsOutEvidence: true,
-    oses: ['windows', 'linux'],
-    minAgentVersion: '1.0.0',
-  },
-  put: {
-    changesEndpoint: true,
-    handsOutEvidence: false,
-    oses: ['windows', 'linux'],
-    minAgentVersion: '1.1.0',
-  },
-  // `run` changes the endpoint unless the script is marked read-only; see ruleFor.
-  run: {
-    changesEndpoint: true,
-    handsOutEvidence: false,
-    oses: ['windows', 'linux'],
-    minAgentVersion: '1.2.0',
-  },
-};
-
 export interface ScriptInfo {
   name: string;
   readOnly: boolean;
@@ -67,13 +23,16 @@ export interface ScriptInfo {
 }
 
 export interface ActionSpec {
-  action: ActionKind;
+  action: ActionName;
   script?: ScriptInfo;
 }
 
-/** The effective rule for an action: a script narrows the OS list and raises the minimum agent version. */
+/**
+ * The effective rule for an action, from the catalogue (protocol/actions.ts): a script narrows the OS list,
+ * raises the minimum agent version and, when read-only, no longer counts as changing the endpoint.
+ */
 export function ruleFor(spec: ActionSpec): ActionRule {
-  const base = ACTION_CATALOGUE[spec.action];
+  const base = ACTIONS[spec.action];
   if (spec.action !== 'run' || !spec.script) return base;
   const s = spec.script;
   return {
@@ -85,27 +44,6 @@ export function ruleFor(spec: ActionSpec): ActionRule {
   };
 }
 
-/**
- * Compares dotted versions numerically (1.10.0 > 1.9.2); a pre-release suffix (`1.2.0-rc1`) sorts before
- * the release. Missing parts count as 0. Returns -1, 0 or 1.
- */
-export function compareVersions(a: string, b: string): number {
-  const parse = (v: string) => {
-    const [core = '', pre] = v.trim().replace(/^v/i, '').split('-', 2);
-    return { nums: core.split('.').map((p) => Number.parseInt(p, 10) || 0), pre };
-  };
-  const x = parse(a);
-  const y = parse(b);
-  for (let i = 0; i < Math.max(x.nums.length, y.nums.length); i++) {
-    const d = (x.nums[i] ?? 0) - (y.nums[i] ?? 0);
-    if (d !== 0) return d < 0 ? -1 : 1;
-  }
-  if (x.pre === y.pre) return 0;
-  if (x.pre === undefined) return 1;
-  if (y.pre === undefined) return -1;
-  return x.pre < y.pre ? -1 : 1;
-}
-
 export interface EndpointInfo {
   id: string;
   hostname: string;
@@ -113,6 +51,7 @@ export interface EndpointInfo {
   agentVersion: string;
   segmentId: string;
   revokedAt: Date | null;
+  reportedHostname?: string | null;
 }
 
 export interface SegmentInfo {
@@ -164,7 +103,11 @@ export function evaluateTargets(
       excluded(
         `agent ${ep.agentVersion} < required ${rule.minAgentVersion}, upgrade the sensor and reschedule`,
       );
-    } else targets.push({ endpointId: ep.id, hostname: ep.hostname });
+    } else {
+      const reported =
+        ep.reportedHostname && ep.reportedHostname !== ep.hostname ? ep.reportedHostname : undefined;
+      targets.push({ endpointId: ep.id, hostname: ep.hostname, ...(reported ? { reported } : {}) });
+    }
   }
   targets.sort((a, b) => (a.hostname < b.hostname ? -1 : a.hostname > b.hostname ? 1 : 0));
   return { targets, exclusions };

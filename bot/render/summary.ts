@@ -1,11 +1,22 @@
-// Plain-words summaries shared by every chat renderer and the step-up page.
-import type { RequestView } from '../ports.ts';
+// Plain-words descriptions of a request, shared by every chat renderer, `status` and the step-up page, so
+// an approver sees the same facts wherever they look: the action with every parameter (from the catalogue),
+// targets with each exclusion and its reason, why, for which case, how long it waits for offline endpoints,
+// and the full digest the approval binds to.
+import { describeParams } from '../../protocol/actions.ts';
+import type { RequestView, TargetView } from '../ports.ts';
 
 const MAX_NAMES = 5;
 
+export function plural(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
+/** The name to show: what the agent reported (`WS-02`), else the stored lower-case name. */
+export const shownName = (t: Pick<TargetView, 'hostname' | 'reported'>) => t.reported ?? t.hostname;
+
 /** "web-01" or "12 endpoints: web-01, web-02, …" */
 export function describeTargets(view: Pick<RequestView, 'targets'>, maxNames = MAX_NAMES): string {
-  const names = view.targets.map((t) => t.hostname);
+  const names = view.targets.map(shownName);
   const shown = names.slice(0, maxNames).join(', ');
   return names.length > maxNames ? `${names.length} endpoints: ${shown}, …` : shown || 'no endpoints';
 }
@@ -18,7 +29,85 @@ export function formatProgress(progress: Record<string, number>): string {
     .join(' · ');
 }
 
-/** "isolate on web-01" / "run collect-logs on 3 endpoints: …" */
-export function describeAction(view: Pick<RequestView, 'action' | 'scriptName' | 'targets'>): string {
-  return `${view.action}${view.scriptName ? ` ${view.scriptName}` : ''} on ${describeTargets(view)}`;
+/** The action with its one or two most telling parameters: "kill pid 4242", "fetch /var/log/auth.log". */
+export function actionPhrase(view: Pick<RequestView, 'action' | 'params'>): string {
+  const p = view.params as Record<string, unknown>;
+  switch (view.action) {
+    case 'kill':
+      return p.pid !== undefined ? `kill pid ${p.pid}` : `kill "${String(p.processName)}"`;
+    case 'fetch':
+      return `fetch ${String(p.path)}`;
+    case 'put': {
+      const f = p.file as { name?: string } | undefined;
+      return `put ${f?.name ?? '?'} to ${String(p.destPath)}`;
+    }
+    case 'run': {
+      const s = p.script as { name?: string; version?: number } | undefined;
+      return `run ${s?.name ?? '?'}${s?.version ? ` v${s.version}` : ''}`;
+    }
+    case 'processes':
+      return p.match ? `processes matching "${String(p.match)}"` : 'processes';
+    default:
+      return view.action;
+  }
+}
+
+/** "kill pid 4242 on web-01" / "run collect-logs v2 on 3 endpoints: …" */
+export function describeAction(view: Pick<RequestView, 'action' | 'params' | 'targets'>): string {
+  return `${actionPhrase(view)} on ${describeTargets(view)}`;
+}
+
+function duration(seconds: number): string {
+  if (seconds % 86400 === 0) return plural(seconds / 86400, 'day');
+  if (seconds % 3600 === 0) return plural(seconds / 3600, 'hour');
+  if (seconds % 60 === 0) return plural(seconds / 60, 'minute');
+  return plural(seconds, 'second');
+}
+
+export interface Fact {
+  label: string;
+  value: string;
+}
+
+/**
+ * Every fact of a request an approver needs, in order. `maxNames` caps the listed targets and exclusions
+ * (chat cards); the step-up page passes Infinity.
+ */
+export function requestFacts(view: RequestView, maxNames = 10): Fact[] {
+  const facts: Fact[] = [{ label: 'Action', value: view.action }];
+  for (const [label, value] of describeParams(view.action, view.params)) facts.push({ label, value });
+  const names = view.targets.map(shownName);
+  const more = names.length > maxNames ? `, … and ${names.length - maxNames} more` : '';
+  facts.push({
+    label: 'Targets',
+    value: `${plural(names.length, 'endpoint')}: ${names.slice(0, maxNames).join(', ')}${more}`,
+  });
+  if (view.exclusions.length) {
+    const lines = view.exclusions.slice(0, maxNames).map((x) => `${x.hostname}: ${x.reason}`);
+    if (view.exclusions.length > maxNames) lines.push(`… and ${view.exclusions.length - maxNames} more`);
+    facts.push({ label: `Excluded (${view.exclusions.length})`, value: lines.join('\n') });
+  }
+  facts.push({ label: 'Reason', value: view.reason || '—' });
+  if (view.caseId) facts.push({ label: 'Case', value: view.caseId });
+  if (view.note) facts.push({ label: 'Note', value: view.note });
+  if (view.deliveryTtlSeconds) {
+    facts.push({
+      label: 'Offline endpoints',
+      value: `queued for up to ${duration(view.deliveryTtlSeconds)}, then expire`,
+    });
+  }
+  facts.push({
+    label: 'Requested by',
+    value: `${view.requester.displayName}${view.requester.external ? ' (external)' : ''}`,
+  });
+  const approved = view.approvals.filter((a) => a.decision === 'approve').length;
+  facts.push({
+    label: 'Approvals',
+    value:
+      view.approvalsRequired === 0
+        ? 'none needed (read-only)'
+        : `${approved} of ${view.approvalsRequired}${view.inHouseApprovalRequired ? ', an in-house approver required' : ''}`,
+  });
+  facts.push({ label: 'Digest (SHA-256)', value: view.digest });
+  return facts;
 }

@@ -3,8 +3,9 @@
 // hash and the digest over all of it. Reads only; the service writes.
 import { z } from 'zod';
 import type { DbOrTx } from '../../db/client.ts';
+import { ACTIONS, type ActionName, type ActionParams } from '../../protocol/actions.ts';
 import type { ActionCommand } from '../commands/command-types.ts';
-import { BadRequest, NotFound } from '../errors.ts';
+import { BadRequest, describeZodIssues, NotFound } from '../errors.ts';
 import {
   endpointsByHostnames,
   endpointsInSegments,
@@ -22,6 +23,7 @@ import { computeDigest, sha256Hex } from './digest.ts';
 
 export interface BuiltRequest {
   spec: ActionSpec;
+  /** The action's parameters exactly as the catalogue defines them: what the digest, card and agent see. */
   params: Record<string, unknown>;
   script: ScriptRow | null;
   scriptSha256: string | null;
@@ -29,6 +31,9 @@ export interface BuiltRequest {
   exclusions: ExclusionView[];
   digest: string;
 }
+
+/** How long a script may run on the endpoint before the agent kills it. */
+export const SCRIPT_TIMEOUT_SECONDS = 600;
 
 const paramDeclSchema = z.object({
   type: z.enum(['string', 'integer', 'boolean']).default('string'),
@@ -125,71 +130,93 @@ async function resolveCandidates(
   return candidates;
 }
 
+/** Builds one action's parameters from the command, typed by the catalogue so a wrong name cannot compile. */
+async function paramsFor(
+  db: DbOrTx,
+  cmd: ActionCommand,
+  maxScriptBytes: number,
+): Promise<{ params: ActionParams<ActionName>; script: ScriptRow | null }> {
+  switch (cmd.kind) {
+    case 'isolate':
+    case 'unisolate':
+      return { params: {} satisfies ActionParams<'isolate'>, script: null };
+    case 'processes':
+      return {
+        params: (cmd.match ? { match: cmd.match } : {}) satisfies ActionParams<'processes'>,
+        script: null,
+      };
+    case 'kill':
+      return {
+        params: (cmd.pid !== undefined
+          ? { pid: cmd.pid }
+          : { processName: cmd.processName! }) satisfies ActionParams<'kill'>,
+        script: null,
+      };
+    case 'fetch':
+      return { params: { path: cmd.path } satisfies ActionParams<'fetch'>, script: null };
+    case 'put': {
+      const file = await libraryFile(db, cmd.fileRef);
+      if (!file) {
+        throw new NotFound(
+          'request.unknown_file',
+          `No library file "${cmd.fileRef.slice(0, 80)}". Type "files" to list the library, or "upload" to add one.`,
+        );
+      }
+      const params: ActionParams<'put'> = {
+        file: { id: file.id, name: file.name, sha256: file.sha256, size: file.size },
+        destPath: cmd.destPath,
+      };
+      return { params, script: null };
+    }
+    case 'run': {
+      const script = await scriptByName(db, cmd.script);
+      if (!script)
+        throw new NotFound(
+          'request.unknown_script',
+          `No script called "${cmd.script}" in the library. Type "scripts" to list them.`,
+        );
+      const bytes = Buffer.byteLength(script.body);
+      if (bytes > maxScriptBytes) {
+        throw new BadRequest(
+          'request.script_too_large',
+          `Script ${script.name} is ${bytes} bytes; scripts may be at most ${maxScriptBytes} bytes. Ship large payloads with put.`,
+        );
+      }
+      // The digest binds the bytes actually sent, so hash them here rather than trusting the stored hash.
+      const sha = sha256Hex(script.body);
+      if (sha !== script.sha256) {
+        throw new BadRequest(
+          'request.script_integrity',
+          `Script ${script.name} does not match its recorded SHA-256; ask an admin to re-save it.`,
+        );
+      }
+      const params: ActionParams<'run'> = {
+        script: { name: script.name, version: script.version, sha256: sha },
+        args: checkScriptParams(script, cmd.params) as ActionParams<'run'>['args'],
+        timeoutSeconds: SCRIPT_TIMEOUT_SECONDS,
+      };
+      return { params, script };
+    }
+  }
+}
+
 export async function buildRequest(
   deps: { db: DbOrTx; policy: PolicyService; maxScriptBytes: number; maxTargets: number },
   actor: ResolvedUser,
   cmd: ActionCommand,
 ): Promise<BuiltRequest> {
   const { db, policy } = deps;
-  let params: Record<string, unknown> = {};
-  let script: ScriptRow | null = null;
-  let scriptSha256: string | null = null;
-  let hosts: string[];
-  let segmentNames: string[] = [];
-  switch (cmd.kind) {
-    case 'isolate':
-    case 'unisolate':
-      hosts = cmd.hosts;
-      segmentNames = cmd.segments;
-      break;
-    case 'kill':
-      hosts = [cmd.host];
-      params = cmd.pid !== undefined ? { pid: cmd.pid } : { processName: cmd.processName };
-      break;
-    case 'fetch':
-      hosts = [cmd.host];
-      params = { path: cmd.path };
-      break;
-    case 'put': {
-      hosts = [cmd.host];
-      const file = await libraryFile(db, cmd.fileRef);
-      if (!file) {
-        throw new NotFound(
-          'request.unknown_file',
-          `No library file "${cmd.fileRef.slice(0, 80)}". Upload it to the library first.`,
-        );
-      }
-      params = {
-        file: { id: file.id, name: file.name, sha256: file.sha256, size: file.size },
-        destPath: cmd.destPath,
-      };
-      break;
-    }
-    case 'run': {
-      hosts = cmd.hosts;
-      segmentNames = cmd.segments;
-      script = await scriptByName(db, cmd.script);
-      if (!script)
-        throw new NotFound('request.unknown_script', `No script called "${cmd.script}" in the library.`);
-      const bytes = Buffer.byteLength(script.body);
-      if (bytes > deps.maxScriptBytes) {
-        throw new BadRequest(
-          'request.script_too_large',
-          `Script ${script.name} is ${bytes} bytes; scripts may be at most ${deps.maxScriptBytes} bytes. Ship large payloads with put.`,
-        );
-      }
-      // The digest binds the bytes actually sent, so hash them here rather than trusting the stored hash.
-      scriptSha256 = sha256Hex(script.body);
-      if (scriptSha256 !== script.sha256) {
-        throw new BadRequest(
-          'request.script_integrity',
-          `Script ${script.name} does not match its recorded SHA-256; ask an admin to re-save it.`,
-        );
-      }
-      params = checkScriptParams(script, cmd.params);
-      break;
-    }
+  const { params, script } = await paramsFor(db, cmd, deps.maxScriptBytes);
+  // The catalogue is the contract with the agent: what does not parse here would be refused there.
+  const checked = ACTIONS[cmd.kind].params.safeParse(params);
+  if (!checked.success) {
+    throw new BadRequest(
+      'request.invalid_params',
+      `${cmd.kind}: ${describeZodIssues(checked.error.issues)}.`,
+    );
   }
+  const hosts = 'hosts' in cmd ? cmd.hosts : [cmd.host];
+  const segmentNames = 'segments' in cmd ? cmd.segments : [];
   const spec: ActionSpec = {
     action: cmd.kind,
     script: script
@@ -207,6 +234,7 @@ export async function buildRequest(
     candidates.flatMap((c) => (c.endpoint ? [c.endpoint.segmentId] : [])),
   );
   const { targets, exclusions } = policy.evaluateTargets(actor, spec, candidates, segments);
+  const scriptSha256 = script ? sha256Hex(script.body) : null;
   const digest = computeDigest({ action: cmd.kind, params, scriptSha256, targets });
   return { spec, params, script, scriptSha256, targets, exclusions, digest };
 }

@@ -3,6 +3,7 @@
 // audit record in the caller's transaction. Dispatch enqueues the deliveries in that same transaction.
 import type { DbOrTx } from '../../db/client.ts';
 import type { RequestState } from '../../db/schema.ts';
+import { type DeliveryPayload, deliveryPayloadSchema } from '../../protocol/actions.ts';
 import type { AuditService } from '../audit/audit-service.ts';
 import { Conflict, NotFound } from '../errors.ts';
 import { scriptByName } from '../inventory/inventory-dal.ts';
@@ -77,24 +78,21 @@ export function createTransitions(deps: {
     const body = await approvedScriptBody(tx, row);
     const approved = await transition(tx, row, 'approved', actor);
     const expiresAt = new Date(clock.now().getTime() + approved.deliveryTtlSeconds * 1000);
-    const payloadBase = {
-      action: row.action,
-      params: row.params,
-      script: body !== null ? { name: row.scriptName, sha256: row.scriptSha256, body } : undefined,
-      requestId: row.id,
-      digest: row.digest,
-      ref: row.ref,
-    };
     const targets = row.targets as TargetView[];
     const created = await dispatcher.enqueue(
       tx,
-      targets.map((t) => ({
-        requestId: row.id,
-        endpointId: t.endpointId,
-        action: row.action,
-        payload: { ...payloadBase, hostname: t.hostname } as Record<string, unknown>,
-        expiresAt,
-      })),
+      targets.map((t) => {
+        // The catalogue's payload shape, checked here so a delivery the agent would refuse never leaves.
+        const payload: DeliveryPayload = deliveryPayloadSchema.parse({
+          requestId: row.id,
+          ref: row.ref,
+          digest: row.digest,
+          hostname: t.hostname,
+          params: row.params,
+          scriptBody: body ?? undefined,
+        });
+        return { requestId: row.id, endpointId: t.endpointId, action: row.action, payload, expiresAt };
+      }),
     );
     const dispatched = await transition(tx, approved, 'dispatched', actor, {
       deliveries: created.length,

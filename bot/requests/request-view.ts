@@ -43,6 +43,7 @@ export function toView(
       at: a.createdAt,
     })),
     approvalExpiresAt: row.approvalExpiresAt,
+    deliveryTtlSeconds: row.deliveryTtlSeconds,
     progress: progress && Object.keys(progress).length ? progress : undefined,
     createdAt: row.createdAt,
   };

@@ -1,10 +1,11 @@
 // The script library: the only scripts `run` may name. A script's exact bytes are hashed into every request
 // digest that uses it, so replacing a script's body can never ride on an earlier approval.
 import { createHash } from 'node:crypto';
-import { asc, eq } from 'drizzle-orm';
+import { asc, eq, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import type { Db } from '../../db/client.ts';
 import { OSES, scripts } from '../../db/schema.ts';
+import { isSemver } from '../../protocol/semver.ts';
 import type { AuditService } from '../audit/audit-service.ts';
 import { BadRequest, describeZodIssues } from '../errors.ts';
 
@@ -33,17 +34,17 @@ const scriptInput = z.object({
   description: z.string().max(2000).default(''),
   readOnly: z.boolean().default(false),
   paramsSchema: paramsSchemaSchema.default({}),
-  minAgentVersion: z
-    .string()
-    .regex(/^\d+\.\d+\.\d+$/, 'a version such as 1.2.0')
-    .default('1.2.0'),
+  minAgentVersion: z.string().refine(isSemver, 'a version such as 1.2.0').default('1.2.0'),
   oses: z.array(z.enum(OSES)).min(1).default(['windows', 'linux']),
 });
 
 export function createScriptLibrary(deps: { db: Db; audit: AuditService; maxScriptBytes: number }) {
   const { db, audit, maxScriptBytes } = deps;
   return {
-    /** Adds a script, or replaces its body (a new sha256: pending requests keep their own digest). */
+    /**
+     * Adds a script, or replaces its body: a changed body is a new version with a new SHA-256, so pending
+     * requests keep the digest (and version) they were made with and their approvals never carry over.
+     */
     async upsert(input: z.input<typeof scriptInput> & { body: string; actorId?: string | null }) {
       const parsed = scriptInput.safeParse(input);
       if (!parsed.success)
@@ -61,7 +62,14 @@ export function createScriptLibrary(deps: { db: Db; audit: AuditService; maxScri
         const [row] = await tx
           .insert(scripts)
           .values(values)
-          .onConflictDoUpdate({ target: scripts.name, set: { ...values, updatedAt: new Date() } })
+          .onConflictDoUpdate({
+            target: scripts.name,
+            set: {
+              ...values,
+              version: sql`case when ${scripts.sha256} = excluded.sha256 then ${scripts.version} else ${scripts.version} + 1 end`,
+              updatedAt: new Date(),
+            },
+          })
           .returning();
         await audit.append(
           {
@@ -69,7 +77,13 @@ export function createScriptLibrary(deps: { db: Db; audit: AuditService; maxScri
             actorId: input.actorId ?? 'cli',
             action: 'script.saved',
             outcome: 'ok',
-            details: { name: values.name, sha256, readOnly: values.readOnly, payload: input.body },
+            details: {
+              name: values.name,
+              version: row!.version,
+              sha256,
+              readOnly: values.readOnly,
+              payload: input.body,
+            },
           },
           tx,
         );

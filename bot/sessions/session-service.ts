@@ -93,6 +93,36 @@ export function createSessionService(deps: { db: Db; audit: AuditService; clock:
       });
     },
 
+    /** Records the chat thread a session lives in (set once the thread exists, after the session commits). */
+    async attachThread(sessionId: string, threadId: string): Promise<void> {
+      await db.update(sessions).set({ chatThreadId: threadId }).where(eq(sessions.id, sessionId));
+    },
+
+    /**
+     * The endpoint of `userId`'s open session in this chat thread, if any: commands typed in a session's
+     * thread act on its endpoint when they leave the host out.
+     */
+    async hostInThread(
+      userId: string,
+      chat: { platform: NonNullable<SessionRow['chatPlatform']>; channelId: string; threadId: string },
+    ): Promise<string | undefined> {
+      const [row] = await db
+        .select({ hostname: endpoints.hostname })
+        .from(sessions)
+        .innerJoin(endpoints, eq(endpoints.id, sessions.endpointId))
+        .where(
+          and(
+            eq(sessions.userId, userId),
+            isNull(sessions.endedAt),
+            eq(sessions.chatPlatform, chat.platform),
+            eq(sessions.chatChannelId, chat.channelId),
+            eq(sessions.chatThreadId, chat.threadId),
+          ),
+        )
+        .limit(1);
+      return row?.hostname;
+    },
+
     async openFor(userId: string): Promise<SessionRow[]> {
       return db
         .select()

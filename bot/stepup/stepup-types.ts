@@ -31,6 +31,10 @@ export interface StepUpAttempt {
   token: string;
   password: string;
   totpCode: string;
+  /** For an approval link: the person may deny from the page instead (default approve). */
+  decision?: 'approve' | 'deny';
+  /** Why, for a denial. */
+  reason?: string;
   sourceIp?: string;
   userAgent?: string;
 }

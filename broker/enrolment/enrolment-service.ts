@@ -113,13 +113,17 @@ export async function redeemEnrolment(
     if (!token) return { error: 'token_unknown' as const };
     if (token.usedAt) return { error: 'token_used' as const };
     if (token.expiresAt.getTime() <= now.getTime()) return { error: 'token_expired' as const };
-    const [existing] = await tx.select().from(endpoints).where(eq(endpoints.hostname, input.hostname));
+    // Host names are case-insensitive: `WS-02` and `ws-02` are one endpoint, stored lower-case, shown as
+    // the agent reported it.
+    const hostname = input.hostname.toLowerCase();
+    const [existing] = await tx.select().from(endpoints).where(eq(endpoints.hostname, hostname));
     let endpointId = existing?.id;
     if (!endpointId) {
       const [row] = await tx
         .insert(endpoints)
         .values({
-          hostname: input.hostname,
+          hostname,
+          reportedHostname: input.hostname,
           os: input.os,
           osVersion: input.osVersion,
           agentVersion: input.agentVersion,
@@ -132,6 +136,7 @@ export async function redeemEnrolment(
     await tx
       .update(endpoints)
       .set({
+        reportedHostname: input.hostname,
         os: input.os,
         osVersion: input.osVersion,
         agentVersion: input.agentVersion,
@@ -196,7 +201,7 @@ export async function revokeEndpointCertificate(
     const [ep] = await tx
       .select()
       .from(endpoints)
-      .where(eq(endpoints.hostname, input.hostname))
+      .where(eq(endpoints.hostname, input.hostname.toLowerCase()))
       .for('update');
     if (!ep) throw new NotFound('endpoint.unknown', `there is no endpoint named "${input.hostname}"`);
     const already = ep.revokedAt !== null;

@@ -3,6 +3,10 @@
 // closes the connection instead of filling the audit log.
 import { randomUUID } from 'node:crypto';
 import type { RawData, WebSocket } from 'ws';
+import type { AuditService } from '../../bot/audit/audit-service.ts';
+import { describeZodIssues } from '../../bot/errors.ts';
+import type { Clock, DeliveryEvent, Logger } from '../../bot/ports.ts';
+import type { DbOrTx } from '../../db/client.ts';
 import {
   type AgentFrame,
   agentFrame,
@@ -13,11 +17,7 @@ import {
   signedDeliveryFields,
   splitChunk,
   TRANSFER_ID_BYTES,
-} from '../../agent/protocol.ts';
-import type { AuditService } from '../../bot/audit/audit-service.ts';
-import { describeZodIssues } from '../../bot/errors.ts';
-import type { Clock, DeliveryEvent, Logger } from '../../bot/ports.ts';
-import type { DbOrTx } from '../../db/client.ts';
+} from '../../protocol/frames.ts';
 import type { DeliveryRow, OutboxRepo } from '../outbox/outbox-repo.ts';
 import type { Pki } from '../pki/pki.ts';
 import type { EndpointPresence } from './endpoint-presence.ts';

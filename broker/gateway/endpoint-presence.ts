@@ -1,9 +1,9 @@
 // Presence: which broker holds which agent, and what the agent said about itself on hello.
 import { and, eq, inArray, sql } from 'drizzle-orm';
 import type { z } from 'zod';
-import type { helloFrame } from '../../agent/protocol.ts';
 import type { Db } from '../../db/client.ts';
 import { endpoints } from '../../db/schema.ts';
+import type { helloFrame } from '../../protocol/frames.ts';
 
 export function createEndpointPresence(deps: { db: Db; brokerId: string }) {
   const { db, brokerId } = deps;

@@ -6,6 +6,10 @@ import { createHash } from 'node:crypto';
 import { and, desc, eq, or } from 'drizzle-orm';
 import type { WebSocket } from 'ws';
 import type { z } from 'zod';
+import type { AuditService } from '../../bot/audit/audit-service.ts';
+import type { Clock, FileStore, Logger } from '../../bot/ports.ts';
+import type { Db } from '../../db/client.ts';
+import { deliveries, files } from '../../db/schema.ts';
 import {
   ERROR_CODES,
   type fileEndFrame,
@@ -13,11 +17,7 @@ import {
   MAX_CHUNK_BYTES,
   makeChunk,
   type uploadStartFrame,
-} from '../../agent/protocol.ts';
-import type { AuditService } from '../../bot/audit/audit-service.ts';
-import type { Clock, FileStore, Logger } from '../../bot/ports.ts';
-import type { Db } from '../../db/client.ts';
-import { deliveries, files } from '../../db/schema.ts';
+} from '../../protocol/frames.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const HIGH_WATER = 1024 * 1024;

@@ -2,7 +2,7 @@
 // under tsx) with parsed JSON log lines, standalone broker processes (broker/main.ts), and direct-insert
 // helpers for the rows the request side would normally write.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +15,7 @@ import { createLocalFileStore } from '../../broker/files/local-file-store.ts';
 import { enrollToken } from '../../cli/commands/endpoint-commands.ts';
 import type { Database, DbOrTx } from '../../db/client.ts';
 import { actionRequests, deliveries, endpoints, organizations, segments, users } from '../../db/schema.ts';
+import type { DeliveryPayload } from '../../protocol/actions.ts';
 import { createTestClock } from './clock.ts';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -136,7 +137,7 @@ export async function insertRequest(db: DbOrTx, action = 'isolate') {
   const [req] = await db
     .insert(actionRequests)
     .values({
-      ref: `R-${randomBytes(4).toString('hex').toUpperCase()}`,
+      ref: `R-${randomBytes(3).toString('hex').toUpperCase()}`,
       action,
       targets: [],
       digest: 'd',
@@ -149,28 +150,66 @@ export async function insertRequest(db: DbOrTx, action = 'isolate') {
   return req!;
 }
 
-/** Writes deliveries through the real Dispatcher in one transaction and wakes the brokers after commit. */
+/** A delivery as a test describes it: the action's catalogue parameters, and a script's bytes for `run`. */
+export interface TestDelivery {
+  endpointId: string;
+  action: string;
+  params?: Record<string, unknown>;
+  scriptBody?: string;
+  /** Replaces the whole payload (for deliberately malformed ones). */
+  rawPayload?: Record<string, unknown>;
+  ttlMs?: number;
+}
+
+/**
+ * Writes deliveries through the real Dispatcher in one transaction and wakes the brokers after commit. The
+ * payload has the catalogue's shape (protocol/actions.ts), as the request side builds it.
+ */
 export async function dispatch(
   database: Database,
   dispatcher: ReturnType<typeof createBroker>['dispatcher'],
   clock: Clock,
-  items: { endpointId: string; action: string; payload?: Record<string, unknown>; ttlMs?: number }[],
+  items: TestDelivery[],
 ) {
   const rows = await database.db.transaction(async (tx) => {
     const req = await insertRequest(tx, items[0]?.action);
     return dispatcher.enqueue(
       tx,
-      items.map((i) => ({
-        requestId: req.id,
-        endpointId: i.endpointId,
-        action: i.action,
-        payload: { action: i.action, params: {}, requestId: req.id, ...i.payload },
-        expiresAt: new Date(clock.now().getTime() + (i.ttlMs ?? 3600_000)),
-      })),
+      items.map((i) => {
+        const payload: DeliveryPayload = {
+          requestId: req.id,
+          ref: req.ref,
+          digest: 'd'.repeat(64),
+          hostname: 'test-host',
+          params: i.params ?? {},
+          ...(i.scriptBody !== undefined ? { scriptBody: i.scriptBody } : {}),
+        };
+        return {
+          requestId: req.id,
+          endpointId: i.endpointId,
+          action: i.action,
+          payload: i.rawPayload ?? payload,
+          expiresAt: new Date(clock.now().getTime() + (i.ttlMs ?? 3600_000)),
+        };
+      }),
     );
   });
   await dispatcher.wake(items.map((i) => i.endpointId));
   return rows;
+}
+
+/** The parameters and bytes of a `run` delivery for a script body, as the request side builds them. */
+export function scriptDelivery(
+  name: string,
+  body: string,
+  args: Record<string, string | number | boolean> = {},
+) {
+  const sha256 = createHash('sha256').update(body).digest('hex');
+  return {
+    action: 'run',
+    params: { script: { name, version: 1, sha256 }, args, timeoutSeconds: 600 },
+    scriptBody: body,
+  };
 }
 
 export async function deliveryState(database: Database, id: string) {
@@ -179,7 +218,10 @@ export async function deliveryState(database: Database, id: string) {
 }
 
 export async function endpointByHost(database: Database, hostname: string) {
-  const [row] = await database.db.select().from(endpoints).where(eq(endpoints.hostname, hostname));
+  const [row] = await database.db
+    .select()
+    .from(endpoints)
+    .where(eq(endpoints.hostname, hostname.toLowerCase()));
   return row;
 }
 

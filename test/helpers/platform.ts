@@ -1,11 +1,15 @@
 // The real service graph (app/platform.ts) on a test database with a console chat and a test clock, plus
 // people created through the real user and step-up services (argon2 passwords, enrolled TOTP).
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { generate } from 'otplib';
 import { type ConsoleChat, createConsoleChat } from '../../adapters/console/console-chat.ts';
 import { consoleContext } from '../../adapters/console/console-session.ts';
 import { loadConfig } from '../../app/config.ts';
 import { createPlatform, type Platform } from '../../app/platform.ts';
 import { createSegmentService } from '../../bot/segments/segment-service.ts';
+import { createLocalFileStore } from '../../broker/files/local-file-store.ts';
 import { endpoints, type Os, type Role } from '../../db/schema.ts';
 import { createTestClock } from './clock.ts';
 import type { TestDatabase } from './db.ts';
@@ -22,12 +26,14 @@ const silent = { info() {}, warn() {}, error() {}, debug() {} };
 export async function buildTestPlatform(tdb: TestDatabase, env: Record<string, string> = {}) {
   const clock = createTestClock();
   const config = loadConfig({ PUBLIC_URL: 'http://ar.test', ...env });
+  const files = mkdtempSync(join(tmpdir(), 'ar-files-'));
   const platform: Platform = createPlatform({
     config,
     database: tdb,
     logger: silent,
     clock,
     secretKey: Buffer.alloc(32, 7),
+    fileStore: createLocalFileStore(files),
   });
   const consoleChat: ConsoleChat = createConsoleChat();
   platform.router.register('console', consoleChat.chat);

@@ -7,6 +7,8 @@ A script run by the agent can import this module to talk back to the agent that 
     info = ar.upload_file("/var/log/x")  # -> {"fileId", "size", "sha256"}
     ar.download_file("tool.bin", "/tmp/tool.bin")  # a library file, by name or SHA-256
     ar.isolate(); ar.unisolate()
+    for p in ar.processes():             # [{"pid", "name", "cmdline"}], what the agent may see
+        print(p["pid"], p["name"])
     ar.progress("half way")
 
 It talks to the agent over the Unix socket named in AR_HELPER_SOCKET (one JSON object per line), which
@@ -18,7 +20,16 @@ import json
 import os
 import socket
 
-__all__ = ["params", "upload_file", "download_file", "isolate", "unisolate", "progress", "HelperError"]
+__all__ = [
+    "params",
+    "upload_file",
+    "download_file",
+    "isolate",
+    "unisolate",
+    "processes",
+    "progress",
+    "HelperError",
+]
 
 _ids = itertools.count(1)
 
@@ -70,6 +81,12 @@ def isolate():
 def unisolate():
     """Lifts network isolation."""
     return _call("unisolate")
+
+
+def processes(match=None):
+    """The processes the agent may see (all of them, or only the sandbox's for a dry-run agent)."""
+    args = {"match": str(match)} if match else {}
+    return _call("processes", **args).get("processes", [])
 
 
 def progress(message):

@@ -1,7 +1,8 @@
 // The agent protocol, version 1: every frame's zod schema, shared by the reference agent and the broker.
-// docs/agent-protocol.md describes the same frames for anyone writing an agent in another language; this
-// file lives with the agent because the agent imports nothing of the server, while the broker may import it.
+// docs/agent-protocol.md describes the same frames for anyone writing an agent in another language. It lives
+// in protocol/, which imports nothing of either side, so both import the one definition.
 import { z } from 'zod';
+import { isSemver } from './semver.ts';
 
 export const PROTOCOL_VERSION = 1;
 /** Largest JSON (text) frame either side accepts; a bigger one gets an `error` frame and is dropped. */
@@ -12,9 +13,6 @@ export const MAX_CHUNK_BYTES = 64 * 1024;
 export const MAX_WS_PAYLOAD = 8 * 1024 * 1024;
 /** Binary frames start with the transfer id as 36 ASCII characters. */
 export const TRANSFER_ID_BYTES = 36;
-
-export const ACTIONS = ['isolate', 'unisolate', 'kill', 'fetch', 'put', 'run', 'processes'] as const;
-export type ActionName = (typeof ACTIONS)[number];
 
 const uuid = z.uuid();
 const sha256 = z.string().regex(/^[0-9a-f]{64}$/, 'expected 64 lower-case hex characters');
@@ -34,7 +32,7 @@ export const helloFrame = z.strictObject({
   osVersion: z.string().max(200),
   agentVersion: z
     .string()
-    .regex(/^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$/, 'expected a semantic version such as 1.2.3'),
+    .refine(isSemver, 'expected a semantic version such as 1.2.3 or 1.2.3-rc.1+build.5'),
   capabilities: z.array(z.string().max(64)).max(64),
   isolated: z.boolean(),
 });
@@ -116,8 +114,12 @@ export const deliveryFrame = z.strictObject({
   type: z.literal('delivery'),
   id: uuid,
   seq: z.number().int(),
-  /** One of ACTIONS; kept open so an older agent can refuse a newer action with a result, not a parse error. */
+  /**
+   * An action of the catalogue (protocol/actions.ts); kept open so an older agent can refuse a newer action
+   * with a result, not a parse error.
+   */
   action: z.string().min(1).max(64),
+  /** `deliveryPayloadSchema` of protocol/actions.ts; the agent parses it for the action it names. */
   payload: z.record(z.string(), z.unknown()),
   expiresAt: z.string(),
   /** Ed25519 over canonical JSON of { action, endpointId, expiresAt, id, payload } (base64). */
