@@ -99,7 +99,7 @@ interface Match {
 }
 
 /** A rule's matches as `protocol.field` (or `ct.state`, `meta.iifname`) against a value, and its verdict. */
-function describe(rule: Rule): { matches: Match[]; accepts: boolean } {
+function readRule(rule: Rule): { matches: Match[]; accepts: boolean } {
   const matches: Match[] = [];
   let accepts = false;
   for (const e of rule.expr) {
@@ -150,7 +150,7 @@ export function verifyNftIsolation(listing: unknown, broker: Allow[]): string[] 
     else if (c.policy !== 'drop') problems.push(`chain ${hook} has policy ${c.policy ?? 'accept'}, not drop`);
   }
 
-  const rules = ours(ruleSchema, 'rule').map((r) => ({ chain: r.chain, ...describe(r) }));
+  const rules = ours(ruleSchema, 'rule').map((r) => ({ chain: r.chain, ...readRule(r) }));
   const has = (chain: string, want: Array<[string, (v: unknown) => boolean]>) =>
     rules.some(
       (r) =>
