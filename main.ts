@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 import pino from 'pino';
 import { ConfigError, loadConfig, resolveSecretKey } from './app/config.ts';
-import { buildHttpApp, createMetricsRegistry } from './app/http-app.ts';
+import { buildHttpApp, createMetricsRegistry, httpOptionsFromConfig } from './app/http-app.ts';
 import { createPlatform } from './app/platform.ts';
 import { attachSurfaces } from './app/surfaces.ts';
 import { systemClock } from './bot/ports.ts';
@@ -53,7 +53,8 @@ async function main() {
   const http = buildHttpApp({
     logger,
     metrics,
-    healthCheck: async () => void (await database.db.execute('select 1')),
+    ...httpOptionsFromConfig(config),
+    healthChecks: { database: async () => void (await database.db.execute('select 1')) },
   });
   const surfaces = await attachSurfaces({ http, platform, config, logger, fileStore, database });
 

@@ -55,7 +55,7 @@ describe('npm start', () => {
     child.stderr!.on('data', (d) => (output += d));
     try {
       const res = await waitForHealth(`http://127.0.0.1:${http}/healthz`, child, 45_000);
-      expect(await res.json()).toEqual({ status: 'ok' });
+      expect(await res.json()).toEqual({ status: 'ok', checks: { database: 'ok' } });
       const metrics = await (await fetch(`http://127.0.0.1:${http}/metrics`)).text();
       expect(metrics).toMatch(/process_cpu_user_seconds_total/);
       expect(metrics).toMatch(/# TYPE ar_audit_events_total counter/);
