@@ -29,7 +29,12 @@ export interface StepUpPagesDeps {
   bot: Pick<BotCore, 'describeStepUp' | 'completeStepUp'>;
   stepup: Pick<
     StepUpService,
-    'inspectChallenge' | 'startTotpEnrolment' | 'confirmTotpEnrolment' | 'activeWindow' | 'windowById'
+    | 'inspectChallenge'
+    | 'verifyEnrolmentPassword'
+    | 'startTotpEnrolment'
+    | 'confirmTotpEnrolment'
+    | 'activeWindow'
+    | 'windowById'
   >;
   users: Pick<UserService, 'getUser'>;
   audit: AuditService;

@@ -91,7 +91,7 @@ export const userCommands: CommandGroup = {
             subject: user.id,
           });
           ctx.out(
-            `Send ${user.username} this single-use enrolment link (expires ${link.expiresAt.toISOString()}):\n${link.url}`,
+            `Send ${user.username} this single-use enrolment link (it asks for their password, then shows the key; expires ${link.expiresAt.toISOString()}):\n${link.url}`,
           );
           return;
         }
