@@ -33,7 +33,8 @@ const say = (line = '') => process.stdout.write(`${line}\n`);
 
 async function main() {
   const logger = pino({ level: config.LOG_LEVEL });
-  const database = await openDatabase({ dataDir });
+  process.umask(0o077); // the demo's database files are private, as the server's are
+  const database = await openDatabase({ dataDir, role: 'demo' });
   const secretKey = resolveSecretKey(config);
   const platform = createPlatform({ config, database, logger, clock: systemClock, secretKey });
   const consoleChat = createConsoleChat({ write: say });
@@ -42,7 +43,7 @@ async function main() {
   const fileStore = createLocalFileStore(join(dataDir, 'files'));
   const http = buildHttpApp({
     logger: false,
-    healthCheck: async () => void (await database.db.execute('select 1')),
+    healthChecks: { database: async () => void (await database.db.execute('select 1')) },
   });
   const surfaces = await attachSurfaces({ http, platform, config, logger, fileStore, database });
   const broker = createBroker({

@@ -3,13 +3,13 @@
 import { join } from 'node:path';
 import pino from 'pino';
 import { ConfigError, loadConfig, resolveSecretKey } from './app/config.ts';
-import { buildHttpApp, createMetricsRegistry } from './app/http-app.ts';
+import { buildHttpApp, createMetricsRegistry, httpOptionsFromConfig } from './app/http-app.ts';
 import { createPlatform } from './app/platform.ts';
+import { describeStartupError, secureDataDir, startAdminSocket, startDatabase } from './app/start-up.ts';
 import { attachSurfaces } from './app/surfaces.ts';
 import { systemClock } from './bot/ports.ts';
 import { createBroker } from './broker/broker.ts';
 import { createLocalFileStore } from './broker/files/local-file-store.ts';
-import { openDatabase } from './db/client.ts';
 
 /** Never let a secret reach a log line, whatever object a caller hands the logger. */
 export const LOG_REDACT = [
@@ -38,8 +38,9 @@ async function main() {
     throw e;
   }
   const logger = pino({ level: config.LOG_LEVEL, redact: { paths: LOG_REDACT, censor: '[redacted]' } });
+  secureDataDir(config, logger);
   const secretKey = resolveSecretKey(config);
-  const database = await openDatabase({ url: config.DATABASE_URL, dataDir: config.DATA_DIR });
+  const database = await startDatabase(config, logger, 'server');
   logger.info(
     { driver: database.driver, dataDir: database.driver === 'pglite' ? config.DATA_DIR : undefined },
     'database ready',
@@ -48,12 +49,14 @@ async function main() {
   const clock = systemClock;
   const metrics = config.METRICS ? createMetricsRegistry() : undefined;
   const platform = createPlatform({ config, database, logger, clock, secretKey, metrics });
+  const closeAdmin = await startAdminSocket({ config, database, platform, logger });
   const fileStore = createLocalFileStore(join(config.DATA_DIR, 'files'));
 
   const http = buildHttpApp({
     logger,
     metrics,
-    healthCheck: async () => void (await database.db.execute('select 1')),
+    ...httpOptionsFromConfig(config),
+    healthChecks: { database: async () => void (await database.db.execute('select 1')) },
   });
   const surfaces = await attachSurfaces({ http, platform, config, logger, fileStore, database });
 
@@ -96,6 +99,7 @@ async function main() {
     logger.info({ signal }, 'shutting down');
     clearInterval(sweeper);
     await http.close().catch(() => {});
+    await closeAdmin().catch(() => {});
     await surfaces.close().catch(() => {});
     await broker.stop().catch(() => {});
     await unfollow().catch(() => {});
@@ -107,6 +111,6 @@ async function main() {
 }
 
 main().catch((err) => {
-  console.error(err);
+  console.error(describeStartupError(err));
   process.exit(1);
 });

@@ -2,6 +2,7 @@
 // names the variable and says what is expected. Services receive plain values, never process.env.
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
@@ -87,6 +88,44 @@ const secretKey = z
     return buf;
   });
 
+/** proxy-addr's names for address ranges, accepted in TRUST_PROXY next to addresses and CIDRs. */
+const PROXY_RANGES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+function isAddressOrCidr(entry: string): boolean {
+  if (PROXY_RANGES.has(entry)) return true;
+  const [addr, bits, extra] = entry.split('/');
+  const family = isIP(addr ?? '');
+  if (!family || extra !== undefined) return false;
+  if (bits === undefined) return true;
+  const n = Number(bits);
+  return /^\d{1,3}$/.test(bits) && n <= (family === 4 ? 32 : 128);
+}
+
+/**
+ * Fastify's `trustProxy`: off by default (the socket's address is the client). `true` trusts any
+ * X-Forwarded-For, so anyone who reaches the port directly can claim any address; prefer the proxy's
+ * addresses (`10.0.0.5,10.0.1.0/24`, `loopback`) or a hop count (`1`: the nearest proxy).
+ */
+const trustProxy = z
+  .string()
+  .default('false')
+  .transform((v, ctx): boolean | number | string[] => {
+    const t = v.trim();
+    if (t === '' || t === 'false' || t === 'no') return false;
+    if (t === 'true' || t === 'yes') return true;
+    if (/^\d{1,2}$/.test(t)) return Number(t);
+    const list = t.split(',').map((s) => s.trim());
+    const bad = list.filter((s) => !isAddressOrCidr(s));
+    if (bad.length) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `has "${bad[0]}", which is not an IP address or CIDR; expected e.g. 10.0.0.5,10.0.1.0/24, loopback, a hop count such as 1, or true`,
+      });
+      return z.NEVER;
+    }
+    return list;
+  });
+
 export const configSchema = z
   .object({
     NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
@@ -125,6 +164,26 @@ export const configSchema = z
       .regex(/^\/[a-z0-9_-]{1,31}$/, 'must look like /ar')
       .default('/ar'),
     METRICS: bool(true),
+    TRUST_PROXY: trustProxy,
+    /** The whole request (headers and body) must arrive within this; slow senders are cut. */
+    HTTP_REQUEST_TIMEOUT: duration('30s'),
+    HTTP_HEADERS_TIMEOUT: duration('10s'),
+    /** An idle keep-alive connection is closed after this (above a load balancer's idle timeout). */
+    HTTP_KEEPALIVE_TIMEOUT: duration('5s'),
+    /** A connection with no traffic at all is closed after this. */
+    HTTP_CONNECTION_TIMEOUT: duration('60s'),
+    HTTP_BODY_LIMIT: positiveInt(1024 * 1024),
+    /** How long start-up waits for PostgreSQL before giving up. */
+    DB_START_TIMEOUT: duration('2m'),
+  })
+  .superRefine((c, ctx) => {
+    if (c.HTTP_HEADERS_TIMEOUT > c.HTTP_REQUEST_TIMEOUT) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['HTTP_HEADERS_TIMEOUT'],
+        message: 'must not be longer than HTTP_REQUEST_TIMEOUT (the headers are part of the request)',
+      });
+    }
   })
   .transform((c) => ({
     ...c,

@@ -1,10 +1,30 @@
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import type { CliContext } from './cli-context.ts';
 
+/**
+ * Where a command reads and writes. A command never touches process.stdout, stdin or the working directory
+ * itself, so the same implementation runs in the CLI's own process and, for a CLI talking to the running
+ * server, inside the server with its output streamed back.
+ */
+export interface CliIo {
+  /** One line of output. */
+  out(line: string): void;
+  /** One line on the error stream. */
+  err(line: string): void;
+  /** Raw output, resolving when it may continue (back-pressure for long exports). */
+  write(chunk: string): Promise<void>;
+  /** One line of the caller's standard input; undefined when it is empty or closed. */
+  readLine(): Promise<string | undefined>;
+  /** A path the caller typed, made absolute against the caller's working directory. */
+  resolvePath(path: string): string;
+}
+
 export interface CliCommand {
   summary: string;
   args?: string;
-  run(ctx: CliContext, argv: string[]): Promise<void>;
+  /** Resolves to the exit code when it is not 0 (e.g. 3: the audit chain is broken). */
+  // biome-ignore lint/suspicious/noConfusingVoidType: most commands return nothing, which TypeScript types as void.
+  run(ctx: CliContext, argv: string[]): Promise<number | void>;
 }
 
 export interface CommandGroup {

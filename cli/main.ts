@@ -1,72 +1,66 @@
 #!/usr/bin/env node
 // The admin CLI: `npm run cli -- <group> <command> [args]`. It opens the same database the server uses
-// (DATABASE_URL, or the embedded one under DATA_DIR — stop the server first, PGlite allows one process).
+// (DATABASE_URL, or the embedded one under DATA_DIR). The embedded database takes one process at a time:
+// while the server holds it, the CLI sends the command to the server over DATA_DIR/admin.sock and the
+// server runs it, with the same code and the same audit records.
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
 import { loadConfig } from '../app/config.ts';
+import { DataDirLockedError } from '../db/data-dir-lock.ts';
+import { AdminConnectError, runOnServer } from './admin-client.ts';
+import { ADMIN_SOCKET } from './admin-protocol.ts';
 import { openCliContext } from './cli-context.ts';
-import { CliUsageError, type CommandGroup } from './cli-types.ts';
-import { auditCommands } from './commands/audit-commands.ts';
-import { endpointCommands } from './commands/endpoint-cli.ts';
-import { libraryCommands } from './commands/library-commands.ts';
-import { orgCommands } from './commands/org-commands.ts';
-import { segmentCommands } from './commands/segment-commands.ts';
-import { userCommands } from './commands/user-commands.ts';
+import { findCommand, runCliCommand } from './cli-runner.ts';
+import type { CliIo } from './cli-types.ts';
 
-const groups: Record<string, CommandGroup> = {
-  user: userCommands,
-  role: {
-    summary: 'grant or revoke a role',
-    commands: { grant: userCommands.commands['role-grant']!, revoke: userCommands.commands['role-revoke']! },
+const processIo: CliIo = {
+  out: (line) => void process.stdout.write(`${line}\n`),
+  err: (line) => void process.stderr.write(`${line}\n`),
+  write: (chunk) =>
+    new Promise((r) => (process.stdout.write(chunk) ? r() : process.stdout.once('drain', () => r()))),
+  async readLine() {
+    const rl = createInterface({ input: process.stdin, terminal: false });
+    for await (const line of rl) {
+      rl.close();
+      return line;
+    }
+    return undefined;
   },
-  org: orgCommands,
-  segment: segmentCommands,
-  endpoint: endpointCommands,
-  script: libraryCommands,
-  audit: auditCommands,
+  resolvePath: (p) => resolve(p),
 };
 
-function usage(): string {
-  const lines = ['Usage: npm run cli -- <group> <command> [arguments]', ''];
-  for (const [name, g] of Object.entries(groups)) {
-    for (const [cmd, c] of Object.entries(g.commands)) {
-      if (name === 'user' && cmd.startsWith('role-')) continue;
-      lines.push(`  ${`${name} ${cmd} ${c.args ?? ''}`.padEnd(62)} ${c.summary}`);
-    }
-  }
-  return lines.join('\n');
-}
-
 async function main(argv: string[]): Promise<number> {
-  const [groupName, cmdName, ...rest] = argv;
-  if (!groupName || groupName === 'help' || groupName === '--help' || groupName === '-h') {
-    console.log(usage());
-    return groupName ? 0 : 2;
-  }
-  const group = groups[groupName];
-  const command = group && cmdName ? group.commands[cmdName] : undefined;
-  if (!command) {
-    console.error(`Unknown command "${[groupName, cmdName].filter(Boolean).join(' ')}".\n\n${usage()}`);
-    return 2;
-  }
+  const found = findCommand(argv, processIo);
+  if (typeof found === 'number') return found;
   const config = loadConfig();
-  const ctx = await openCliContext(config);
+  // Whatever the CLI creates under DATA_DIR (the embedded database's files, exports) is private.
+  process.umask(0o077);
+  let ctx: Awaited<ReturnType<typeof openCliContext>>;
   try {
-    await command.run(ctx, rest);
-    return 0;
+    ctx = await openCliContext(config, processIo);
+  } catch (e) {
+    if (!(e instanceof DataDirLockedError && e.holder.role === 'server')) throw e;
+    const socket = join(config.DATA_DIR, ADMIN_SOCKET);
+    return runOnServer(socket, argv, { ...process, cwd: process.cwd() }).catch((err) => {
+      if (!(err instanceof AdminConnectError)) throw err;
+      throw new AdminConnectError(
+        `The server (pid ${e.holder.pid}) holds the embedded database, but ${err.message} If it is ` +
+          'starting, try again in a moment; if it is stuck, stop it and run the command again.',
+      );
+    });
+  }
+  try {
+    return await runCliCommand(found, ctx);
   } finally {
     await ctx.close();
   }
 }
 
 main(process.argv.slice(2)).then(
-  (code) => process.exit(Number(process.exitCode ?? code)),
+  (code) => process.exit(code),
   (err: Error & { code?: string }) => {
-    if (err instanceof CliUsageError) {
-      console.error(`${err.message}\nUsage: npm run cli -- ${err.usage}`);
-      process.exit(2);
-    }
-    // Typed errors carry a user-facing message; anything else is printed without stack noise but kept whole.
-    console.error(err.code ? `${err.message} (${err.code})` : err.message);
-    if (!err.code && process.env.LOG_LEVEL === 'debug') console.error(err.stack);
+    console.error(typeof err.code === 'string' ? `${err.message} (${err.code})` : err.message);
+    if (typeof err.code !== 'string' && process.env.LOG_LEVEL === 'debug') console.error(err.stack);
     process.exit(1);
   },
 );

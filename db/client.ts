@@ -10,6 +10,8 @@ import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator';
 import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
+import { prepareDataDir, tightenTree } from './data-dir.ts';
+import { acquireDataDirLock, type LockHolder } from './data-dir-lock.ts';
 import * as schema from './schema.ts';
 
 export type Schema = typeof schema;
@@ -42,27 +44,63 @@ export interface OpenDatabaseOptions {
   migrate?: boolean;
   /** Pool size for PostgreSQL (default 10). */
   maxConnections?: number;
+  /** Who holds the embedded database's lock (server, cli, demo): what a process refused by it is told. */
+  role?: string;
+  /** Told when the lock of a process that is gone is taken over. */
+  onStaleLock?: (holder: LockHolder) => void;
 }
 
 export async function openDatabase(opts: OpenDatabaseOptions): Promise<Database> {
   return opts.url ? openPostgres(opts.url, opts) : openPglite(opts);
 }
 
+/**
+ * PGlite under `dataDir/pglite` (in memory without a dataDir). The directory is checked (see prepareDataDir)
+ * and locked for this process until close or exit; a second process gets DataDirLockedError.
+ */
 async function openPglite(opts: OpenDatabaseOptions): Promise<Database> {
-  let dir: string | undefined;
-  if (opts.dataDir) {
-    dir = join(opts.dataDir, 'pglite');
-    mkdirSync(dir, { recursive: true });
+  if (!opts.dataDir) return openPgliteClient(undefined, opts);
+  prepareDataDir(opts.dataDir);
+  const lock = acquireDataDirLock(opts.dataDir, opts.role ?? 'process', opts.onStaleLock);
+  try {
+    const dir = join(opts.dataDir, 'pglite');
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const database = await openPgliteClient(dir, opts, lock.release);
+    try {
+      tightenTree(dir);
+    } catch (e) {
+      await database.close();
+      throw e;
+    }
+    return database;
+  } catch (e) {
+    lock.release();
+    throw e;
   }
-  const client = await PGlite.create(dir);
-  if (opts.migrate !== false) {
-    await migratePglite(drizzlePglite({ client }), { migrationsFolder: MIGRATIONS_FOLDER });
-  }
-  return wrapPglite(client);
 }
 
-/** The Database over an already open PGlite instance (for example one restored with `loadDataDir`). */
-export function wrapPglite(client: PGlite): Database {
+async function openPgliteClient(
+  dir: string | undefined,
+  opts: OpenDatabaseOptions,
+  onClose?: () => void,
+): Promise<Database> {
+  const client = await PGlite.create(dir);
+  try {
+    if (opts.migrate !== false) {
+      await migratePglite(drizzlePglite({ client }), { migrationsFolder: MIGRATIONS_FOLDER });
+    }
+  } catch (e) {
+    await client.close().catch(() => {});
+    throw e;
+  }
+  return wrapPglite(client, onClose);
+}
+
+/**
+ * The Database over an already open PGlite instance (for example one restored with `loadDataDir`).
+ * `onClose` runs after the client closes (it releases the data directory's lock).
+ */
+export function wrapPglite(client: PGlite, onClose?: () => void): Database {
   const db = drizzlePglite({ client, schema }) as unknown as Db;
   return {
     db,
@@ -75,7 +113,11 @@ export function wrapPglite(client: PGlite): Database {
       await client.query('select pg_notify($1, $2)', [channel, payload]);
     },
     async close() {
-      if (!client.closed) await client.close();
+      try {
+        if (!client.closed) await client.close();
+      } finally {
+        onClose?.();
+      }
     },
   };
 }

@@ -63,10 +63,19 @@ describe.skipIf(!hasChromium)('step-up pages in Chromium', () => {
 
   const nextStep = () => f.clock.advance(30_000);
 
-  it('enrols an authenticator by reading the secret from the page and typing the current code', async () => {
+  it('enrols an authenticator: password first, then the secret from the page and the current code', async () => {
     const user = await f.makeUser('kim', { enrol: false });
     const page = await open(`/enrol/${await f.link(user, 'enrol_totp', 'enrol')}`);
     await expect(page.getByRole('heading', { level: 1 }).textContent()).resolves.toContain('two-factor');
+    // The link alone shows no secret: the page asks for the password first.
+    expect(await page.locator('figure.qr svg').count()).toBe(0);
+    expect(await page.locator('#totp-secret').count()).toBe(0);
+    await page.getByLabel('Password').fill('not my password');
+    await submitWith(page, page.getByRole('button', { name: 'Continue' }));
+    await expect(page.getByRole('alert').textContent()).resolves.toContain('That password was not accepted');
+    expect(await page.locator('#totp-secret').count()).toBe(0);
+    await page.getByLabel('Password').fill(PASSWORD);
+    await submitWith(page, page.getByRole('button', { name: 'Continue' }));
     expect(await page.locator('figure.qr svg').isVisible()).toBe(true);
     const box = await page.locator('figure.qr svg').boundingBox();
     expect(box!.width).toBeGreaterThan(150); // big enough to scan from another screen

@@ -46,6 +46,37 @@ describe('config', () => {
     });
   });
 
+  it('trusts no proxy by default, and takes addresses, CIDRs, range names, a hop count or true', () => {
+    expect(loadConfig({}).TRUST_PROXY).toBe(false);
+    expect(loadConfig({ TRUST_PROXY: '10.0.0.5, 10.0.1.0/24,loopback,::1' }).TRUST_PROXY).toEqual([
+      '10.0.0.5',
+      '10.0.1.0/24',
+      'loopback',
+      '::1',
+    ]);
+    expect(loadConfig({ TRUST_PROXY: '1' }).TRUST_PROXY).toBe(1);
+    expect(loadConfig({ TRUST_PROXY: 'true' }).TRUST_PROXY).toBe(true);
+    expect(() => loadConfig({ TRUST_PROXY: 'proxy.example.com' })).toThrow(
+      /TRUST_PROXY has "proxy.example.com", which is not an IP address or CIDR/,
+    );
+    expect(() => loadConfig({ TRUST_PROXY: '10.0.0.0/33' })).toThrow(/TRUST_PROXY/);
+  });
+
+  it('has HTTP timeouts and a start-up wait, and refuses a header timeout longer than the request one', () => {
+    expect(loadConfig({})).toMatchObject({
+      HTTP_REQUEST_TIMEOUT: 30,
+      HTTP_HEADERS_TIMEOUT: 10,
+      HTTP_KEEPALIVE_TIMEOUT: 5,
+      HTTP_CONNECTION_TIMEOUT: 60,
+      HTTP_BODY_LIMIT: 1024 * 1024,
+      DB_START_TIMEOUT: 120,
+    });
+    expect(() => loadConfig({ HTTP_HEADERS_TIMEOUT: '1m' })).toThrow(
+      /HTTP_HEADERS_TIMEOUT must not be longer than HTTP_REQUEST_TIMEOUT/,
+    );
+    expect(() => loadConfig({ DB_START_TIMEOUT: 'forever' })).toThrow(/DB_START_TIMEOUT expected a duration/);
+  });
+
   it('parses durations', () => {
     expect(parseDuration('30s')).toBe(30);
     expect(parseDuration('7d')).toBe(604800);

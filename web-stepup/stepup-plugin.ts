@@ -15,13 +15,14 @@ import { registerEnrolRoutes } from './enrol-routes.ts';
 import { registerFileRoutes } from './file-routes.ts';
 import { registerHistoryRoutes } from './history-routes.ts';
 import { type LinkRateLimit, sendPage } from './page-reply.ts';
-import { registerStepUpRoutes } from './stepup-routes.ts';
+import { registerStepUpRoutes, tokenParams } from './stepup-routes.ts';
 import { noticePage, STYLESHEET_PATH } from './views.ts';
 import type { StepUpPagesDeps } from './web-types.ts';
 
 /**
- * Page requests (views and posts) per minute. These sit in front of the step-up service's own per-user
- * attempt limit and lockout; they stop floods and link guessing, and leave room for a person who reloads.
+ * Page requests (views and posts) per minute: per link owner for live links, per address for every other
+ * link. These sit in front of the step-up service's own per-user attempt limit and lockout; they stop floods
+ * and link guessing, and leave room for a person who reloads.
  */
 const DEFAULT_PER_IP = 60;
 const DEFAULT_PER_USER = 30;
@@ -77,33 +78,31 @@ export async function registerStepUpPages(app: FastifyInstance, deps: StepUpPage
       reply.type('text/css; charset=utf-8').header('cache-control', 'public, max-age=3600').send(STYLESHEET),
     );
 
-    // Two buckets per request: the plugin's own per-route hook runs only once per request, so both
-    // limiters are checked by hand here (createRateLimit is the library's manual API for that).
+    // Two separate buckets, and a request counts in exactly one. A live link counts against its owner (one
+    // person's page views and posts, across addresses and links). Anything else (unknown, malformed, used
+    // or expired links) counts against the sender's address in a bucket of its own: behind a reverse proxy
+    // many people share one address, and a flood of made-up links must never use up a real user's
+    // allowance or lock anyone out. Lockout itself only ever comes from the step-up service counting wrong
+    // passwords and codes for a user.
     const windowMs = deps.config.rateWindowMs ?? 60_000;
-    const perIp = scope.createRateLimit({
-      max: deps.config.rateLimitPerIp ?? DEFAULT_PER_IP,
-      timeWindow: windowMs,
-    });
-    const perUser = scope.createRateLimit({
+    const owners = new WeakMap<FastifyRequest, string>();
+    const perOwner = scope.createRateLimit({
       max: deps.config.rateLimitPerUser ?? DEFAULT_PER_USER,
       timeWindow: windowMs,
-      // The owner of the link, so one user's attempts are capped across IPs and links.
-      keyGenerator: async (req) => {
-        const token = (req.params as { token?: string }).token ?? '';
-        try {
-          return `user:${(await deps.stepup.inspectChallenge(token)).userId}`;
-        } catch {
-          return `ip:${req.ip}`;
-        }
-      },
+      keyGenerator: (req) => `owner:${owners.get(req)}`,
+    });
+    const badLinksPerIp = scope.createRateLimit({
+      max: deps.config.rateLimitPerIp ?? DEFAULT_PER_IP,
+      timeWindow: windowMs,
+      keyGenerator: (req) => `bad-link:${req.ip}`,
     });
     const linkLimit: LinkRateLimit = async (req, reply) => {
-      for (const check of [perIp, perUser]) {
-        const res = await check(req);
-        if (!res.isAllowed && res.isExceeded) {
-          reply.header('retry-after', String(res.ttlInSeconds));
-          throw Object.assign(new Error('rate limit exceeded'), { statusCode: 429 });
-        }
+      const owner = await linkOwner(deps, req);
+      if (owner) owners.set(req, owner);
+      const res = await (owner ? perOwner : badLinksPerIp)(req);
+      if (!res.isAllowed && res.isExceeded) {
+        reply.header('retry-after', String(res.ttlInSeconds));
+        throw Object.assign(new Error('rate limit exceeded'), { statusCode: 429 });
       }
     };
 
@@ -112,6 +111,17 @@ export async function registerStepUpPages(app: FastifyInstance, deps: StepUpPage
     registerFileRoutes(scope, deps);
     registerHistoryRoutes(scope, deps);
   });
+}
+
+/** The user a live link in the request's path belongs to, or undefined for any other token. */
+async function linkOwner(deps: StepUpPagesDeps, req: FastifyRequest): Promise<string | undefined> {
+  const params = tokenParams.safeParse(req.params);
+  if (!params.success) return undefined;
+  try {
+    return (await deps.stepup.inspectChallenge(params.data.token)).userId;
+  } catch {
+    return undefined;
+  }
 }
 
 /** One translation of errors into pages for the whole site. Never shows internals or secrets. */

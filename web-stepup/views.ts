@@ -150,9 +150,34 @@ ${input.error ? html`<p class="notice error" role="alert">${input.error}</p>` : 
 <h2>2. Enter the code it shows</h2>
 <form class="stack" method="post" autocomplete="off">
 <input type="hidden" name="_csrf" value="${input.csrfToken}">
+<input type="hidden" name="step" value="code">
 <label for="code">Authenticator code <span class="hint">The 6 digits your app shows now</span></label>
 <input id="code" name="code" type="text" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{6}" maxlength="6" required>
 <button type="submit">Finish setup</button>
+</form>`;
+  return layout('Set up two-factor authentication', body);
+}
+
+export interface EnrolPasswordInput {
+  displayName: string;
+  username: string;
+  csrfToken: string;
+  error?: string;
+}
+
+/** The first step on an enrolment link: the password, before any secret is shown. */
+export function enrolPasswordPage(input: EnrolPasswordInput): string {
+  const body = html`<h1>Set up two-factor authentication</h1>
+${input.error ? html`<p class="notice error" role="alert">${input.error}</p>` : ''}
+<p class="who">For <strong>${input.displayName}</strong> (${input.username})</p>
+<p>First confirm it is you: enter your Active Response password. Then the page shows the key to add to your authenticator app.</p>
+<form class="stack" method="post" autocomplete="off">
+<input type="hidden" name="_csrf" value="${input.csrfToken}">
+<input type="hidden" name="step" value="password">
+<input type="text" name="username" value="${input.username}" autocomplete="username" hidden readonly>
+<label for="password">Password</label>
+<input id="password" name="password" type="password" autocomplete="current-password" required maxlength="1024">
+<button type="submit">Continue</button>
 </form>`;
   return layout('Set up two-factor authentication', body);
 }

@@ -15,8 +15,8 @@ export interface StepUpPagesConfig {
   /** The platform secret key; the cookie-signing key is derived from it. */
   secretKey: Buffer;
   /**
-   * Requests per IP (default 60) and per link owner (default 30) within `rateWindowMs` (default one
-   * minute) on the step-up and enrolment routes.
+   * Step-up and enrolment page requests within `rateWindowMs` (default one minute): per link owner for live
+   * links (default 30), and per IP for unknown, malformed, used or expired links (default 60).
    */
   rateLimitPerIp?: number;
   rateLimitPerUser?: number;
@@ -29,7 +29,12 @@ export interface StepUpPagesDeps {
   bot: Pick<BotCore, 'describeStepUp' | 'completeStepUp'>;
   stepup: Pick<
     StepUpService,
-    'inspectChallenge' | 'startTotpEnrolment' | 'confirmTotpEnrolment' | 'activeWindow' | 'windowById'
+    | 'inspectChallenge'
+    | 'verifyEnrolmentPassword'
+    | 'startTotpEnrolment'
+    | 'confirmTotpEnrolment'
+    | 'activeWindow'
+    | 'windowById'
   >;
   users: Pick<UserService, 'getUser'>;
   audit: AuditService;

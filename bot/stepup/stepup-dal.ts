@@ -9,7 +9,12 @@ export type ChallengeRow = typeof stepUpChallenges.$inferSelect;
 export type UserRow = typeof users.$inferSelect;
 
 /** Audit actions that count as one step-up or enrolment attempt for the per-user rate limit. */
-export const ATTEMPT_ACTIONS = ['stepup.attempt', 'totp.enrol_attempt', 'totp.enrolled'];
+export const ATTEMPT_ACTIONS = [
+  'stepup.attempt',
+  'totp.enrol_password',
+  'totp.enrol_attempt',
+  'totp.enrolled',
+];
 
 export async function findChallenge(db: DbOrTx, tokenHash: string, lock = false) {
   const q = db.select().from(stepUpChallenges).where(eq(stepUpChallenges.tokenHash, tokenHash)).limit(1);

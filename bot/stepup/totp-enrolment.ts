@@ -1,17 +1,20 @@
 // TOTP enrolment: a secret is generated and stored sealed (AES-256-GCM, bound to the user id), shown once
 // to be scanned, and becomes active only when the user proves it with one code. Until then
-// `totp_enrolled_at` stays null and the user cannot step up.
+// `totp_enrolled_at` stays null and the user cannot step up. From an enrolment link, the account password
+// comes first: a link forwarded, logged or shoulder-surfed must not be enough to see the secret.
 import { and, eq, gt } from 'drizzle-orm';
 import { z } from 'zod';
-import type { Db } from '../../db/client.ts';
+import type { Db, DbOrTx } from '../../db/client.ts';
 import { stepUpChallenges, stepUpWindows, users } from '../../db/schema.ts';
 import type { AuditService } from '../audit/audit-service.ts';
+import { verifyPassword } from '../crypto/passwords.ts';
 import { open, seal } from '../crypto/secret-box.ts';
 import { hashToken } from '../crypto/tokens.ts';
 import { type AppError, BadRequest, Conflict, describeZodIssues, Forbidden, NotFound } from '../errors.ts';
 import type { Clock } from '../ports.ts';
-import { findChallenge, findUser } from './stepup-dal.ts';
-import type { AttemptGuard } from './stepup-guard.ts';
+import { type ChallengeRow, findChallenge, findUser, toChallengeView, type UserRow } from './stepup-dal.ts';
+import { type AttemptGuard, formatUtc, type Refusal } from './stepup-guard.ts';
+import type { ChallengeView } from './stepup-types.ts';
 import { decodeTotpSecret, encodeTotpSecret, generateTotpSecret, otpauthUri, verifyTotp } from './totp.ts';
 
 const userIdSchema = z.string().uuid('must be a user id');
@@ -22,6 +25,52 @@ const confirmSchema = z.object({
   sourceIp: z.string().max(100).optional(),
   userAgent: z.string().max(500).optional(),
 });
+
+const passwordSchema = z.object({
+  token: z.string().min(1).max(200),
+  // Over-long passwords are simply wrong (verifyPassword says no), and count as a failed attempt.
+  password: z.string(),
+  sourceIp: z.string().max(100).optional(),
+  userAgent: z.string().max(500).optional(),
+});
+
+/** Why an enrolment link cannot be used now (wrong kind, used, expired, user already enrolled), or null. */
+function enrolLinkRefusal(ch: ChallengeRow, u: UserRow, now: Date): Refusal | null {
+  if (ch.purpose !== 'enrol_totp') {
+    return {
+      reason: 'wrong_purpose',
+      error: new BadRequest(
+        'stepup.wrong_purpose',
+        'This is not an enrolment link. Open it on its own page.',
+      ),
+    };
+  }
+  if (ch.usedAt) {
+    return {
+      reason: 'link_used',
+      error: new Conflict('stepup.link_used', 'This enrolment link was already used.'),
+    };
+  }
+  if (ch.expiresAt <= now) {
+    return {
+      reason: 'link_expired',
+      error: new Conflict(
+        'stepup.link_expired',
+        'This enrolment link has expired. Ask the bot for a new one.',
+      ),
+    };
+  }
+  if (u.totpEnrolledAt) {
+    return {
+      reason: 'already_enrolled',
+      error: new Conflict(
+        'totp.already_enrolled',
+        'Your authenticator is already enrolled. If you lost it, ask a platform admin to reset it.',
+      ),
+    };
+  }
+  return null;
+}
 
 function notFound(userId: string) {
   return new NotFound('user.not_found', `No user with id "${userId}".`);
@@ -45,7 +94,93 @@ export function createTotpEnrolment(deps: {
     return res.data;
   }
 
+  type Meta = { sourceIp: string | null; userAgent: string | null };
+
+  /** One `totp.enrol_password` record; never carries the password. */
+  function auditPassword(
+    tx: DbOrTx | undefined,
+    who: { ch?: ChallengeRow; user?: UserRow },
+    outcome: 'ok' | 'refused',
+    reason: string,
+    meta: Meta,
+  ) {
+    return audit.append(
+      {
+        actorType: who.user ? 'user' : 'anonymous',
+        actorId: who.user?.id ?? null,
+        action: 'totp.enrol_password',
+        outcome,
+        details: {
+          reason,
+          username: who.user?.username ?? null,
+          challengeId: who.ch?.id ?? null,
+          ...meta,
+        },
+      },
+      tx,
+    );
+  }
+
   return {
+    /**
+     * The first step on an enrolment link: the account's password, checked before the page may show the
+     * secret. Every attempt is audited (`totp.enrol_password`); a wrong password counts toward the lockout
+     * like a failed step-up. Returns the link's challenge; throws NotFound/Conflict for a bad link,
+     * RateLimited when locked, Forbidden 'totp.password_wrong' for a wrong password.
+     */
+    async verifyEnrolmentPassword(input: {
+      token: string;
+      password: string;
+      sourceIp?: string;
+      userAgent?: string;
+    }): Promise<ChallengeView> {
+      const p = parse(passwordSchema, input);
+      const now = clock.now();
+      const meta: Meta = { sourceIp: p.sourceIp ?? null, userAgent: p.userAgent ?? null };
+      const tokenHash = hashToken(p.token, secretKey);
+
+      // Cheap refusals first, without locks; the audit records get their own transactions.
+      const ch = await findChallenge(db, tokenHash);
+      const user = ch && (await findUser(db, ch.userId));
+      if (!ch || !user) {
+        await auditPassword(undefined, {}, 'refused', 'link_unknown', meta);
+        throw new NotFound(
+          'stepup.link_unknown',
+          'This enrolment link is not valid. Ask the bot for a new one.',
+        );
+      }
+      const early = enrolLinkRefusal(ch, user, now) ?? (await guard.refusal(db, user, now));
+      if (early) {
+        await auditPassword(undefined, { ch, user }, 'refused', early.reason, meta);
+        throw early.error;
+      }
+      // argon2 takes a while: outside any transaction, so it holds no row others wait on.
+      const passwordOk = await verifyPassword(user.passwordHash, p.password);
+
+      const result = await db.transaction(async (tx): Promise<{ error: AppError } | ChallengeView> => {
+        const c = (await findChallenge(tx, tokenHash, true))!;
+        const u = (await findUser(tx, c.userId, true))!;
+        const refusal = enrolLinkRefusal(c, u, now) ?? (await guard.refusal(tx, u, now));
+        if (refusal) {
+          await auditPassword(tx, { ch: c, user: u }, 'refused', refusal.reason, meta);
+          return { error: refusal.error };
+        }
+        // A password changed in between invalidates what was verified above.
+        if (!passwordOk || u.passwordHash !== user.passwordHash) {
+          const { lockedUntil, left } = await guard.recordFailure(tx, u, now);
+          await auditPassword(tx, { ch: c, user: u }, 'refused', 'password_wrong', meta);
+          const tail = lockedUntil
+            ? ` Too many failed attempts: locked until ${formatUtc(lockedUntil)}.`
+            : ` ${left} attempt${left === 1 ? '' : 's'} left before a temporary lock.`;
+          return { error: new Forbidden('totp.password_wrong', `That password was not accepted.${tail}`) };
+        }
+        await auditPassword(tx, { ch: c, user: u }, 'ok', 'ok', meta);
+        return toChallengeView(c, u);
+      });
+      if ('error' in result) throw result.error;
+      return result;
+    },
+
     /**
      * Returns the pending secret (base32) and its otpauth URI, creating and storing a sealed secret when
      * none is pending. Calling it again before confirmation shows the same secret, so reloading the page

@@ -1,5 +1,6 @@
 import { once } from 'node:events';
 import { createWriteStream } from 'node:fs';
+import { finished } from 'node:stream/promises';
 import { CliUsageError, type CommandGroup, cliArgs } from '../cli-types.ts';
 
 export const auditCommands: CommandGroup = {
@@ -14,7 +15,7 @@ export const auditCommands: CommandGroup = {
           return;
         }
         ctx.out(`BROKEN at record ${res.brokenAt}: ${res.problem}. ${res.count} records before it verify.`);
-        process.exitCode = 3;
+        return 3;
       },
     },
     export: {
@@ -25,16 +26,31 @@ export const auditCommands: CommandGroup = {
         const { values } = cliArgs(argv, usage, 0, { format: { type: 'string' }, out: { type: 'string' } });
         if ((values.format ?? 'jsonl') !== 'jsonl')
           throw new CliUsageError(`Unknown format "${values.format}"; only jsonl is supported.`, usage);
-        const out = values.out ? createWriteStream(values.out, { flags: 'wx', mode: 0o600 }) : process.stdout;
+        const file = values.out
+          ? createWriteStream(ctx.io.resolvePath(values.out), { flags: 'wx', mode: 0o600 })
+          : undefined;
+        if (file) {
+          // Inside the server an unhandled stream error would end the process, not just this command.
+          file.on('error', () => {});
+          try {
+            await once(file, 'open');
+          } catch (e) {
+            if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+            throw new CliUsageError(`${values.out} already exists; choose a new file name.`, usage);
+          }
+        }
+        const write = async (line: string) => {
+          if (!file) return ctx.io.write(line);
+          if (!file.write(line)) await once(file, 'drain');
+        };
         let n = 0;
         for await (const r of ctx.audit.exportAll()) {
-          const line = `${JSON.stringify({ ...r, at: r.at.toISOString() })}\n`;
-          if (!out.write(line)) await once(out, 'drain');
+          await write(`${JSON.stringify({ ...r, at: r.at.toISOString() })}\n`);
           n++;
         }
-        if (values.out) {
-          (out as NodeJS.WritableStream).end();
-          await once(out, 'finish');
+        if (file) {
+          file.end();
+          await finished(file);
           ctx.out(`Wrote ${n} records to ${values.out}.`);
         }
       },

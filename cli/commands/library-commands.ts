@@ -23,7 +23,7 @@ export const libraryCommands: CommandGroup = {
           os: { type: 'string' },
           description: { type: 'string' },
         });
-        const file = positionals[1]!;
+        const file = ctx.io.resolvePath(positionals[1]!);
         const size = statSync(file).size;
         if (size > ctx.config.MAX_SCRIPT_BYTES) {
           throw new CliUsageError(

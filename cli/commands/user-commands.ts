@@ -1,15 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { createInterface } from 'node:readline';
 import QRCode from 'qrcode';
 import { ROLES, type Role } from '../../db/schema.ts';
+import type { CliContext } from '../cli-context.ts';
 import { CliUsageError, type CommandGroup, cliArgs } from '../cli-types.ts';
 
-async function readPasswordFromStdin(): Promise<string> {
-  const rl = createInterface({ input: process.stdin, terminal: false });
-  for await (const line of rl) {
-    rl.close();
-    return line;
-  }
+async function readPasswordFromStdin(ctx: CliContext): Promise<string> {
+  const line = await ctx.io.readLine();
+  if (line) return line;
   throw new CliUsageError('--password-stdin was given but standard input was empty.', 'user add ...');
 }
 
@@ -35,7 +32,7 @@ export const userCommands: CommandGroup = {
           'password-stdin': { type: 'boolean' },
         });
         const generated = !values['password-stdin'];
-        const password = generated ? randomBytes(15).toString('base64url') : await readPasswordFromStdin();
+        const password = generated ? randomBytes(15).toString('base64url') : await readPasswordFromStdin(ctx);
         const user = await ctx.users.createUser({
           username: positionals[0]!,
           displayName: values.name ?? positionals[0]!,
@@ -94,7 +91,7 @@ export const userCommands: CommandGroup = {
             subject: user.id,
           });
           ctx.out(
-            `Send ${user.username} this single-use enrolment link (expires ${link.expiresAt.toISOString()}):\n${link.url}`,
+            `Send ${user.username} this single-use enrolment link (it asks for their password, then shows the key; expires ${link.expiresAt.toISOString()}):\n${link.url}`,
           );
           return;
         }

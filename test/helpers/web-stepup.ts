@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { generate } from 'otplib';
-import { buildHttpApp } from '../../app/http-app.ts';
+import { buildHttpApp, type HttpAppOptions } from '../../app/http-app.ts';
 import { createAuditService } from '../../bot/audit/audit-service.ts';
 import type { StepUpOutcome, StepUpPageView } from '../../bot/bot-types.ts';
 import type { FileStore, RequestView } from '../../bot/ports.ts';
@@ -101,6 +101,8 @@ export interface WebFixtureOptions {
   lockoutThreshold?: number;
   /** A pino logger for the app (default: none), for tests that read what gets logged. */
   logger?: import('fastify').FastifyBaseLogger;
+  /** Server options as production passes them from config (trustProxy, timeouts). */
+  http?: Omit<HttpAppOptions, 'logger'>;
 }
 
 /** The TOTP code for the test clock's time, `steps` periods away. */
@@ -128,7 +130,7 @@ export async function createWebFixture(driver: Driver, opts: WebFixtureOptions =
   const dir = await mkdtemp(join(tmpdir(), 'ar-web-files-'));
   const fileStore = createLocalFileStore(dir);
   const parts = { tdb, clock, users, stepup, audit, secretKey };
-  const app = buildHttpApp({ logger: opts.logger ?? false });
+  const app = buildHttpApp({ ...opts.http, logger: opts.logger ?? false });
   await registerStepUpPages(app, {
     bot: opts.bot ? opts.bot(parts) : stepUpOnlyBot(stepup, opts.request),
     stepup,
