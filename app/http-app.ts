@@ -1,23 +1,22 @@
-// The one Fastify instance: the step-up pages, the Slack and Teams endpoints, /healthz and /metrics.
+// The one public Fastify instance: the step-up pages, the Slack and Teams endpoints, /healthz, and /metrics
+// only for a scraper holding METRICS_TOKEN (the metrics listener in app/metrics-http.ts serves it otherwise).
 // Built as a plain function so tests call `app.inject()` on exactly what production serves.
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
-import { collectDefaultMetrics, Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import { isAppError } from '../bot/errors.ts';
+import { observeHttpLatency, type PublicMetricsAccess, registerPublicMetrics } from './metrics-http.ts';
 
 export interface HttpAppOptions {
   logger?: FastifyServerOptions['loggerInstance'] | boolean;
   /** Answers /healthz: resolves when the database answers. */
   healthCheck?: () => Promise<void>;
+  /** Request latency is observed into it; /metrics is served here only with `publicMetrics`. */
   metrics?: Registry;
+  /** Serves /metrics on this listener to a caller with the bearer token (METRICS_TOKEN). */
+  publicMetrics?: PublicMetricsAccess;
   /** Trust X-Forwarded-For from a reverse proxy (source IPs in the audit log). */
   trustProxy?: boolean;
   bodyLimit?: number;
-}
-
-export function createMetricsRegistry(): Registry {
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
-  return registry;
 }
 
 export function buildHttpApp(opts: HttpAppOptions = {}): FastifyInstance {
@@ -29,6 +28,8 @@ export function buildHttpApp(opts: HttpAppOptions = {}): FastifyInstance {
     // Request ids appear in "something went wrong, reference X" so a person can find the log line.
     genReqId: () => `ref-${Math.random().toString(36).slice(2, 10)}`,
   });
+  // Before any route, so every route (and the 404 handler) is timed.
+  if (opts.metrics) observeHttpLatency(app, opts.metrics);
 
   app.setErrorHandler((err, req, reply) => {
     if (isAppError(err)) {
@@ -54,12 +55,6 @@ export function buildHttpApp(opts: HttpAppOptions = {}): FastifyInstance {
     }
   });
 
-  if (opts.metrics) {
-    const registry = opts.metrics;
-    app.get('/metrics', async (_req, reply) => {
-      reply.header('content-type', registry.contentType);
-      return registry.metrics();
-    });
-  }
+  if (opts.metrics && opts.publicMetrics) registerPublicMetrics(app, opts.metrics, opts.publicMetrics);
   return app;
 }

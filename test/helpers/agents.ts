@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { eq } from 'drizzle-orm';
+import type { Registry } from 'prom-client';
 import { createAuditService } from '../../bot/audit/audit-service.ts';
 import type { Clock, DeliveryEvent, Logger } from '../../bot/ports.ts';
 import { createBroker } from '../../broker/broker.ts';
@@ -59,6 +60,7 @@ export async function startTestBroker(
     maxFileBytes?: number;
     host?: string;
     publicHost?: string;
+    metrics?: Registry;
   } = {},
 ) {
   const clock = opts.clock ?? wallClock();
@@ -74,6 +76,7 @@ export async function startTestBroker(
     logger: silentLogger,
     fileStore,
     observer: { deliveryChanged: async (e) => void events.push(e) },
+    metrics: opts.metrics,
     config: {
       host: opts.host ?? '127.0.0.1',
       port: 0,

@@ -1,6 +1,7 @@
 // The real service graph (app/platform.ts) on a test database with a console chat and a test clock, plus
 // people created through the real user and step-up services (argon2 passwords, enrolled TOTP).
 import { generate } from 'otplib';
+import type { Registry } from 'prom-client';
 import { type ConsoleChat, createConsoleChat } from '../../adapters/console/console-chat.ts';
 import { consoleContext } from '../../adapters/console/console-session.ts';
 import { loadConfig } from '../../app/config.ts';
@@ -19,7 +20,11 @@ export interface Person {
 
 const silent = { info() {}, warn() {}, error() {}, debug() {} };
 
-export async function buildTestPlatform(tdb: TestDatabase, env: Record<string, string> = {}) {
+export async function buildTestPlatform(
+  tdb: TestDatabase,
+  env: Record<string, string> = {},
+  opts: { metrics?: Registry } = {},
+) {
   const clock = createTestClock();
   const config = loadConfig({ PUBLIC_URL: 'http://ar.test', ...env });
   const platform: Platform = createPlatform({
@@ -28,6 +33,7 @@ export async function buildTestPlatform(tdb: TestDatabase, env: Record<string, s
     logger: silent,
     clock,
     secretKey: Buffer.alloc(32, 7),
+    metrics: opts.metrics,
   });
   const consoleChat: ConsoleChat = createConsoleChat();
   platform.router.register('console', consoleChat.chat);
