@@ -4,17 +4,19 @@
 // scraper holding METRICS_TOKEN.
 import type { FastifyInstance } from 'fastify';
 import type { Registry } from 'prom-client';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../app/config.ts';
 import { buildHttpApp } from '../app/http-app.ts';
 import { createMetricsRegistry } from '../app/metrics.ts';
 import { buildMetricsApp, publicMetricsAccess } from '../app/metrics-http.ts';
 import { attachSurfaces } from '../app/surfaces.ts';
+import { createLocalFileStore } from '../broker/files/local-file-store.ts';
 import {
   type AgentProcess,
   enrolAgent,
   startTestBroker,
   type TestBroker,
+  tempDir,
   waitFor,
 } from './helpers/agents.ts';
 import { drivers, openTestDatabase, type TestDatabase } from './helpers/db.ts';
@@ -197,6 +199,7 @@ describe.each(drivers)('where /metrics is served (%s)', (driver) => {
   let registry: Registry;
   let tp: TestPlatform;
   const apps: FastifyInstance[] = [];
+  const files = tempDir('ar-metrics-files-');
 
   beforeEach(async () => {
     tdb = await openTestDatabase(driver);
@@ -207,6 +210,7 @@ describe.each(drivers)('where /metrics is served (%s)', (driver) => {
     for (const a of apps.splice(0)) await a.close();
     await tdb.destroy();
   });
+  afterAll(() => files.remove());
 
   it('keeps /metrics off the public web listener when no METRICS_TOKEN is set', async () => {
     const web = buildHttpApp({
@@ -225,6 +229,16 @@ describe.each(drivers)('where /metrics is served (%s)', (driver) => {
       publicMetrics: publicMetricsAccess(TOKEN, tp.platform.audit),
     });
     apps.push(web);
+    // Next to the step-up pages, as in production (both scopes have their own rate limits).
+    await attachSurfaces({
+      http: web,
+      platform: tp.platform,
+      config: tp.platform.config,
+      logger: silent,
+      fileStore: createLocalFileStore(files.dir),
+      database: tdb,
+    });
+    expect((await web.inject({ method: 'GET', url: '/' })).statusCode).toBe(200);
     const none = await web.inject({ method: 'GET', url: '/metrics' });
     expect(none.statusCode).toBe(401);
     expect(none.headers['www-authenticate']).toMatch(/^Bearer/);

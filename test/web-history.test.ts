@@ -190,6 +190,15 @@ describe.each(drivers)('session history on %s', (driver) => {
     expect(recordNumbers(back.body)).toEqual(firstSeqs);
     expect(link(back.body, 'prev')).toBeUndefined();
     expect(link(back.body, 'next')).toBe(older);
+
+    // Past the oldest record: an empty page that still leads back.
+    const beyond = await view('/history?endpoint=web-01&before=1');
+    expect(rowsOf(beyond.body)).toHaveLength(0);
+    expect(beyond.body).toContain('No more records this way.');
+    expect(link(beyond.body, 'prev')).toBe('/history?endpoint=web-01&after=0');
+    const start = await view(link(beyond.body, 'prev')!);
+    expect(start.statusCode).toBe(200);
+    expect(Math.min(...recordNumbers(start.body))).toBe(Math.min(...secondSeqs));
   });
 
   it('keeps the page no taller than 50 rows however much there is', async () => {

@@ -39,15 +39,17 @@ const timeInput = z.preprocess(
     .optional(),
 );
 
-const seqInput = z.preprocess(
-  blankToUndefined,
-  z.coerce
-    .number({ message: 'a page position is a record number' })
-    .int('a page position is a whole record number')
-    .positive('a page position is a record number above 0')
-    .max(Number.MAX_SAFE_INTEGER)
-    .optional(),
-);
+/** A record number to page from; `after=0` is the very start of the log. */
+const seqInput = (min: 0 | 1) =>
+  z.preprocess(
+    blankToUndefined,
+    z.coerce
+      .number({ message: 'a page position is a record number' })
+      .int('a page position is a whole record number')
+      .min(min, `a page position is a record number of at least ${min}`)
+      .max(Number.MAX_SAFE_INTEGER)
+      .optional(),
+  );
 
 export const historyQuery = z
   .object({
@@ -90,8 +92,8 @@ export const historyQuery = z
     ),
     from: timeInput,
     to: timeInput,
-    before: seqInput,
-    after: seqInput,
+    before: seqInput(1),
+    after: seqInput(0),
   })
   .refine((q) => q.before === undefined || q.after === undefined, {
     message: 'a page is either before or after a record, not both',
