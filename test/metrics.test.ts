@@ -266,6 +266,23 @@ describe.each(drivers)('where /metrics is served (%s)', (driver) => {
     expect(JSON.stringify(refusals)).not.toContain(TOKEN.slice(0, 16));
   });
 
+  it('stops answering a caller who keeps trying tokens, so refusals cannot flood the audit log', async () => {
+    const access = { ...publicMetricsAccess(TOKEN, tp.platform.audit)!, perMinute: 3 };
+    const web = buildHttpApp({ metrics: registry, publicMetrics: access });
+    apps.push(web);
+    const codes: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const res = await web.inject({
+        method: 'GET',
+        url: '/metrics',
+        headers: { authorization: `Bearer guess-${i}` },
+      });
+      codes.push(res.statusCode);
+    }
+    expect(codes).toEqual([401, 401, 401, 429, 429]);
+    expect(await tp.platform.audit.list({ actionPrefix: 'metrics.' })).toHaveLength(3);
+  });
+
   it('serves /metrics on the metrics listener at its default loopback address', async () => {
     const config = loadConfig({});
     expect(config.METRICS_HOST).toBe('127.0.0.1');
