@@ -73,7 +73,7 @@ function filterForm(f: HistoryFilters): SafeHtml {
 }
 
 function sessionsSection(rows: SessionRow[], limit: number): SafeHtml {
-  return html`<h2>Live sessions (${rows.length}${rows.length >= limit ? ', newest shown' : ''})</h2>
+  return html`<h2>Sessions (${rows.length}${rows.length >= limit ? ', newest shown' : ''})</h2>
 ${
   rows.length === 0
     ? html`<p class="empty">No sessions match.</p>`
