@@ -18,7 +18,6 @@ import { createPlatform } from './app/platform.ts';
 import { attachSurfaces } from './app/surfaces.ts';
 import { systemClock } from './bot/ports.ts';
 import { createBroker } from './broker/broker.ts';
-import { createLocalFileStore } from './broker/files/local-file-store.ts';
 import { openDatabase } from './db/client.ts';
 import { endpoints } from './db/schema.ts';
 
@@ -40,7 +39,7 @@ async function main() {
   const consoleChat = createConsoleChat({ write: say });
   platform.router.register('console', consoleChat.chat);
 
-  const fileStore = createLocalFileStore(join(dataDir, 'files'));
+  const fileStore = platform.fileStore;
   const http = buildHttpApp({
     logger: false,
     healthChecks: { database: async () => void (await database.db.execute('select 1')) },

@@ -1,15 +1,14 @@
-// The composition root: config, logger, database, services, the HTTP server (step-up pages, Slack, health,
-// metrics) and the agent broker, with a graceful shutdown. `npm start` runs this.
-import { join } from 'node:path';
 import pino from 'pino';
 import { ConfigError, loadConfig, resolveSecretKey } from './app/config.ts';
-import { buildHttpApp, createMetricsRegistry, httpOptionsFromConfig } from './app/http-app.ts';
+import { buildHttpApp, httpOptionsFromConfig } from './app/http-app.ts';
+import { createMetricsRegistry } from './app/metrics.ts';
+import { buildMetricsApp, publicMetricsAccess } from './app/metrics-http.ts';
 import { createPlatform } from './app/platform.ts';
+import { nextSteps, startBanner } from './app/start-message.ts';
 import { describeStartupError, secureDataDir, startAdminSocket, startDatabase } from './app/start-up.ts';
 import { attachSurfaces } from './app/surfaces.ts';
 import { systemClock } from './bot/ports.ts';
 import { createBroker } from './broker/broker.ts';
-import { createLocalFileStore } from './broker/files/local-file-store.ts';
 
 /** Never let a secret reach a log line, whatever object a caller hands the logger. */
 export const LOG_REDACT = [
@@ -50,12 +49,13 @@ async function main() {
   const metrics = config.METRICS ? createMetricsRegistry() : undefined;
   const platform = createPlatform({ config, database, logger, clock, secretKey, metrics });
   const closeAdmin = await startAdminSocket({ config, database, platform, logger });
-  const fileStore = createLocalFileStore(join(config.DATA_DIR, 'files'));
+  const fileStore = platform.fileStore;
 
   const http = buildHttpApp({
     logger,
     metrics,
     ...httpOptionsFromConfig(config),
+    publicMetrics: publicMetricsAccess(config.METRICS_TOKEN, platform.audit),
     healthChecks: { database: async () => void (await database.db.execute('select 1')) },
   });
   const surfaces = await attachSurfaces({ http, platform, config, logger, fileStore, database });
@@ -66,6 +66,7 @@ async function main() {
     clock,
     logger,
     fileStore,
+    metrics,
     config: {
       host: config.BROKER_HOST,
       port: config.BROKER_PORT,
@@ -78,19 +79,28 @@ async function main() {
   const unfollow = await platform.followDeliveries();
   const brokerAddr = await broker.start();
   await http.listen({ host: config.HOST, port: config.HTTP_PORT });
+  const metricsHttp = metrics && buildMetricsApp(metrics);
+  await metricsHttp?.listen({ host: config.METRICS_HOST, port: config.METRICS_PORT });
   const sweeper = setInterval(
     () => void platform.sweep().catch((err) => logger.error({ err }, 'sweep failed')),
     30_000,
   );
+  const facts = {
+    publicUrl: config.PUBLIC_URL,
+    slackEnabled: config.slackEnabled,
+    embedded: database.driver === 'pglite',
+  };
   logger.info(
     {
       http: `http://${config.HOST}:${config.HTTP_PORT}`,
       publicUrl: config.PUBLIC_URL,
       broker: brokerAddr,
+      metrics: metricsHttp ? `http://${config.METRICS_HOST}:${config.METRICS_PORT}/metrics` : undefined,
       slack: config.slackEnabled,
     },
-    'active response platform up',
+    `active response platform up. Next: ${nextSteps(facts).join(' ')}`,
   );
+  if (process.stdout.isTTY) process.stdout.write(`${startBanner(facts)}\n`);
 
   let stopping = false;
   const shutdown = async (signal: string) => {
@@ -100,6 +110,7 @@ async function main() {
     clearInterval(sweeper);
     await http.close().catch(() => {});
     await closeAdmin().catch(() => {});
+    await metricsHttp?.close().catch(() => {});
     await surfaces.close().catch(() => {});
     await broker.stop().catch(() => {});
     await unfollow().catch(() => {});

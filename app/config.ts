@@ -164,6 +164,16 @@ export const configSchema = z
       .regex(/^\/[a-z0-9_-]{1,31}$/, 'must look like /ar')
       .default('/ar'),
     METRICS: bool(true),
+    /** The metrics listener (no token): keep it on loopback or an internal interface. */
+    METRICS_HOST: z.string().min(1).default('127.0.0.1'),
+    METRICS_PORT: port(9464),
+    /** When set, /metrics is also served on the public web listener to `Authorization: Bearer <token>`. */
+    METRICS_TOKEN: z
+      .string()
+      .min(32, 'must be at least 32 characters (openssl rand -hex 32)')
+      .max(512, 'must be at most 512 characters')
+      .regex(/^\S+$/, 'must not contain spaces')
+      .optional(),
     TRUST_PROXY: trustProxy,
     /** The whole request (headers and body) must arrive within this; slow senders are cut. */
     HTTP_REQUEST_TIMEOUT: duration('30s'),

@@ -1,10 +1,12 @@
-// The one Fastify instance: the step-up pages, the Slack and Teams endpoints, /healthz and /metrics.
+// The one public Fastify instance: the step-up pages, the Slack and Teams endpoints, /healthz, and /metrics
+// only for a scraper holding METRICS_TOKEN (the metrics listener in app/metrics-http.ts serves it otherwise).
 // Built as a plain function so tests call `app.inject()` on exactly what production serves.
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
-import { collectDefaultMetrics, Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import { isAppError } from '../bot/errors.ts';
 import type { Config } from './config.ts';
 import { httpLogSerializers, ScrubbingLogController } from './http-logging.ts';
+import { observeHttpLatency, type PublicMetricsAccess, registerPublicMetrics } from './metrics-http.ts';
 
 /** Server timeouts in milliseconds (see httpOptionsFromConfig for what each one cuts). */
 export interface HttpTimeouts {
@@ -20,7 +22,10 @@ export interface HttpAppOptions {
   logger?: FastifyServerOptions['loggerInstance'] | boolean;
   /** Answer /healthz: each check resolves when its dependency answers (e.g. `database`). */
   healthChecks?: Record<string, () => Promise<void>>;
+  /** Request latency is observed into it; /metrics is served here only with `publicMetrics`. */
   metrics?: Registry;
+  /** Serves /metrics on this listener to a caller with the bearer token (METRICS_TOKEN). */
+  publicMetrics?: PublicMetricsAccess;
   /** Fastify's trustProxy: which proxies' X-Forwarded-For gives the client address (rate limits, audit). */
   trustProxy?: boolean | number | string[];
   bodyLimit?: number;
@@ -59,12 +64,6 @@ function trustProxyOption(v: HttpAppOptions['trustProxy']) {
   return (_addr: string, hop: number) => hop < v;
 }
 
-export function createMetricsRegistry(): Registry {
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
-  return registry;
-}
-
 export function buildHttpApp(opts: HttpAppOptions = {}): FastifyInstance {
   const t = { ...DEFAULT_TIMEOUTS, ...opts.timeouts };
   const logger = typeof opts.logger === 'object' ? opts.logger : undefined;
@@ -89,6 +88,8 @@ export function buildHttpApp(opts: HttpAppOptions = {}): FastifyInstance {
     // Request ids appear in "something went wrong, reference X" so a person can find the log line.
     genReqId: () => `ref-${Math.random().toString(36).slice(2, 10)}`,
   });
+  // Before any route, so every route (and the 404 handler) is timed.
+  if (opts.metrics) observeHttpLatency(app, opts.metrics);
 
   app.setErrorHandler((err, req, reply) => {
     if (isAppError(err)) {
@@ -131,12 +132,6 @@ export function buildHttpApp(opts: HttpAppOptions = {}): FastifyInstance {
     return { status: down.length ? 'unavailable' : 'ok', checks, ...(down.length ? { down } : {}) };
   });
 
-  if (opts.metrics) {
-    const registry = opts.metrics;
-    app.get('/metrics', async (_req, reply) => {
-      reply.header('content-type', registry.contentType);
-      return registry.metrics();
-    });
-  }
+  if (opts.metrics && opts.publicMetrics) registerPublicMetrics(app, opts.metrics, opts.publicMetrics);
   return app;
 }

@@ -21,7 +21,7 @@ import { createOutboxDispatcher } from '../broker/outbox/dispatcher.ts';
 import type { Database, Db } from '../db/client.ts';
 import { createChatRouter } from './chat-router.ts';
 import type { Config } from './config.ts';
-import { countAuditEvents } from './metrics.ts';
+import { registerDatabaseMetrics } from './metrics.ts';
 
 export interface PlatformOptions {
   config: Config;
@@ -29,7 +29,10 @@ export interface PlatformOptions {
   logger: Logger;
   clock: Clock;
   secretKey: Buffer;
-  /** When given, audit events are counted into it (`ar_audit_events_total`). */
+  /**
+   * When given, the database-backed metrics are registered on it: requests and deliveries by state, outbox
+   * depth, audit events and step-up outcomes (app/metrics.ts).
+   */
   metrics?: Registry;
   /** Where evidence and library files live; default DATA_DIR/files. */
   fileStore?: FileStore;
@@ -64,8 +67,8 @@ export function stepUpFromConfig(deps: {
 export function createPlatform(opts: PlatformOptions) {
   const { config, database, logger, clock, secretKey } = opts;
   const db = database.db;
-  const baseAudit = createAuditService({ db, clock });
-  const audit = opts.metrics ? countAuditEvents(baseAudit, opts.metrics) : baseAudit;
+  const audit = createAuditService({ db, clock });
+  if (opts.metrics) registerDatabaseMetrics(opts.metrics, db);
   const users = createUserService({ db, audit, clock, secretKey });
   const stepup = stepUpFromConfig({ db, audit, clock, secretKey, config });
   const policy = createPolicy({ blastRadiusThreshold: config.BLAST_RADIUS_THRESHOLD });

@@ -3,9 +3,11 @@
 // one holds an endpoint, `ar_presence` makes an older connection elsewhere step aside, and `ar_revoke` drops
 // a revoked agent at once.
 import { join } from 'node:path';
+import type { Registry } from 'prom-client';
 import type { AuditService } from '../bot/audit/audit-service.ts';
 import type { Clock, DeliveryEvent, DeliveryObserver, FileStore, Logger } from '../bot/ports.ts';
 import type { Database } from '../db/client.ts';
+import { createBrokerMetrics } from './broker-metrics.ts';
 import { REVOKE_CHANNEL, redeemEnrolment } from './enrolment/enrolment-service.ts';
 import { type AgentSession, createAgentSession, type SessionHost } from './gateway/agent-session.ts';
 import { createEndpointPresence } from './gateway/endpoint-presence.ts';
@@ -41,6 +43,8 @@ export function createBroker(deps: {
   config: BrokerConfig;
   observer?: DeliveryObserver;
   fileStore: FileStore;
+  /** When given, the broker reports connected agents and delivery latency into it. */
+  metrics?: Registry;
 }) {
   const { db: database, audit, clock, logger, config } = deps;
   const db = database.db;
@@ -101,10 +105,14 @@ export function createBroker(deps: {
     },
   );
 
-  const resulter = createBatcher(
-    (items: Parameters<typeof repo.recordResults>[0]) => repo.recordResults(items),
-    500,
-  );
+  const meter =
+    deps.metrics &&
+    createBrokerMetrics(deps.metrics, () => [...sessions.values()].filter((s) => s.ready).length);
+  const resulter = createBatcher(async (items: Parameters<typeof repo.recordResults>[0]) => {
+    const out = await repo.recordResults(items);
+    for (const r of out) if (r.status === 'recorded') meter?.deliveryFinished(r.row);
+    return out;
+  }, 500);
   const lookups = createBatcher((fps: string[]) => presence.byFingerprints(fps), 1000);
   const hellos = createBatcher<
     { endpointId: string; hello: Parameters<SessionHost['online']>[1]; session?: string },

@@ -1,11 +1,13 @@
-// `npm start` on a fresh machine: the real entry point comes up on the embedded database, answers /healthz
-// and /metrics, generates its secret key, keeps its files private, and shuts down cleanly on SIGTERM.
+// `npm start` on a fresh machine: the real entry point comes up on the embedded database, answers /healthz,
+// serves its front page, keeps /metrics on the loopback metrics listener (not the public web listener),
+// generates its secret key, keeps its files private, says what to do next, and shuts down cleanly on SIGTERM.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { nextSteps, startBanner } from '../app/start-message.ts';
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -33,12 +35,26 @@ async function waitForHealth(url: string, child: ChildProcess, ms: number): Prom
   }
 }
 
+/** Waits for a line of the child's output; the start line comes once every listener is up. */
+async function waitForLine(read: () => string, pattern: RegExp, child: ChildProcess, ms: number) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const line = read()
+      .split('\n')
+      .find((l) => pattern.test(l));
+    if (line) return line;
+    if (child.exitCode !== null) throw new Error(`the server exited with ${child.exitCode}`);
+    if (Date.now() > deadline) throw new Error(`no line matching ${pattern} within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 describe('npm start', () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'ar-start-'));
   afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
-  it('comes up on PGlite, answers /healthz and /metrics, and stops on SIGTERM', async () => {
-    const [http, broker] = [await freePort(), await freePort()];
+  it('comes up on PGlite, answers /healthz, serves metrics on the metrics listener only, and stops on SIGTERM', async () => {
+    const [http, broker, metricsPort] = [await freePort(), await freePort(), await freePort()];
     const child = spawn(process.execPath, ['--import', 'tsx', 'main.ts'], {
       env: {
         ...process.env,
@@ -46,7 +62,9 @@ describe('npm start', () => {
         DATABASE_URL: '',
         HTTP_PORT: String(http),
         BROKER_PORT: String(broker),
-        LOG_LEVEL: 'warn',
+        METRICS_PORT: String(metricsPort),
+        METRICS_TOKEN: '',
+        LOG_LEVEL: 'info',
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -56,9 +74,23 @@ describe('npm start', () => {
     try {
       const res = await waitForHealth(`http://127.0.0.1:${http}/healthz`, child, 45_000);
       expect(await res.json()).toEqual({ status: 'ok', checks: { database: 'ok' } });
-      const metrics = await (await fetch(`http://127.0.0.1:${http}/metrics`)).text();
-      expect(metrics).toMatch(/process_cpu_user_seconds_total/);
-      expect(metrics).toMatch(/# TYPE ar_audit_events_total counter/);
+      // The last log line says what to do next, in words.
+      const up = await waitForLine(() => output, /platform up/, child, 15_000);
+      expect(up).toContain(`Open http://localhost:${http}/ in a browser`);
+      expect(up).toContain('npm run cli -- user add');
+      expect(up).toContain('Connect Slack');
+      const front = await fetch(`http://127.0.0.1:${http}/`);
+      expect(front.headers.get('content-type')).toMatch(/text\/html/);
+      expect(await front.text()).toContain('This server runs Active Response');
+      // The public listener has no /metrics without METRICS_TOKEN; the metrics listener on loopback has.
+      expect((await fetch(`http://127.0.0.1:${http}/metrics`)).status).toBe(404);
+      const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      expect(metrics).toMatch(/^process_cpu_user_seconds_total \d/m);
+      expect(metrics).toMatch(/^ar_agents_connected 0$/m);
+      expect(metrics).toMatch(/^ar_outbox_depth 0$/m);
+      expect(metrics).toMatch(/^ar_requests\{state="pending_approval"\} 0$/m);
+      expect(metrics).toMatch(/^# TYPE ar_audit_events_total counter$/m);
+      expect(metrics).toMatch(/^# TYPE ar_http_request_duration_seconds histogram$/m);
       expect(statSync(join(dataDir, 'secret.key')).mode & 0o777).toBe(0o600);
       expect(existsSync(join(dataDir, 'pglite'))).toBe(true);
       // Private: the directory 0700, every database file 0600, the admin socket 0600, the lock held.
@@ -107,5 +139,21 @@ describe('npm start', () => {
     const code = await new Promise((r) => child.once('exit', r));
     expect(code).toBe(2);
     expect(err).toMatch(/DATABASE_URL has scheme "mysql:"/);
+  });
+
+  it('says the next steps in plain words, fitted to the database and to whether Slack is set up', () => {
+    const embedded = startBanner({ publicUrl: 'http://localhost:8080', slackEnabled: false, embedded: true });
+    expect(embedded).toContain('1. Open http://localhost:8080/ in a browser');
+    expect(embedded).toContain(
+      '2. Add a user with the CLI: stop this server (Ctrl-C), run npm run cli -- user add',
+    );
+    expect(embedded).toContain('3. Connect Slack: set SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN');
+    const [, cli, slack] = nextSteps({
+      publicUrl: 'https://ar.example.com',
+      slackEnabled: true,
+      embedded: false,
+    });
+    expect(cli).toBe('Add a user with the CLI: npm run cli -- user add <name>.');
+    expect(slack).toContain('Slack is connected');
   });
 });

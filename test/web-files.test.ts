@@ -192,7 +192,7 @@ describe.each(drivers)('evidence downloads and session history on %s', (driver) 
     expect(page.body).toContain('triage beacon');
     expect(page.body).toContain('script.executed');
     expect(page.body).toContain('cafe'.repeat(16));
-    expect(page.body).toContain('print(\\&quot;hello\\&quot;)');
+    expect(page.body).toContain('print(&quot;hello&quot;)');
     expect(page.body).not.toMatch(/<script/i);
     const viewed = await f.tdb.db.select().from(auditLog).where(eq(auditLog.action, 'history.viewed'));
     expect(viewed.length).toBeGreaterThan(0);

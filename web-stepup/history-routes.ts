@@ -1,77 +1,113 @@
-// GET /history — Active Response sessions and audit records, filterable by user, endpoint and time. Only
-// for Active Response users with a live step-up window cookie (the bot's history link is a step-up link
-// with purpose 'history'). Every view is audited with its filters.
+// GET /history — Active Response sessions and audit records, filterable by user, endpoint, request, kind of
+// event and time, 50 records a page by keyset (`before`/`after` a record's seq, so a page stays put while
+// new records arrive). Only for Active Response users with a live step-up window cookie (the bot's history
+// link is a step-up link with purpose 'history'). Every view is audited with its filters.
 import { and, desc, eq, gte, inArray, lte, type SQL } from 'drizzle-orm';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
+import type { AuditQuery, AuditRecord } from '../bot/audit/audit-service.ts';
 import { describeZodIssues } from '../bot/errors.ts';
-import { endpoints, sessions, users } from '../db/schema.ts';
+import { actionRequests, endpoints, sessions, users } from '../db/schema.ts';
 import { requireResponder } from './file-routes.ts';
-import { type HistoryFilters, historyPage, type SessionRow } from './history-view.ts';
+import {
+  echoFilters,
+  type HistoryFilters,
+  type HistoryQuery,
+  historyHref,
+  historyQuery,
+} from './history-filters.ts';
+import { type HistoryPage, historyPage, type SessionRow } from './history-view.ts';
+import type { HistoryNames } from './history-words.ts';
 import { sendPage } from './page-reply.ts';
 import { attemptSource } from './stepup-routes.ts';
 import type { StepUpPagesDeps } from './web-types.ts';
 
-const blankToUndefined = (v: unknown) => (typeof v === 'string' && v.trim() === '' ? undefined : v);
-
-/** `2026-11-28`, `2026-11-28T09:00` (read as UTC, what the form's placeholder shows) or full ISO 8601. */
-const timeInput = z.preprocess(
-  blankToUndefined,
-  z
-    .string()
-    .trim()
-    .max(40)
-    .transform((v, ctx) => {
-      const iso = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?)?$/.test(v)
-        ? `${v}${v.length > 10 ? '' : 'T00:00'}Z`
-        : v;
-      const d = new Date(iso);
-      if (!/^\d{4}-\d{2}-\d{2}/.test(v) || Number.isNaN(d.getTime())) {
-        ctx.addIssue({
-          code: 'custom',
-          message: `"${v}" is not a time; use a UTC time such as 2026-11-28T09:00`,
-        });
-        return z.NEVER;
-      }
-      return d;
-    })
-    .optional(),
-);
-
-const historyQuery = z.object({
-  user: z.preprocess(
-    blankToUndefined,
-    z
-      .string()
-      .trim()
-      .max(64)
-      .regex(/^[a-z0-9._-]+$/, 'a username has only a-z, 0-9, dot, underscore and dash')
-      .optional(),
-  ),
-  endpoint: z.preprocess(
-    blankToUndefined,
-    z
-      .string()
-      .trim()
-      .max(253)
-      .regex(/^[A-Za-z0-9._-]+$/, 'a hostname has only letters, digits, dot, underscore and dash')
-      .optional(),
-  ),
-  from: timeInput,
-  to: timeInput,
-});
-
-function echoFilters(query: unknown): HistoryFilters {
-  const q = (query ?? {}) as Record<string, unknown>;
-  const pick = (k: string) => (typeof q[k] === 'string' ? (q[k] as string).slice(0, 253) : undefined);
-  return { user: pick('user'), endpoint: pick('endpoint'), from: pick('from'), to: pick('to') };
-}
-
 const HISTORY_HELP =
   'Ask the bot for the session history; it sends a step-up link that opens this page after your password and code.';
 
+const PAGE_SIZE = 50;
+const SESSION_LIMIT = 20;
+
+const noNames = (): HistoryNames => ({ users: new Map(), hosts: new Map(), requests: new Map() });
+const uuid = z.uuid();
+
 export function registerHistoryRoutes(app: FastifyInstance, deps: StepUpPagesDeps): void {
-  const limit = deps.config.historyLimit ?? 200;
+  const pageSize = deps.config.historyLimit ?? PAGE_SIZE;
+  const db = deps.db;
+
+  /** One page of records and the links either way, by keyset on seq. */
+  async function loadPage(filter: AuditQuery, q: HistoryQuery, filters: HistoryFilters) {
+    const exists = async (more: AuditQuery) =>
+      (await deps.audit.list({ ...filter, ...more, limit: 1 })).length > 0;
+    let records: AuditRecord[];
+    let hasNewer: boolean;
+    let hasOlder: boolean;
+    if (q.after !== undefined) {
+      const rows = await deps.audit.list({ ...filter, afterSeq: q.after, limit: pageSize + 1 });
+      hasNewer = rows.length > pageSize;
+      records = rows.slice(0, pageSize).reverse();
+      hasOlder = await exists({ beforeSeq: q.after + 1 });
+    } else {
+      const rows = await deps.audit.list({ ...filter, beforeSeq: q.before, limit: pageSize + 1 });
+      hasOlder = rows.length > pageSize;
+      records = rows.slice(0, pageSize);
+      hasNewer = q.before !== undefined && (await exists({ afterSeq: q.before - 1 }));
+    }
+    // An empty page still links back the way it came.
+    const newestSeq = records[0]?.seq ?? (q.before !== undefined ? q.before - 1 : q.after);
+    const oldestSeq = records[records.length - 1]?.seq ?? (q.after !== undefined ? q.after + 1 : q.before);
+    const page: HistoryPage = {
+      records,
+      newer: hasNewer && newestSeq !== undefined ? historyHref(filters, { after: newestSeq }) : undefined,
+      older: hasOlder && oldestSeq !== undefined ? historyHref(filters, { before: oldestSeq }) : undefined,
+      paged: q.before !== undefined || q.after !== undefined,
+    };
+    return page;
+  }
+
+  /** Usernames, hostnames and request refs for the ids on a page, in three queries. */
+  async function namesFor(records: AuditRecord[]): Promise<HistoryNames> {
+    const names = noNames();
+    const isId = (id: string | null): id is string => Boolean(id) && uuid.safeParse(id).success;
+    const userIds = [...new Set(records.filter((r) => r.actorType === 'user').map((r) => r.actorId))].filter(
+      isId,
+    );
+    const hostIds = [
+      ...new Set([
+        ...records.map((r) => r.endpointId),
+        ...records.filter((r) => r.actorType === 'agent').map((r) => r.actorId),
+      ]),
+    ].filter(isId);
+    const requestIds = [...new Set(records.map((r) => r.requestId))].filter(isId);
+    if (userIds.length) {
+      const rows = await db
+        .select({ id: users.id, n: users.username })
+        .from(users)
+        .where(inArray(users.id, userIds));
+      for (const r of rows) names.users.set(r.id, r.n);
+    }
+    if (hostIds.length) {
+      const rows = await db
+        .select({ id: endpoints.id, n: endpoints.hostname })
+        .from(endpoints)
+        .where(inArray(endpoints.id, hostIds));
+      for (const r of rows) names.hosts.set(r.id, r.n);
+    }
+    if (requestIds.length) {
+      const rows = await db
+        .select({
+          id: actionRequests.id,
+          ref: actionRequests.ref,
+          action: actionRequests.action,
+          reason: actionRequests.reason,
+          caseId: actionRequests.caseId,
+        })
+        .from(actionRequests)
+        .where(inArray(actionRequests.id, requestIds));
+      for (const r of rows) names.requests.set(r.id, r);
+    }
+    return names;
+  }
 
   app.get('/history', async (req, reply) => {
     const session = await requireResponder(req, reply, deps, { action: 'history.view', help: HISTORY_HELP });
@@ -81,96 +117,82 @@ export function registerHistoryRoutes(app: FastifyInstance, deps: StepUpPagesDep
       viewer: session.user,
       windowExpiresAt: session.expiresAt,
       filters,
-      limit,
-      sessions: [] as SessionRow[],
-      audit: [],
-      names: new Map<string, string>(),
-      endpoints: new Map<string, string>(),
+      sessionLimit: SESSION_LIMIT,
+      page: { records: [], paged: false } as HistoryPage,
+      names: noNames(),
     };
+    const refuse = (status: number, error: string) =>
+      sendPage(reply, status, historyPage({ ...base, error }));
 
     const parsed = historyQuery.safeParse(req.query ?? {});
-    if (!parsed.success) {
-      return sendPage(
-        reply,
-        400,
-        historyPage({ ...base, error: `Filter not understood: ${describeZodIssues(parsed.error.issues)}.` }),
-      );
-    }
+    if (!parsed.success)
+      return refuse(400, `Filter not understood: ${describeZodIssues(parsed.error.issues)}.`);
     const q = parsed.data;
+
     let userId: string | undefined;
     let endpointId: string | undefined;
+    let requestId: string | undefined;
     if (q.user) {
-      const [u] = await deps.db
-        .select({ id: users.id })
-        .from(users)
-        .where(eq(users.username, q.user))
-        .limit(1);
-      if (!u) return sendPage(reply, 404, historyPage({ ...base, error: `No user is named "${q.user}".` }));
+      const [u] = await db.select({ id: users.id }).from(users).where(eq(users.username, q.user)).limit(1);
+      if (!u) return refuse(404, `No user is named "${q.user}".`);
       userId = u.id;
     }
     if (q.endpoint) {
-      const [e] = await deps.db
+      const [e] = await db
         .select({ id: endpoints.id })
         .from(endpoints)
         .where(eq(endpoints.hostname, q.endpoint))
         .limit(1);
-      if (!e)
-        return sendPage(reply, 404, historyPage({ ...base, error: `No endpoint is named "${q.endpoint}".` }));
+      if (!e) return refuse(404, `No endpoint is named "${q.endpoint}".`);
       endpointId = e.id;
     }
+    if (q.request) {
+      const [r] = await db
+        .select({ id: actionRequests.id })
+        .from(actionRequests)
+        .where(eq(actionRequests.ref, q.request))
+        .limit(1);
+      if (!r) return refuse(404, `No request is named "${q.request}".`);
+      requestId = r.id;
+    }
 
-    const where: SQL[] = [];
-    if (userId) where.push(eq(sessions.userId, userId));
-    if (endpointId) where.push(eq(sessions.endpointId, endpointId));
-    if (q.from) where.push(gte(sessions.startedAt, q.from));
-    if (q.to) where.push(lte(sessions.startedAt, q.to));
-    const sessionRows = await deps.db
-      .select({
-        id: sessions.id,
-        username: users.username,
-        displayName: users.displayName,
-        hostname: endpoints.hostname,
-        reason: sessions.reason,
-        caseId: sessions.caseId,
-        startedAt: sessions.startedAt,
-        endedAt: sessions.endedAt,
-      })
-      .from(sessions)
-      .innerJoin(users, eq(sessions.userId, users.id))
-      .innerJoin(endpoints, eq(sessions.endpointId, endpoints.id))
-      .where(where.length ? and(...where) : undefined)
-      .orderBy(desc(sessions.startedAt))
-      .limit(limit);
-    const records = await deps.audit.list({ actorId: userId, endpointId, from: q.from, to: q.to, limit });
+    const filter: AuditQuery = {
+      actorId: userId,
+      endpointId,
+      requestId,
+      actionPrefix: q.action,
+      from: q.from,
+      to: q.to,
+    };
+    const page = await loadPage(filter, q, filters);
+    const names = await namesFor(page.records);
 
-    // Show names rather than ids where the ids are ours.
-    const uuid = z.uuid();
-    const actorIds = [
-      ...new Set(records.map((r) => r.actorId).filter((id): id is string => uuid.safeParse(id).success)),
-    ];
-    const endpointIds = [
-      ...new Set(records.map((r) => r.endpointId).filter((id): id is string => Boolean(id))),
-    ];
-    const names = new Map(
-      actorIds.length
-        ? (
-            await deps.db
-              .select({ id: users.id, n: users.username })
-              .from(users)
-              .where(inArray(users.id, actorIds))
-          ).map((r) => [r.id, r.n] as const)
-        : [],
-    );
-    const hosts = new Map(
-      endpointIds.length
-        ? (
-            await deps.db
-              .select({ id: endpoints.id, n: endpoints.hostname })
-              .from(endpoints)
-              .where(inArray(endpoints.id, endpointIds))
-          ).map((r) => [r.id, r.n] as const)
-        : [],
-    );
+    // Sessions are not audit records: they show on the first page, and only when no filter excludes them.
+    let sessionRows: SessionRow[] | undefined;
+    if (!page.paged && !q.request && !q.action) {
+      const where: SQL[] = [];
+      if (userId) where.push(eq(sessions.userId, userId));
+      if (endpointId) where.push(eq(sessions.endpointId, endpointId));
+      if (q.from) where.push(gte(sessions.startedAt, q.from));
+      if (q.to) where.push(lte(sessions.startedAt, q.to));
+      sessionRows = await db
+        .select({
+          id: sessions.id,
+          username: users.username,
+          displayName: users.displayName,
+          hostname: endpoints.hostname,
+          reason: sessions.reason,
+          caseId: sessions.caseId,
+          startedAt: sessions.startedAt,
+          endedAt: sessions.endedAt,
+        })
+        .from(sessions)
+        .innerJoin(users, eq(sessions.userId, users.id))
+        .innerJoin(endpoints, eq(sessions.endpointId, endpoints.id))
+        .where(where.length ? and(...where) : undefined)
+        .orderBy(desc(sessions.startedAt))
+        .limit(SESSION_LIMIT);
+    }
 
     await deps.audit.append({
       actorType: 'user',
@@ -181,16 +203,15 @@ export function registerHistoryRoutes(app: FastifyInstance, deps: StepUpPagesDep
         filters: {
           user: q.user ?? null,
           endpoint: q.endpoint ?? null,
+          request: q.request ?? null,
+          action: q.action ?? null,
           from: q.from ?? null,
           to: q.to ?? null,
         },
+        page: { before: q.before ?? null, after: q.after ?? null, records: page.records.length },
         ...attemptSource(req),
       },
     });
-    return sendPage(
-      reply,
-      200,
-      historyPage({ ...base, sessions: sessionRows, audit: records, names, endpoints: hosts }),
-    );
+    return sendPage(reply, 200, historyPage({ ...base, sessions: sessionRows, page, names }));
   });
 }

@@ -1,7 +1,7 @@
-// Mounts the step-up site on the one Fastify app: step-up links, TOTP enrolment, evidence downloads and
-// session history. Everything is registered inside its own encapsulated scope, so the form parser, CSP,
-// CSRF and HTML error pages apply to these pages only and never to the Slack or Teams endpoints that share
-// the app (Slack needs the raw body of its own form posts to check signatures).
+// Mounts the step-up site on the one Fastify app: step-up links, TOTP enrolment, evidence downloads, session
+// history and the front page. Everything is registered inside its own encapsulated scope, so the form
+// parser, CSP, CSRF and HTML error pages apply to these pages only and never to the Slack or Teams endpoints
+// that share the app (Slack needs the raw body of its own form posts to check signatures).
 import { readFileSync } from 'node:fs';
 import cookie from '@fastify/cookie';
 import csrf from '@fastify/csrf-protection';
@@ -13,6 +13,7 @@ import { deriveKey } from '../bot/crypto/secret-box.ts';
 import { isAppError } from '../bot/errors.ts';
 import { registerEnrolRoutes } from './enrol-routes.ts';
 import { registerFileRoutes } from './file-routes.ts';
+import { registerFrontPage } from './front-routes.ts';
 import { registerHistoryRoutes } from './history-routes.ts';
 import { type LinkRateLimit, sendPage } from './page-reply.ts';
 import { registerStepUpRoutes, tokenParams } from './stepup-routes.ts';
@@ -110,6 +111,7 @@ export async function registerStepUpPages(app: FastifyInstance, deps: StepUpPage
     registerEnrolRoutes(scope, deps, linkLimit);
     registerFileRoutes(scope, deps);
     registerHistoryRoutes(scope, deps);
+    registerFrontPage(scope);
   });
 }
 

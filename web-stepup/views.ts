@@ -188,3 +188,19 @@ export function enrolDonePage(displayName: string): string {
 <p>Return to Slack or Teams and repeat what you asked for. Step-up pages will ask for your password and a code from the app.</p>`;
   return layout('Two-factor authentication is set up', body);
 }
+
+/**
+ * GET / on the web listener: what this server is and where to go, for someone who opened the bare URL.
+ * No data, no login, nothing about users or endpoints.
+ */
+export function frontPage(): string {
+  const body = html`<h1>This server runs Active Response</h1>
+<p>Security teams use it to act on endpoints during an incident: isolate a host, stop a process, fetch a file or run an investigation script.</p>
+<p><strong>Actions are requested in chat, not here.</strong> Ask the bot in your Slack or Teams channel. An incident commander approves in the channel, and when the bot needs to confirm who you are it sends you a link to a page on this site (your password and a code from your authenticator app).</p>
+<h2>For the people who run it</h2>
+<ul class="links">
+<li><a href="/healthz">Health check</a>: answers <code>{"status":"ok"}</code> when the service and its database are up.</li>
+<li>Setting up, configuration, adding users and connecting Slack or Teams: the <code>README.md</code> at the top of the project.</li>
+</ul>`;
+  return layout('Active Response', body);
+}

@@ -21,7 +21,7 @@ export interface StepUpPagesConfig {
   rateLimitPerIp?: number;
   rateLimitPerUser?: number;
   rateWindowMs?: number;
-  /** Rows per table on the history page. */
+  /** Audit records per history page (default 50). */
   historyLimit?: number;
 }
 

@@ -1,7 +1,7 @@
 // Append-only audit log with a hash chain. Appends are serialised with a transaction-scoped advisory lock
 // so two writers can never both link to the same previous record; call `append` with the caller's
 // transaction so the record commits (or rolls back) together with the change it describes.
-import { and, asc, desc, eq, gt, gte, lte, or, type SQL, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, gt, gte, lt, lte, or, type SQL, sql } from 'drizzle-orm';
 import type { Db, DbOrTx } from '../../db/client.ts';
 import { auditLog } from '../../db/schema.ts';
 import { type Json, jsonbSafe } from '../canonical-json.ts';
@@ -34,7 +34,10 @@ export interface AuditQuery {
   actionPrefix?: string;
   from?: Date;
   to?: Date;
+  /** Records after this seq, oldest first (keyset paging forwards). */
   afterSeq?: number;
+  /** Records before this seq, newest first (keyset paging backwards). */
+  beforeSeq?: number;
   limit?: number;
 }
 
@@ -83,10 +86,13 @@ export function createAuditService(deps: { db: Db; clock: Clock }) {
       if (q.actorId) where.push(eq(auditLog.actorId, q.actorId));
       if (q.endpointId) where.push(eq(auditLog.endpointId, q.endpointId));
       if (q.requestId) where.push(eq(auditLog.requestId, q.requestId));
-      if (q.actionPrefix) where.push(sql`${auditLog.action} like ${`${q.actionPrefix}%`}`);
+      // `_` and `%` in a prefix are literal characters, not LIKE wildcards.
+      if (q.actionPrefix)
+        where.push(sql`${auditLog.action} like ${`${q.actionPrefix.replace(/[\\%_]/g, '\\$&')}%`}`);
       if (q.from) where.push(gte(auditLog.at, q.from));
       if (q.to) where.push(lte(auditLog.at, q.to));
       if (q.afterSeq !== undefined) where.push(gt(auditLog.seq, q.afterSeq));
+      if (q.beforeSeq !== undefined) where.push(lt(auditLog.seq, q.beforeSeq));
       return db
         .select()
         .from(auditLog)

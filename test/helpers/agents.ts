@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { eq } from 'drizzle-orm';
+import type { Registry } from 'prom-client';
 import { createAuditService } from '../../bot/audit/audit-service.ts';
 import type { Clock, DeliveryEvent, Logger } from '../../bot/ports.ts';
 import { createBroker } from '../../broker/broker.ts';
@@ -60,6 +61,7 @@ export async function startTestBroker(
     maxFileBytes?: number;
     host?: string;
     publicHost?: string;
+    metrics?: Registry;
   } = {},
 ) {
   const clock = opts.clock ?? wallClock();
@@ -75,6 +77,7 @@ export async function startTestBroker(
     logger: silentLogger,
     fileStore,
     observer: { deliveryChanged: async (e) => void events.push(e) },
+    metrics: opts.metrics,
     config: {
       host: opts.host ?? '127.0.0.1',
       port: 0,

@@ -42,6 +42,11 @@ export function phoneContext(browser: Browser): Promise<BrowserContext> {
   });
 }
 
+/** A desktop browser window, for pages people also open at their desk (history, the front page). */
+export function desktopContext(browser: Browser): Promise<BrowserContext> {
+  return browser.newContext({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
+}
+
 /**
  * Clicks a submit button and waits for the page it leads to. (Waiting for 'load' alone can resolve on the
  * page that is still showing, before the form's navigation commits.)

@@ -4,6 +4,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generate } from 'otplib';
+import type { Registry } from 'prom-client';
 import { type ConsoleChat, createConsoleChat } from '../../adapters/console/console-chat.ts';
 import { consoleContext } from '../../adapters/console/console-session.ts';
 import { loadConfig } from '../../app/config.ts';
@@ -23,7 +24,11 @@ export interface Person {
 
 const silent = { info() {}, warn() {}, error() {}, debug() {} };
 
-export async function buildTestPlatform(tdb: TestDatabase, env: Record<string, string> = {}) {
+export async function buildTestPlatform(
+  tdb: TestDatabase,
+  env: Record<string, string> = {},
+  opts: { metrics?: Registry } = {},
+) {
   const clock = createTestClock();
   const config = loadConfig({ PUBLIC_URL: 'http://ar.test', ...env });
   const files = mkdtempSync(join(tmpdir(), 'ar-files-'));
@@ -34,6 +39,7 @@ export async function buildTestPlatform(tdb: TestDatabase, env: Record<string, s
     clock,
     secretKey: Buffer.alloc(32, 7),
     fileStore: createLocalFileStore(files),
+    metrics: opts.metrics,
   });
   const consoleChat: ConsoleChat = createConsoleChat();
   platform.router.register('console', consoleChat.chat);
