@@ -10,6 +10,7 @@ import { systemClock } from './bot/ports.ts';
 import { createBroker } from './broker/broker.ts';
 import { createLocalFileStore } from './broker/files/local-file-store.ts';
 import { openDatabase } from './db/client.ts';
+import { auditLogExposure } from './db/roles.ts';
 
 /** Never let a secret reach a log line, whatever object a caller hands the logger. */
 export const LOG_REDACT = [
@@ -39,11 +40,20 @@ async function main() {
   }
   const logger = pino({ level: config.LOG_LEVEL, redact: { paths: LOG_REDACT, censor: '[redacted]' } });
   const secretKey = resolveSecretKey(config);
-  const database = await openDatabase({ url: config.DATABASE_URL, dataDir: config.DATA_DIR });
+  const database = await openDatabase({
+    url: config.DATABASE_URL,
+    migrationUrl: config.DATABASE_MIGRATION_URL,
+    dataDir: config.DATA_DIR,
+  });
   logger.info(
     { driver: database.driver, dataDir: database.driver === 'pglite' ? config.DATA_DIR : undefined },
     'database ready',
   );
+
+  if (config.DATABASE_URL) {
+    const exposure = await auditLogExposure(config.DATABASE_URL);
+    if (exposure) logger.warn({ hint: 'npm run cli -- db setup-roles --app-role ar_app' }, exposure);
+  }
 
   const clock = systemClock;
   const metrics = config.METRICS ? createMetricsRegistry() : undefined;
@@ -56,6 +66,8 @@ async function main() {
     healthCheck: async () => void (await database.db.execute('select 1')),
   });
   const surfaces = await attachSurfaces({ http, platform, config, logger, fileStore, database });
+  // After the surfaces, so the first checkpoint already reaches the Slack audit channel.
+  await platform.checkpointer.start();
 
   const broker = createBroker({
     db: database,
@@ -96,6 +108,8 @@ async function main() {
     logger.info({ signal }, 'shutting down');
     clearInterval(sweeper);
     await http.close().catch(() => {});
+    // Before the surfaces close and the database goes: the last head gets signed and posted.
+    await platform.checkpointer.stop().catch(() => {});
     await surfaces.close().catch(() => {});
     await broker.stop().catch(() => {});
     await unfollow().catch(() => {});

@@ -3,6 +3,12 @@
 
 import type { Registry } from 'prom-client';
 import { z } from 'zod';
+import {
+  type CheckpointTimer,
+  countAppendsFor,
+  createAuditCheckpointer,
+} from '../bot/audit/audit-checkpointer.ts';
+import { auditChainKey } from '../bot/audit/audit-keys.ts';
 import { type AuditService, createAuditService } from '../bot/audit/audit-service.ts';
 import { createBotService } from '../bot/bot-service.ts';
 import { createDeliveryReporter } from '../bot/deliveries/delivery-reporter.ts';
@@ -15,6 +21,7 @@ import { createStepUpService } from '../bot/stepup/stepup-service.ts';
 import { createUserService } from '../bot/users/user-service.ts';
 import { createOutboxDispatcher } from '../broker/outbox/dispatcher.ts';
 import type { Database, Db } from '../db/client.ts';
+import { checkpointLogFor, resolveCheckpointKeys } from './audit-anchoring.ts';
 import { createChatRouter } from './chat-router.ts';
 import type { Config } from './config.ts';
 import { countAuditEvents } from './metrics.ts';
@@ -27,6 +34,8 @@ export interface PlatformOptions {
   secretKey: Buffer;
   /** When given, audit events are counted into it (`ar_audit_events_total`). */
   metrics?: Registry;
+  /** Timer of the audit checkpointer's poll (default: the system's). */
+  checkpointTimer?: CheckpointTimer;
 }
 
 const deliveryEventSchema = z.object({
@@ -58,8 +67,19 @@ export function stepUpFromConfig(deps: {
 export function createPlatform(opts: PlatformOptions) {
   const { config, database, logger, clock, secretKey } = opts;
   const db = database.db;
-  const baseAudit = createAuditService({ db, clock });
-  const audit = opts.metrics ? countAuditEvents(baseAudit, opts.metrics) : baseAudit;
+  const baseAudit = createAuditService({ db, clock, chainKey: auditChainKey(secretKey) });
+  // Signs the chain's head into DATA_DIR and the audit channel; main.ts starts it (tests that do not, never
+  // touch the file).
+  const checkpointer = createAuditCheckpointer({
+    audit: baseAudit,
+    log: checkpointLogFor(config),
+    keys: resolveCheckpointKeys(config, secretKey),
+    clock,
+    logger,
+    timer: opts.checkpointTimer,
+  });
+  const counted = countAppendsFor(baseAudit, checkpointer);
+  const audit = opts.metrics ? countAuditEvents(counted, opts.metrics) : counted;
   const users = createUserService({ db, audit, clock, secretKey });
   const stepup = stepUpFromConfig({ db, audit, clock, secretKey, config });
   const policy = createPolicy({ blastRadiusThreshold: config.BLAST_RADIUS_THRESHOLD });
@@ -105,6 +125,7 @@ export function createPlatform(opts: PlatformOptions) {
     secretKey,
     db,
     audit,
+    checkpointer,
     users,
     stepup,
     policy,

@@ -1,11 +1,15 @@
 import { type ParseArgsConfig, parseArgs } from 'node:util';
+import type { Config } from '../app/config.ts';
 import type { CliContext } from './cli-context.ts';
 
-export interface CliCommand {
+export type CliCommand = {
   summary: string;
   args?: string;
-  run(ctx: CliContext, argv: string[]): Promise<void>;
-}
+} & (
+  | { run(ctx: CliContext, argv: string[]): Promise<void> }
+  /** Commands that must not open the database as usual (setting up roles, printing a key). */
+  | { runWithoutContext(config: Config, argv: string[]): Promise<void> }
+);
 
 export interface CommandGroup {
   summary: string;

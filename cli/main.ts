@@ -5,6 +5,7 @@ import { loadConfig } from '../app/config.ts';
 import { openCliContext } from './cli-context.ts';
 import { CliUsageError, type CommandGroup } from './cli-types.ts';
 import { auditCommands } from './commands/audit-commands.ts';
+import { dbCommands } from './commands/db-commands.ts';
 import { endpointCommands } from './commands/endpoint-cli.ts';
 import { libraryCommands } from './commands/library-commands.ts';
 import { orgCommands } from './commands/org-commands.ts';
@@ -22,6 +23,7 @@ const groups: Record<string, CommandGroup> = {
   endpoint: endpointCommands,
   script: libraryCommands,
   audit: auditCommands,
+  db: dbCommands,
 };
 
 function usage(): string {
@@ -48,6 +50,10 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const config = loadConfig();
+  if ('runWithoutContext' in command) {
+    await command.runWithoutContext(config, rest);
+    return 0;
+  }
   const ctx = await openCliContext(config);
   try {
     await command.run(ctx, rest);

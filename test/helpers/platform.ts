@@ -9,6 +9,7 @@ import { createSegmentService } from '../../bot/segments/segment-service.ts';
 import { endpoints, type Os, type Role } from '../../db/schema.ts';
 import { createTestClock } from './clock.ts';
 import type { TestDatabase } from './db.ts';
+import { TEST_SECRET_KEY } from './keys.ts';
 
 export interface Person {
   name: string;
@@ -27,7 +28,7 @@ export async function buildTestPlatform(tdb: TestDatabase, env: Record<string, s
     database: tdb,
     logger: silent,
     clock,
-    secretKey: Buffer.alloc(32, 7),
+    secretKey: TEST_SECRET_KEY,
   });
   const consoleChat: ConsoleChat = createConsoleChat();
   platform.router.register('console', consoleChat.chat);
