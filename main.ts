@@ -121,6 +121,11 @@ async function main() {
 }
 
 main().catch((err) => {
+  // A setting that only turns out bad once read (AUDIT_SIGNING_KEY's file) stops the start like any other.
+  if (err instanceof ConfigError) {
+    console.error(err.message);
+    process.exit(2);
+  }
   console.error(err);
   process.exit(1);
 });

@@ -164,8 +164,12 @@ describe.each(drivers)('audit checkpoints on %s', (driver) => {
     });
   });
 
-  it('posts after writing the file, retries a failed post on the next run, and never holds up appends', async () => {
+  it('posts after writing the file, retries a failed post on the next run, and a stuck sink holds up nothing', async () => {
     const posted: number[] = [];
+    const waiting = new Map<number, () => void>();
+    /** Resolves once the flaky sink has accepted the checkpoint for `seq`. */
+    const postedSeq = (seq: number) =>
+      posted.includes(seq) ? Promise.resolve() : new Promise<void>((r) => waiting.set(seq, r));
     let failNext = true;
     const flaky: AuditAnchorSink = {
       name: 'flaky',
@@ -176,26 +180,33 @@ describe.each(drivers)('audit checkpoints on %s', (driver) => {
           throw new Error('channel_not_found');
         }
         posted.push(cp.seq);
+        waiting.get(cp.seq)?.();
       },
     };
     const stuck: AuditAnchorSink = { name: 'stuck', postCheckpoint: () => new Promise(() => {}) };
     const t = setup({ sinks: [flaky] });
     await t.append(2);
     await t.checkpointer.checkpointNow();
+    await t.checkpointer.idle();
     expect(posted).toEqual([]);
     expect(logged).toContainEqual({
       level: 'warn',
       msg: expect.stringMatching(/could not post an audit checkpoint/),
     });
     await t.checkpointer.tick();
+    await t.checkpointer.idle();
     expect(posted).toEqual([2]);
 
+    // A sink that never answers holds up neither appends, nor later checkpoints, nor the other sink.
     t.checkpointer.addSink(stuck);
     await t.appendOne();
-    t.clock.advance(60_000);
-    void t.checkpointer.tick();
+    await t.checkpointer.checkpointNow();
+    await postedSeq(3);
     await t.appendOne();
-    await expect(t.audit.head()).resolves.toMatchObject({ seq: 4 });
+    await expect(t.checkpointer.checkpointNow()).resolves.toMatchObject({ seq: 4 });
+    await postedSeq(4);
+    expect(t.lines().map((c) => c.seq)).toEqual([2, 3, 4]);
+    expect(posted).toEqual([2, 3, 4]);
   });
 
   it('reports the newest records deleted after a checkpoint, with the first missing seq', async () => {

@@ -67,6 +67,7 @@ describe.each(drivers)('audit checkpoints in the Slack audit channel (%s)', (dri
     const head = await tp.platform.audit.head();
     const cp = await tp.platform.checkpointer.checkpointNow();
     expect(cp).toMatchObject({ seq: head!.seq, hash: head!.hash });
+    await tp.platform.checkpointer.idle();
 
     const line = readFileSync(join(dataDir, 'audit-checkpoints.jsonl'), 'utf8').trim();
     const [post] = slack.callsOf('chat.postMessage');

@@ -5,8 +5,10 @@
 // deleted from the tail without a checkpoint noticing. Appends from other processes (broker processes on
 // the same PostgreSQL) are seen by polling the head every `pollMs`.
 //
-// Nothing here is on the append path: appends only bump a counter. A sink that fails is logged and gets the
-// newest checkpoint on the next run, which covers every earlier one.
+// Nothing here is on the append path: appends only bump a counter. Posting is not on the checkpoint path
+// either: the file is written first, and each sink is posted to in the background, one post at a time per
+// sink, so a sink that hangs holds up neither checkpoints nor the other sinks. A sink that fails is logged
+// and gets the newest checkpoint on the next run, which covers every earlier one.
 import type { Clock, Logger } from '../ports.ts';
 import {
   type AuditAnchorSink,
@@ -43,6 +45,8 @@ export interface CheckpointerDeps {
   everyMs?: number;
   /** How often the head is polled (default 5 s). */
   pollMs?: number;
+  /** How long stop() waits for posts still under way (default 5 s). */
+  postGraceMs?: number;
 }
 
 export function createAuditCheckpointer(deps: CheckpointerDeps) {
@@ -51,6 +55,7 @@ export function createAuditCheckpointer(deps: CheckpointerDeps) {
   const everyMs = deps.everyMs ?? 60_000;
   const pollMs = deps.pollMs ?? 5000;
   const timer = deps.timer ?? systemCheckpointTimer;
+  const postGraceMs = deps.postGraceMs ?? 5000;
 
   /** The newest checkpoint known (from the log at start, then each one written). */
   let last: { seq: number; atMs: number } | undefined;
@@ -61,6 +66,8 @@ export function createAuditCheckpointer(deps: CheckpointerDeps) {
   const sinks: AuditAnchorSink[] = [];
   /** Per sink, the newest checkpoint it has not accepted yet. */
   const unposted = new Map<AuditAnchorSink, AuditCheckpoint>();
+  /** Per sink, the post under way. */
+  const posting = new Map<AuditAnchorSink, Promise<void>>();
 
   async function loadLast(): Promise<void> {
     for (const e of await log.readAll()) {
@@ -70,18 +77,29 @@ export function createAuditCheckpointer(deps: CheckpointerDeps) {
     }
   }
 
-  async function post(): Promise<void> {
-    for (const [sink, cp] of [...unposted]) {
-      try {
-        await sink.postCheckpoint(cp);
-        if (unposted.get(sink) === cp) unposted.delete(sink);
-      } catch (err) {
-        logger.warn(
-          { err, sink: sink.name, seq: cp.seq },
-          'could not post an audit checkpoint; retrying next time',
-        );
-      }
+  /** Starts a post to every sink that has an unposted checkpoint and no post under way; does not wait. */
+  function post(): void {
+    for (const [sink, cp] of unposted) {
+      if (posting.has(sink)) continue;
+      const p = (async () => {
+        try {
+          await sink.postCheckpoint(cp);
+          if (unposted.get(sink) === cp) unposted.delete(sink);
+        } catch (err) {
+          logger.warn(
+            { err, sink: sink.name, seq: cp.seq },
+            'could not post an audit checkpoint; retrying next time',
+          );
+        } finally {
+          posting.delete(sink);
+        }
+      })();
+      posting.set(sink, p);
     }
+  }
+
+  async function postsSettled(): Promise<void> {
+    while (posting.size) await Promise.all(posting.values());
   }
 
   /** Signs `head`, appends it to the log, then hands it to the sinks. */
@@ -91,7 +109,7 @@ export function createAuditCheckpointer(deps: CheckpointerDeps) {
     last = { seq: cp.seq, atMs: Date.parse(cp.at) };
     for (const sink of sinks) unposted.set(sink, cp);
     logger.info({ seq: cp.seq, hash: cp.hash }, 'audit checkpoint signed');
-    await post();
+    post();
     return cp;
   }
 
@@ -140,7 +158,7 @@ export function createAuditCheckpointer(deps: CheckpointerDeps) {
         do {
           runAgain = false;
           await runOnce(false);
-          await post();
+          post();
         } while (runAgain);
       } catch (err) {
         logger.error({ err }, 'audit checkpoint failed; retrying on the next tick');
@@ -199,9 +217,10 @@ export function createAuditCheckpointer(deps: CheckpointerDeps) {
     /** The poll, callable directly (tests drive it with an injected timer and clock). */
     tick: run,
 
-    /** Resolves when no checkpoint run is in flight. */
+    /** Resolves when no checkpoint run and no post is under way. */
     async idle(): Promise<void> {
       while (inFlight) await inFlight;
+      await postsSettled();
     },
 
     /** Signs the head now if it moved since the last checkpoint (`audit checkpoint`, and at shutdown). */
@@ -221,6 +240,15 @@ export function createAuditCheckpointer(deps: CheckpointerDeps) {
       } catch (err) {
         logger.error({ err }, 'final audit checkpoint failed');
       }
+      // Give the last posts a moment; a sink that hangs must not hold up the shutdown.
+      let grace: NodeJS.Timeout | undefined;
+      await Promise.race([
+        postsSettled(),
+        new Promise<void>((resolve) => {
+          grace = setTimeout(resolve, postGraceMs);
+        }),
+      ]);
+      clearTimeout(grace);
     },
   };
 }
