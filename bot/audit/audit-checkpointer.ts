@@ -169,42 +169,44 @@ export function createAuditCheckpointer(deps: CheckpointerDeps) {
     return inFlight;
   }
 
+  /**
+   * Upgrades a chain begun before keyed hashing (audit.sealLegacyChain) and signs a checkpoint on the
+   * marker at once, which is what vouches for the old records. Only when the checkpoint log is still empty:
+   * once checkpoints exist, an all-unkeyed chain is not an old one but a replaced one, and is left for
+   * `audit verify` to report.
+   */
+  async function sealLegacyChain(): Promise<AuditCheckpoint | undefined> {
+    if ((await log.readAll()).length > 0) {
+      const head = await audit.head();
+      if (head && !head.keyed)
+        logger.error(
+          { head: head.seq },
+          'the newest audit record does not carry the keyed hash although checkpoints exist; run `audit verify`',
+        );
+      return undefined;
+    }
+    const res = await audit.sealLegacyChain();
+    if (!res.sealed) {
+      if (res.why === 'broken')
+        logger.error({ problem: res.problem }, 'the audit chain could not be switched to keyed hashing');
+      return undefined;
+    }
+    logger.info({ legacyThrough: res.record.seq - 1 }, 'audit chain switched to keyed hashing');
+    return write({ seq: res.record.seq, hash: res.record.hash });
+  }
+
   return {
     /** Adds a place checkpoints are posted to (the Slack audit channel). */
     addSink(sink: AuditAnchorSink): void {
       sinks.push(sink);
     },
 
-    /**
-     * Upgrades a chain begun before keyed hashing (audit.sealLegacyChain) and signs a checkpoint on the
-     * marker at once, which is what vouches for the old records. Only when the checkpoint log is still empty:
-     * once checkpoints exist, an all-unkeyed chain is not an old one but a replaced one, and is left for
-     * `audit verify` to report.
-     */
-    async sealLegacyChain(): Promise<AuditCheckpoint | undefined> {
-      if ((await log.readAll()).length > 0) {
-        const head = await audit.head();
-        if (head && !head.keyed)
-          logger.error(
-            { head: head.seq },
-            'the newest audit record does not carry the keyed hash although checkpoints exist; run `audit verify`',
-          );
-        return undefined;
-      }
-      const res = await audit.sealLegacyChain();
-      if (!res.sealed) {
-        if (res.why === 'broken')
-          logger.error({ problem: res.problem }, 'the audit chain could not be switched to keyed hashing');
-        return undefined;
-      }
-      logger.info({ legacyThrough: res.record.seq - 1 }, 'audit chain switched to keyed hashing');
-      return write({ seq: res.record.seq, hash: res.record.hash });
-    },
+    sealLegacyChain,
 
     /** Loads the last checkpoint, upgrades an old chain, and starts polling. */
     async start(): Promise<void> {
       await loadLast();
-      await this.sealLegacyChain();
+      await sealLegacyChain();
       cancelTimer = timer.every(pollMs, () => void run());
     },
 
