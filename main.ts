@@ -9,6 +9,7 @@ import { describeStartupError, secureDataDir, startAdminSocket, startDatabase } 
 import { attachSurfaces } from './app/surfaces.ts';
 import { systemClock } from './bot/ports.ts';
 import { createBroker } from './broker/broker.ts';
+import { auditLogExposure } from './db/roles.ts';
 
 /** Never let a secret reach a log line, whatever object a caller hands the logger. */
 export const LOG_REDACT = [
@@ -45,6 +46,11 @@ async function main() {
     'database ready',
   );
 
+  if (config.DATABASE_URL) {
+    const exposure = await auditLogExposure(config.DATABASE_URL);
+    if (exposure) logger.warn({ hint: 'npm run cli -- db setup-roles --app-role ar_app' }, exposure);
+  }
+
   const clock = systemClock;
   const metrics = config.METRICS ? createMetricsRegistry() : undefined;
   const platform = createPlatform({ config, database, logger, clock, secretKey, metrics });
@@ -59,6 +65,8 @@ async function main() {
     healthChecks: { database: async () => void (await database.db.execute('select 1')) },
   });
   const surfaces = await attachSurfaces({ http, platform, config, logger, fileStore, database });
+  // After the surfaces, so the first checkpoint already reaches the Slack audit channel.
+  await platform.checkpointer.start();
 
   const broker = createBroker({
     db: database,
@@ -109,6 +117,8 @@ async function main() {
     logger.info({ signal }, 'shutting down');
     clearInterval(sweeper);
     await http.close().catch(() => {});
+    // Before the surfaces close and the database goes: the last head gets signed and posted.
+    await platform.checkpointer.stop().catch(() => {});
     await closeAdmin().catch(() => {});
     await metricsHttp?.close().catch(() => {});
     await surfaces.close().catch(() => {});
@@ -122,6 +132,11 @@ async function main() {
 }
 
 main().catch((err) => {
+  // A setting that only turns out bad once read (AUDIT_SIGNING_KEY's file) stops the start like any other.
+  if (err instanceof ConfigError) {
+    console.error(err.message);
+    process.exit(2);
+  }
   console.error(describeStartupError(err));
   process.exit(1);
 });

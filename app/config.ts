@@ -131,6 +131,11 @@ export const configSchema = z
     NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     DATABASE_URL: postgresUrl,
+    /**
+     * The owner's URL, for migrations only (and `db setup-roles`); DATABASE_URL then names the application
+     * role, which may only INSERT and SELECT on the audit log (README: "PostgreSQL roles").
+     */
+    DATABASE_MIGRATION_URL: postgresUrl,
     DATA_DIR: z.string().min(1).default('./data'),
     HOST: z.string().min(1).default('127.0.0.1'),
     HTTP_PORT: port(8080),
@@ -159,6 +164,13 @@ export const configSchema = z
       .startsWith('xapp-', 'must be an app-level token starting with xapp-')
       .optional(),
     SLACK_API_URL: z.url().optional(),
+    /** Channel the signed audit checkpoints are posted to (channel ID such as C0123ABCD, or #name). */
+    SLACK_AUDIT_CHANNEL: z
+      .string()
+      .regex(/^(#[a-z0-9._-]{1,80}|[CG][A-Z0-9]{6,})$/, 'must be a channel ID such as C0123ABCD or a #name')
+      .optional(),
+    /** PKCS#8 PEM file of the Ed25519 key that signs audit checkpoints; default: derived from SECRET_KEY. */
+    AUDIT_SIGNING_KEY: z.string().min(1).optional(),
     SLACK_COMMAND: z
       .string()
       .regex(/^\/[a-z0-9_-]{1,31}$/, 'must look like /ar')
@@ -194,6 +206,20 @@ export const configSchema = z
         message: 'must not be longer than HTTP_REQUEST_TIMEOUT (the headers are part of the request)',
       });
     }
+  })
+  .superRefine((c, ctx) => {
+    if (c.DATABASE_MIGRATION_URL && !c.DATABASE_URL)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['DATABASE_MIGRATION_URL'],
+        message: 'is set without DATABASE_URL; set DATABASE_URL to the application role’s URL as well',
+      });
+    if (c.SLACK_AUDIT_CHANNEL && !(c.SLACK_SIGNING_SECRET && c.SLACK_BOT_TOKEN))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['SLACK_AUDIT_CHANNEL'],
+        message: 'is set but Slack is not configured; set SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN too',
+      });
   })
   .transform((c) => ({
     ...c,

@@ -4,6 +4,12 @@
 import { join } from 'node:path';
 import type { Registry } from 'prom-client';
 import { z } from 'zod';
+import {
+  type CheckpointTimer,
+  countAppendsFor,
+  createAuditCheckpointer,
+} from '../bot/audit/audit-checkpointer.ts';
+import { auditChainKey } from '../bot/audit/audit-keys.ts';
 import { type AuditService, createAuditService } from '../bot/audit/audit-service.ts';
 import { createBotService } from '../bot/bot-service.ts';
 import { createDeliveryReporter } from '../bot/deliveries/delivery-reporter.ts';
@@ -19,6 +25,7 @@ import { createUserService } from '../bot/users/user-service.ts';
 import { createLocalFileStore } from '../broker/files/local-file-store.ts';
 import { createOutboxDispatcher } from '../broker/outbox/dispatcher.ts';
 import type { Database, Db } from '../db/client.ts';
+import { checkpointLogFor, resolveCheckpointKeys } from './audit-anchoring.ts';
 import { createChatRouter } from './chat-router.ts';
 import type { Config } from './config.ts';
 import { registerDatabaseMetrics } from './metrics.ts';
@@ -36,6 +43,8 @@ export interface PlatformOptions {
   metrics?: Registry;
   /** Where evidence and library files live; default DATA_DIR/files. */
   fileStore?: FileStore;
+  /** Timer of the audit checkpointer's poll (default: the system's). */
+  checkpointTimer?: CheckpointTimer;
 }
 
 const deliveryEventSchema = z.object({
@@ -67,7 +76,18 @@ export function stepUpFromConfig(deps: {
 export function createPlatform(opts: PlatformOptions) {
   const { config, database, logger, clock, secretKey } = opts;
   const db = database.db;
-  const audit = createAuditService({ db, clock });
+  const baseAudit = createAuditService({ db, clock, chainKey: auditChainKey(secretKey) });
+  // Signs the chain's head into DATA_DIR and the audit channel; main.ts starts it (tests that do not, never
+  // touch the file).
+  const checkpointer = createAuditCheckpointer({
+    audit: baseAudit,
+    log: checkpointLogFor(config),
+    keys: resolveCheckpointKeys(config, secretKey),
+    clock,
+    logger,
+    timer: opts.checkpointTimer,
+  });
+  const audit = countAppendsFor(baseAudit, checkpointer);
   if (opts.metrics) registerDatabaseMetrics(opts.metrics, db);
   const users = createUserService({ db, audit, clock, secretKey });
   const stepup = stepUpFromConfig({ db, audit, clock, secretKey, config });
@@ -119,6 +139,7 @@ export function createPlatform(opts: PlatformOptions) {
     secretKey,
     db,
     audit,
+    checkpointer,
     users,
     stepup,
     policy,

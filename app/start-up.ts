@@ -32,6 +32,7 @@ export function startDatabase(config: Config, logger: Logger, role: string): Pro
   return openDatabaseWhenReady(
     {
       url,
+      migrationUrl: config.DATABASE_MIGRATION_URL,
       dataDir: config.DATA_DIR,
       role,
       onStaleLock: (h) =>
@@ -70,8 +71,10 @@ export async function startAdminSocket(deps: {
     secretKey: platform.secretKey,
     clock: platform.clock,
     audit: platform.audit,
+    checkpointer: platform.checkpointer,
     users: platform.users,
     stepup: platform.stepup,
+    fileStore: platform.fileStore,
   });
   return admin.close;
 }

@@ -50,6 +50,8 @@ export async function attachSurfaces(deps: SurfaceDeps): Promise<{ close(): Prom
       },
     });
     platform.router.register('slack', slack.chat);
+    if (config.SLACK_AUDIT_CHANNEL)
+      platform.checkpointer.addSink(slack.auditSink(config.SLACK_AUDIT_CHANNEL));
     closers.push(() => slack.close());
   }
   return {

@@ -2,7 +2,7 @@
 // PGlite, and on PostgreSQL when DATABASE_URL is set, next to the bare mTLS WebSocket floor from
 // ../shared/floor/run.sh. Prints one JSON document. N defaults to 10000 (env N). Not a timed test.
 import { execFileSync, fork } from 'node:child_process';
-import { randomUUID, webcrypto } from 'node:crypto';
+import { randomBytes, randomUUID, webcrypto } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createSecureContext } from 'node:tls';
@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import * as x509 from '@peculiar/x509';
 import { and, count, inArray } from 'drizzle-orm';
 import WebSocket from 'ws';
+import { auditChainKey } from '../bot/audit/audit-keys.ts';
 import { createAuditService } from '../bot/audit/audit-service.ts';
 import { type DeliveryEvent, systemClock } from '../bot/ports.ts';
 import { createBroker } from '../broker/broker.ts';
@@ -173,7 +174,11 @@ async function runOn(driver: 'pglite' | 'postgres') {
   let onAck: ((e: DeliveryEvent) => void) | undefined;
   const broker = createBroker({
     db: database,
-    audit: createAuditService({ db: database.db, clock: systemClock }),
+    audit: createAuditService({
+      db: database.db,
+      clock: systemClock,
+      chainKey: auditChainKey(randomBytes(32)),
+    }),
     clock: systemClock,
     logger: quiet,
     fileStore: createLocalFileStore(join(dir, 'files')),

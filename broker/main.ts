@@ -2,7 +2,8 @@
 // the multi-broker and crash tests. SIGTERM/SIGINT stop it gracefully.
 import { join } from 'node:path';
 import pino from 'pino';
-import { loadConfig } from '../app/config.ts';
+import { loadConfig, resolveSecretKey } from '../app/config.ts';
+import { auditChainKey } from '../bot/audit/audit-keys.ts';
 import { createAuditService } from '../bot/audit/audit-service.ts';
 import { systemClock } from '../bot/ports.ts';
 import { openDatabase } from '../db/client.ts';
@@ -11,8 +12,18 @@ import { createLocalFileStore } from './files/local-file-store.ts';
 
 const config = loadConfig();
 const logger = pino({ level: config.LOG_LEVEL });
-const db = await openDatabase({ url: config.DATABASE_URL, dataDir: config.DATA_DIR });
-const audit = createAuditService({ db: db.db, clock: systemClock });
+const db = await openDatabase({
+  url: config.DATABASE_URL,
+  migrationUrl: config.DATABASE_MIGRATION_URL,
+  dataDir: config.DATA_DIR,
+});
+// The same SECRET_KEY as the main process: records are keyed with the same chain key. The main process's
+// checkpointer signs what this one appends (it polls the head).
+const audit = createAuditService({
+  db: db.db,
+  clock: systemClock,
+  chainKey: auditChainKey(resolveSecretKey(config)),
+});
 const broker = createBroker({
   db,
   audit,

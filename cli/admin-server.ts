@@ -10,8 +10,9 @@ import { chmodSync, existsSync, lstatSync, unlinkSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join, resolve } from 'node:path';
 import type { Config } from '../app/config.ts';
+import type { AuditCheckpointer } from '../bot/audit/audit-checkpointer.ts';
 import type { AuditService } from '../bot/audit/audit-service.ts';
-import type { Clock, Logger } from '../bot/ports.ts';
+import type { Clock, FileStore, Logger } from '../bot/ports.ts';
 import type { StepUpService } from '../bot/stepup/stepup-service.ts';
 import type { UserService } from '../bot/users/user-service.ts';
 import type { Database } from '../db/client.ts';
@@ -177,8 +178,10 @@ export interface ServeAdminCliDeps {
   clock: Clock;
   logger: Logger;
   audit: AuditService;
+  checkpointer: AuditCheckpointer;
   users: UserService;
   stepup: StepUpService;
+  fileStore: FileStore;
 }
 
 /** The server's admin socket at DATA_DIR/admin.sock, running CLI commands on the server's own services. */

@@ -4,6 +4,7 @@
 import type { CliContext } from './cli-context.ts';
 import { type CliCommand, type CliIo, CliUsageError, type CommandGroup } from './cli-types.ts';
 import { auditCommands } from './commands/audit-commands.ts';
+import { dbCommands } from './commands/db-commands.ts';
 import { endpointCommands } from './commands/endpoint-cli.ts';
 import { libraryCommands } from './commands/library-commands.ts';
 import { orgCommands } from './commands/org-commands.ts';
@@ -21,6 +22,7 @@ const groups: Record<string, CommandGroup> = {
   endpoint: endpointCommands,
   script: libraryCommands,
   audit: auditCommands,
+  db: dbCommands,
 };
 
 export function usage(): string {
@@ -64,7 +66,12 @@ export function findCommand(argv: string[], io: CliIo): FoundCommand | number {
  */
 export async function runCliCommand(found: FoundCommand, ctx: CliContext): Promise<number> {
   try {
-    return (await found.command.run(ctx, found.args)) || 0;
+    const c = found.command;
+    return (
+      ('run' in c
+        ? await c.run(ctx, found.args)
+        : await c.runWithoutContext(ctx.config, found.args, ctx.io)) || 0
+    );
   } catch (e) {
     const err = e as Error & { code?: unknown };
     if (err instanceof CliUsageError) {

@@ -1,4 +1,5 @@
 import { type ParseArgsConfig, parseArgs } from 'node:util';
+import type { Config } from '../app/config.ts';
 import type { CliContext } from './cli-context.ts';
 
 /**
@@ -19,13 +20,21 @@ export interface CliIo {
   resolvePath(path: string): string;
 }
 
-export interface CliCommand {
+/** Resolves to the exit code when it is not 0 (e.g. 3: the audit chain is broken). */
+// biome-ignore lint/suspicious/noConfusingVoidType: most commands return nothing, which TypeScript types as void.
+type ExitCode = Promise<number | void>;
+
+export type CliCommand = {
   summary: string;
   args?: string;
-  /** Resolves to the exit code when it is not 0 (e.g. 3: the audit chain is broken). */
-  // biome-ignore lint/suspicious/noConfusingVoidType: most commands return nothing, which TypeScript types as void.
-  run(ctx: CliContext, argv: string[]): Promise<number | void>;
-}
+} & (
+  | { run(ctx: CliContext, argv: string[]): ExitCode }
+  /**
+   * Commands that must not open the database as usual (setting up roles as the owner, printing a key):
+   * they always run in the CLI's own process.
+   */
+  | { runWithoutContext(config: Config, argv: string[], io: CliIo): ExitCode }
+);
 
 export interface CommandGroup {
   summary: string;

@@ -11,7 +11,7 @@ import { AdminConnectError, runOnServer } from './admin-client.ts';
 import { ADMIN_SOCKET } from './admin-protocol.ts';
 import { openCliContext } from './cli-context.ts';
 import { findCommand, runCliCommand } from './cli-runner.ts';
-import type { CliIo } from './cli-types.ts';
+import { type CliIo, CliUsageError } from './cli-types.ts';
 
 const processIo: CliIo = {
   out: (line) => void process.stdout.write(`${line}\n`),
@@ -35,6 +35,18 @@ async function main(argv: string[]): Promise<number> {
   const config = loadConfig();
   // Whatever the CLI creates under DATA_DIR (the embedded database's files, exports) is private.
   process.umask(0o077);
+  // Commands that set the database up (as its owner) or read only keys run here, never on the server.
+  if ('runWithoutContext' in found.command) {
+    try {
+      return (await found.command.runWithoutContext(config, found.args, processIo)) || 0;
+    } catch (e) {
+      if (e instanceof CliUsageError) {
+        processIo.err(`${e.message}\nUsage: npm run cli -- ${e.usage}`);
+        return 2;
+      }
+      throw e;
+    }
+  }
   let ctx: Awaited<ReturnType<typeof openCliContext>>;
   try {
     ctx = await openCliContext(config, processIo);

@@ -38,6 +38,11 @@ export interface Database {
 export interface OpenDatabaseOptions {
   /** postgres:// URL; when absent PGlite is used. */
   url?: string;
+  /**
+   * The owner's URL (DATABASE_MIGRATION_URL): migrations run through it, everything else through `url`,
+   * which can then be an application role that may not alter tables (README: "PostgreSQL roles").
+   */
+  migrationUrl?: string;
   /** PGlite data directory; absent means in-memory (tests). */
   dataDir?: string;
   /** Run committed migrations before returning (default true). */
@@ -125,7 +130,7 @@ export function wrapPglite(client: PGlite, onClose?: () => void): Database {
 async function openPostgres(url: string, opts: OpenDatabaseOptions): Promise<Database> {
   const common = { onnotice: () => {}, connection: { application_name: 'active-response' } };
   if (opts.migrate !== false) {
-    const one = postgres(url, { ...common, max: 1 });
+    const one = postgres(opts.migrationUrl ?? url, { ...common, max: 1 });
     try {
       await one`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`;
       await migratePostgres(drizzlePostgres({ client: one }), { migrationsFolder: MIGRATIONS_FOLDER });

@@ -1,12 +1,34 @@
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { sql } from 'drizzle-orm';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createAuditService } from '../bot/audit/audit-service.ts';
+import { canonicalJson } from '../bot/canonical-json.ts';
+import { auditLog } from '../db/schema.ts';
 import { createTestClock } from './helpers/clock.ts';
 import { drivers, openTestDatabase, type TestDatabase } from './helpers/db.ts';
+import { testChainKey } from './helpers/keys.ts';
 
 /** drizzle wraps the driver error; the database's own message is in `cause`. */
 function refusedAsAppendOnly(e: unknown): boolean {
   return /append-only/.test(String((e as Error & { cause?: Error }).cause?.message));
+}
+
+type Row = typeof auditLog.$inferSelect;
+
+/** The canonical bytes the chain hashes, as an attacker reading the source would rebuild them. */
+function canonical(r: Row): string {
+  return canonicalJson({
+    seq: r.seq,
+    at: r.at.toISOString(),
+    actorType: r.actorType,
+    actorId: r.actorId,
+    action: r.action,
+    outcome: r.outcome,
+    requestId: r.requestId,
+    endpointId: r.endpointId,
+    details: r.details,
+    prevHash: r.prevHash,
+  });
 }
 
 describe.each(drivers)('audit log on %s', (driver) => {
@@ -20,7 +42,7 @@ describe.each(drivers)('audit log on %s', (driver) => {
   });
 
   async function seed(n: number) {
-    const audit = createAuditService({ db: tdb.db, clock });
+    const audit = createAuditService({ db: tdb.db, clock, chainKey: testChainKey });
     for (let i = 0; i < n; i++) {
       clock.advance(1000);
       await audit.append({
@@ -34,13 +56,47 @@ describe.each(drivers)('audit log on %s', (driver) => {
     return audit;
   }
 
+  /**
+   * What someone with write access to the database but without the chain key can do: change record `from`
+   * and recompute every hash after it with `hash`, so every link points at its predecessor again.
+   */
+  async function rewriteFrom(from: number, hash: (canonicalBytes: string) => string) {
+    await tdb.db.execute(sql`alter table audit_log disable trigger audit_log_no_update_delete`);
+    const rows = await tdb.db.select().from(auditLog).orderBy(auditLog.seq);
+    let prev = rows[from - 2]?.hash ?? '0'.repeat(64);
+    for (const r of rows.slice(from - 1)) {
+      const changed: Row = {
+        ...r,
+        prevHash: prev,
+        details: r.seq === from ? { ...(r.details as object), i: 999 } : r.details,
+      };
+      changed.hash = hash(canonical(changed));
+      await tdb.db.execute(
+        sql`update audit_log set details = ${JSON.stringify(changed.details)}::jsonb, prev_hash = ${changed.prevHash}, hash = ${changed.hash} where seq = ${r.seq}`,
+      );
+      prev = changed.hash;
+    }
+    await tdb.db.execute(sql`alter table audit_log enable trigger audit_log_no_update_delete`);
+  }
+
   it('verifies an intact chain and reports the count', async () => {
     const audit = await seed(5);
     await expect(audit.verify()).resolves.toMatchObject({ ok: true, count: 5 });
   });
 
+  it('keys every record: the stored hash is the HMAC under the chain key, not a plain SHA-256', async () => {
+    await seed(1);
+    const [row] = await tdb.db.select().from(auditLog);
+    expect(row!.hash).toBe(createHmac('sha256', testChainKey).update(canonical(row!)).digest('hex'));
+    expect(row!.hash).not.toBe(createHash('sha256').update(canonical(row!)).digest('hex'));
+  });
+
+  it('cannot be built without a chain key', () => {
+    expect(() => createAuditService({ db: tdb.db, clock, chainKey: Buffer.alloc(0) })).toThrow(/chain key/);
+  });
+
   it('keeps one gap-free chain when many appends race', async () => {
-    const audit = createAuditService({ db: tdb.db, clock });
+    const audit = createAuditService({ db: tdb.db, clock, chainKey: testChainKey });
     await Promise.all(
       Array.from({ length: 20 }, (_, i) =>
         audit.append({ actorType: 'system', action: 'race', outcome: 'ok', details: { i } }),
@@ -65,13 +121,44 @@ describe.each(drivers)('audit log on %s', (driver) => {
     await tdb.db.execute(sql`alter table audit_log disable trigger audit_log_no_update_delete`);
     await tdb.db.execute(sql`update audit_log set details = '{"i": 99}'::jsonb where seq = 4`);
     await tdb.db.execute(sql`alter table audit_log enable trigger audit_log_no_update_delete`);
-    await expect(audit.verify()).resolves.toMatchObject({ ok: false, brokenAt: 4, count: 3 });
+    await expect(audit.verify()).resolves.toMatchObject({
+      ok: false,
+      kind: 'rewritten',
+      brokenAt: 4,
+      count: 3,
+    });
   });
 
   it('detects a deleted row', async () => {
     const audit = await seed(5);
     await tdb.db.execute(sql`alter table audit_log disable trigger audit_log_no_update_delete`);
     await tdb.db.execute(sql`delete from audit_log where seq = 3`);
-    await expect(audit.verify()).resolves.toMatchObject({ ok: false, brokenAt: 3 });
+    await expect(audit.verify()).resolves.toMatchObject({ ok: false, kind: 'missing', brokenAt: 3 });
+  });
+
+  it('refuses a rewrite re-hashed with plain SHA-256 after an edit, naming the edited row', async () => {
+    const audit = await seed(8);
+    await rewriteFrom(3, (bytes) => createHash('sha256').update(bytes).digest('hex'));
+    const res = await audit.verify();
+    expect(res).toMatchObject({ ok: false, kind: 'rewritten', brokenAt: 3, count: 2 });
+    expect(res.ok || res.problem).toMatch(/record 3 was changed after it was written.*without the audit key/);
+  });
+
+  it('refuses a rewrite re-hashed with another key, naming the edited row', async () => {
+    const audit = await seed(8);
+    const wrongKey = randomBytes(32);
+    await rewriteFrom(5, (bytes) => createHmac('sha256', wrongKey).update(bytes).digest('hex'));
+    await expect(audit.verify()).resolves.toMatchObject({
+      ok: false,
+      kind: 'rewritten',
+      brokenAt: 5,
+      count: 4,
+    });
+  });
+
+  it('refuses a chain replaced from the first record with plain hashes when nothing vouches for it', async () => {
+    const audit = await seed(4);
+    await rewriteFrom(1, (bytes) => createHash('sha256').update(bytes).digest('hex'));
+    await expect(audit.verify()).resolves.toMatchObject({ ok: false, kind: 'unanchored', brokenAt: 1 });
   });
 });

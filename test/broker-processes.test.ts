@@ -25,6 +25,7 @@ import {
   waitFor,
 } from './helpers/agents.ts';
 import { createPostgresDatabase, type Driver, drivers } from './helpers/db.ts';
+import { testChainKey } from './helpers/keys.ts';
 
 const SIDE_EFFECT = [
   'import os, time, uuid',
@@ -189,7 +190,7 @@ describe.skipIf(!process.env.DATABASE_URL)(
       const byEndpoint = new Map(done.map((d) => [d.endpointId, d.brokerId]));
       expect(byEndpoint.get(epA.id)).toBe('broker-a');
       expect(byEndpoint.get(epB.id)).toBe('broker-b');
-      const audit = createAuditService({ db: db.db, clock: systemClock });
+      const audit = createAuditService({ db: db.db, clock: systemClock, chainKey: testChainKey });
       expect((await audit.verify()).ok).toBe(true);
       const [row] = await db.db.select().from(deliveries).where(eq(deliveries.id, rows[1]!.id));
       expect(row!.attempts).toBe(1);

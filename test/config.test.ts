@@ -1,8 +1,11 @@
-import { mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { resolveCheckpointKeys } from '../app/audit-anchoring.ts';
 import { ConfigError, loadConfig, parseDuration, resolveSecretKey } from '../app/config.ts';
+import { checkpointKeysFromSecret, publicKeyPem } from '../bot/audit/audit-keys.ts';
 
 describe('config', () => {
   it('comes up with defaults on an empty environment', () => {
@@ -92,5 +95,47 @@ describe('config', () => {
     expect(k2.equals(k1)).toBe(true);
     expect(statSync(join(dir, 'secret.key')).mode & 0o777).toBe(0o600);
     expect(readFileSync(join(dir, 'secret.key'), 'utf8').trim()).toBe(k1.toString('hex'));
+  });
+
+  it('refuses a migration URL without the application URL, and an audit channel without Slack', () => {
+    expect(() => loadConfig({ DATABASE_MIGRATION_URL: 'postgres://owner@db/ar' })).toThrow(
+      /DATABASE_MIGRATION_URL is set without DATABASE_URL/,
+    );
+    expect(() => loadConfig({ SLACK_AUDIT_CHANNEL: 'C0AUDIT1' })).toThrow(
+      /SLACK_AUDIT_CHANNEL is set but Slack is not configured/,
+    );
+    expect(() => loadConfig({ SLACK_AUDIT_CHANNEL: 'audit log' })).toThrow(
+      /SLACK_AUDIT_CHANNEL must be a channel ID such as C0123ABCD/,
+    );
+    const c = loadConfig({
+      DATABASE_URL: 'postgres://ar_app@db/ar',
+      DATABASE_MIGRATION_URL: 'postgres://owner@db/ar',
+    });
+    expect(c.DATABASE_MIGRATION_URL).toBe('postgres://owner@db/ar');
+  });
+
+  it('signs audit checkpoints with AUDIT_SIGNING_KEY when given, else with the key derived from SECRET_KEY', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ar-signing-'));
+    const secret = Buffer.alloc(32, 3);
+    const derived = resolveCheckpointKeys(loadConfig({ DATA_DIR: dir }), secret);
+    expect(publicKeyPem(derived)).toBe(publicKeyPem(checkpointKeysFromSecret(secret)));
+
+    const { privateKey } = generateKeyPairSync('ed25519');
+    const pem = join(dir, 'audit-signing.pem');
+    writeFileSync(pem, privateKey.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600 });
+    const own = resolveCheckpointKeys(loadConfig({ AUDIT_SIGNING_KEY: pem }), secret);
+    expect(publicKeyPem(own)).not.toBe(publicKeyPem(derived));
+
+    const rsa = join(dir, 'rsa.pem');
+    writeFileSync(
+      rsa,
+      generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'pem', type: 'pkcs8' }),
+    );
+    expect(() => resolveCheckpointKeys(loadConfig({ AUDIT_SIGNING_KEY: rsa }), secret)).toThrow(
+      /holds a rsa key; the audit checkpoints need Ed25519/,
+    );
+    expect(() =>
+      resolveCheckpointKeys(loadConfig({ AUDIT_SIGNING_KEY: join(dir, 'missing.pem') }), secret),
+    ).toThrow(/AUDIT_SIGNING_KEY: cannot read .*missing\.pem \(ENOENT\)/);
   });
 });

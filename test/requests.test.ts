@@ -18,6 +18,7 @@ import {
   type Fixtures,
   sha256,
 } from './helpers/fixtures.ts';
+import { testChainKey } from './helpers/keys.ts';
 
 /** Awaits a promise expected to fail with an AppError and returns it. */
 async function failure(p: Promise<unknown>): Promise<AppError> {
@@ -58,7 +59,7 @@ describe.each(drivers)('request service on %s', (driver) => {
   let prodId: string;
 
   function service(policy = createPolicy()) {
-    const audit = createAuditService({ db: tdb.db, clock });
+    const audit = createAuditService({ db: tdb.db, clock, chainKey: testChainKey });
     return createRequestService({ db: tdb.db, audit, clock, policy, dispatcher, approvalTtlSeconds: 3600 });
   }
 
@@ -358,7 +359,9 @@ describe.each(drivers)('request service on %s', (driver) => {
     const actions = await auditActions(request.id);
     expect(actions.filter((a) => a === 'request.dispatched')).toHaveLength(1);
     expect(actions.filter((a) => a === 'approval.recorded')).toHaveLength(2);
-    await expect(createAuditService({ db: tdb.db, clock }).verify()).resolves.toMatchObject({ ok: true });
+    await expect(
+      createAuditService({ db: tdb.db, clock, chainKey: testChainKey }).verify(),
+    ).resolves.toMatchObject({ ok: true });
     expect((await svc.getView(request.id)).state).toBe('dispatched');
   });
 

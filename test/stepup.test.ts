@@ -11,6 +11,7 @@ import { createUserService, type UserService } from '../bot/users/user-service.t
 import { stepUpChallenges, stepUpWindows, users } from '../db/schema.ts';
 import { createTestClock } from './helpers/clock.ts';
 import { drivers, openTestDatabase, type TestDatabase } from './helpers/db.ts';
+import { testChainKey } from './helpers/keys.ts';
 
 const PASSWORD = 'correct horse battery staple';
 const SECRET_KEY = Buffer.alloc(32, 9);
@@ -50,7 +51,7 @@ describe.each(drivers)('step-up on %s', (driver) => {
 
   beforeAll(async () => {
     tdb = await openTestDatabase(driver);
-    audit = createAuditService({ db: tdb.db, clock });
+    audit = createAuditService({ db: tdb.db, clock, chainKey: testChainKey });
     usersSvc = createUserService({ db: tdb.db, audit, clock, secretKey: SECRET_KEY });
     stepup = createStepUpService({ db: tdb.db, audit, clock, secretKey: SECRET_KEY, publicUrl: PUBLIC_URL });
   });

@@ -6,6 +6,7 @@ import { createUserService, requireRole, type UserService } from '../bot/users/u
 import { roleGrants, users as usersTable } from '../db/schema.ts';
 import { createTestClock } from './helpers/clock.ts';
 import { drivers, openTestDatabase, type TestDatabase } from './helpers/db.ts';
+import { testChainKey } from './helpers/keys.ts';
 
 const PASSWORD = 'correct horse battery staple';
 const SECRET_KEY = Buffer.alloc(32, 7);
@@ -19,7 +20,7 @@ describe.each(drivers)('users, organisations and chat identities on %s', (driver
 
   beforeAll(async () => {
     tdb = await openTestDatabase(driver);
-    audit = createAuditService({ db: tdb.db, clock });
+    audit = createAuditService({ db: tdb.db, clock, chainKey: testChainKey });
     svc = createUserService({ db: tdb.db, audit, clock, secretKey: SECRET_KEY });
     await svc.ensureHomeOrganization();
     await svc.createOrganization({ name: 'mdr-co', external: true, allowedRoles: ['active_response'] });

@@ -4,6 +4,7 @@
 // `chat` with the chat router under 'slack'.
 import { App, type Receiver, SocketModeReceiver, webApi } from '@slack/bolt';
 import type { FastifyInstance } from 'fastify';
+import type { AuditAnchorSink } from '../../bot/audit/audit-checkpoint.ts';
 import type { BotCore } from '../../bot/bot-types.ts';
 import type { ChatPort, Logger } from '../../bot/ports.ts';
 import type { Db } from '../../db/client.ts';
@@ -13,6 +14,7 @@ import { registerCommandListener } from './listeners/command-listener.ts';
 import { registerDecisionListener } from './listeners/decision-listener.ts';
 import { registerMentionListener } from './listeners/mention-listener.ts';
 import { createWorkTracker } from './listeners/work-tracker.ts';
+import { createSlackAuditSink } from './slack-audit-sink.ts';
 import { createSlackChat } from './slack-chat.ts';
 import type { TimerPort } from './update-scheduler.ts';
 
@@ -54,6 +56,8 @@ export interface SlackAdapter {
   mode: 'http' | 'socket';
   /** Bot user id from auth.test, used to strip the bot's own mention. */
   botUserId?: string;
+  /** Posts signed audit checkpoints to `channel` (SLACK_AUDIT_CHANNEL). */
+  auditSink(channel: string): AuditAnchorSink;
   /** Resolves when no listener work is running. */
   idle(): Promise<void>;
   /** Stops taking events, waits for work in flight, sends pending card edits. */
@@ -131,6 +135,7 @@ export async function registerSlack(fastify: FastifyInstance, deps: SlackDeps): 
     chat: slackChat.chat,
     mode,
     botUserId: auth.user_id,
+    auditSink: (channel) => createSlackAuditSink({ client: app.client, channel }),
     idle: () => work.idle(),
     async close() {
       await app.stop();

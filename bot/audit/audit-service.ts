@@ -1,12 +1,14 @@
-// Append-only audit log with a hash chain. Appends are serialised with a transaction-scoped advisory lock
-// so two writers can never both link to the same previous record; call `append` with the caller's
-// transaction so the record commits (or rolls back) together with the change it describes.
+// Append-only audit log with a keyed hash chain (audit-chain.ts). Appends are serialised with a
+// transaction-scoped advisory lock so two writers can never both link to the same previous record; call
+// `append` with the caller's transaction so the record commits (or rolls back) together with the change it
+// describes.
 import { and, asc, desc, eq, gt, gte, lt, lte, or, type SQL, sql } from 'drizzle-orm';
 import type { Db, DbOrTx } from '../../db/client.ts';
 import { auditLog } from '../../db/schema.ts';
 import { type Json, jsonbSafe } from '../canonical-json.ts';
 import type { Clock } from '../ports.ts';
-import { GENESIS_HASH, hashRecord, type VerifyResult, verifyChunk } from './audit-chain.ts';
+import { GENESIS_HASH, hashKind, hashRecord, newWalkState, verifyChunk } from './audit-chain.ts';
+import { type CheckpointAnchors, type VerifyResult, verifyAuditChain } from './audit-verify.ts';
 
 const AUDIT_LOCK_KEY = 7_261_002;
 
@@ -41,8 +43,25 @@ export interface AuditQuery {
   limit?: number;
 }
 
-export function createAuditService(deps: { db: Db; clock: Clock }) {
-  const { db, clock } = deps;
+/** The record that marks where keyed hashing starts on a chain begun before it (see sealLegacyChain). */
+export const KEYED_CHAIN_ACTION = 'audit.chain.keyed';
+
+/**
+ * `chainKey` is the HMAC key of the chain (auditChainKey(secretKey)); it is required, so no code path can
+ * write an unkeyed record.
+ */
+export function createAuditService(deps: { db: Db; clock: Clock; chainKey: Buffer }) {
+  const { db, clock, chainKey } = deps;
+  if (!Buffer.isBuffer(chainKey) || chainKey.length < 32)
+    throw new Error('the audit chain key must be 32 bytes (auditChainKey(secretKey))');
+
+  const readPage = (q: DbOrTx) => (fromSeq: number, limit: number) =>
+    q.select().from(auditLog).where(gte(auditLog.seq, fromSeq)).orderBy(asc(auditLog.seq)).limit(limit);
+
+  async function lastRecord(q: DbOrTx): Promise<AuditRecord | undefined> {
+    const [last] = await q.select().from(auditLog).orderBy(desc(auditLog.seq)).limit(1);
+    return last;
+  }
 
   async function appendIn(tx: DbOrTx, entry: AuditEntry): Promise<AuditRecord> {
     await tx.execute(sql`select pg_advisory_xact_lock(${AUDIT_LOCK_KEY})`);
@@ -63,7 +82,7 @@ export function createAuditService(deps: { db: Db; clock: Clock }) {
       details: jsonbSafe(entry.details ?? {}),
       prevHash: last?.hash ?? GENESIS_HASH,
     };
-    const hash = hashRecord(record);
+    const hash = hashRecord(record, chainKey);
     const [row] = await tx
       .insert(auditLog)
       .values({ ...record, hash })
@@ -115,23 +134,69 @@ export function createAuditService(deps: { db: Db; clock: Clock }) {
         .limit(limit);
     },
 
-    /** Walks the whole chain in pages and reports the first broken link, or OK with the count. */
-    async verify(pageSize = 2000): Promise<VerifyResult> {
-      const state = { expectedSeq: 1, expectedPrev: GENESIS_HASH, count: 0 };
-      for (;;) {
-        const page = await db
-          .select()
-          .from(auditLog)
-          .where(gte(auditLog.seq, state.expectedSeq))
-          .orderBy(asc(auditLog.seq))
-          .limit(pageSize);
-        const res = verifyChunk(
-          page.map((r) => ({ ...r, details: r.details as Json })),
-          state,
-        );
-        if (!res.ok) return { ok: false, count: state.count, brokenAt: res.brokenAt, problem: res.problem };
-        if (page.length < pageSize) return { ok: true, count: state.count, lastHash: state.expectedPrev };
-      }
+    /**
+     * Walks the whole chain in pages with the chain key and, given the signed checkpoints, checks it against
+     * them. Reports OK with the count, or every problem found with the earliest affected seq first.
+     */
+    async verify(opts: { anchors?: CheckpointAnchors; pageSize?: number } = {}): Promise<VerifyResult> {
+      return verifyAuditChain({
+        chainKey,
+        readPage: readPage(db),
+        headSeq: async () => (await lastRecord(db))?.seq ?? 0,
+        anchors: opts.anchors,
+        pageSize: opts.pageSize,
+      });
+    },
+
+    /** The newest record's seq and hash, and whether it carries the keyed hash (only those get signed). */
+    async head(): Promise<{ seq: number; hash: string; keyed: boolean } | undefined> {
+      const last = await lastRecord(db);
+      if (!last) return undefined;
+      const kind = hashKind({ ...last, details: last.details as Json }, chainKey);
+      return { seq: last.seq, hash: last.hash, keyed: kind === 'keyed' };
+    },
+
+    /**
+     * One-time upgrade of a chain written before hashes were keyed: when every stored record carries the old
+     * plain SHA-256 and the chain is intact, appends an `audit.chain.keyed` record (keyed, linked to the old
+     * head) and returns it; the caller then signs a checkpoint on it, which is what vouches for the old
+     * records from then on. Returns `{ sealed: false }` with why when there is nothing to do (`empty`,
+     * `keyed`) or the old chain is broken (`broken`, which verify reports). Runs under the append lock, so
+     * only one of several starting processes seals.
+     */
+    async sealLegacyChain(): Promise<
+      | { sealed: true; record: AuditRecord }
+      | { sealed: false; why: 'empty' | 'keyed' | 'broken'; problem?: string }
+    > {
+      return db.transaction(async (tx) => {
+        await tx.execute(sql`select pg_advisory_xact_lock(${AUDIT_LOCK_KEY})`);
+        const last = await lastRecord(tx);
+        if (!last) return { sealed: false, why: 'empty' };
+        const kind = hashKind({ ...last, details: last.details as Json }, chainKey);
+        if (kind === 'keyed') return { sealed: false, why: 'keyed' };
+        if (kind === 'neither')
+          return { sealed: false, why: 'broken', problem: `the newest record ${last.seq} was altered` };
+        const state = newWalkState();
+        for (;;) {
+          const page = await readPage(tx)(state.expectedSeq, 2000);
+          // An unkeyed record after a keyed one fails here too: that is a rewrite, not an old chain.
+          const res = verifyChunk(
+            page.map((r) => ({ ...r, details: r.details as Json })),
+            state,
+            chainKey,
+          );
+          if (!res.ok) return { sealed: false, why: 'broken', problem: res.problem };
+          if (page.length < 2000) break;
+        }
+        const record = await appendIn(tx, {
+          actorType: 'system',
+          actorId: 'audit',
+          action: KEYED_CHAIN_ACTION,
+          outcome: 'ok',
+          details: { legacyThrough: last.seq, legacyHead: last.hash, hash: 'hmac-sha256' },
+        });
+        return { sealed: true, record };
+      });
     },
 
     /** Streams every record in order, for `audit export`. */

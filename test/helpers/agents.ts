@@ -18,6 +18,7 @@ import type { Database, DbOrTx } from '../../db/client.ts';
 import { actionRequests, deliveries, endpoints, organizations, segments, users } from '../../db/schema.ts';
 import type { DeliveryPayload } from '../../protocol/actions.ts';
 import { createTestClock } from './clock.ts';
+import { TEST_SECRET_KEY, testChainKey } from './keys.ts';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const TSX = join(ROOT, 'node_modules', 'tsx', 'dist', 'loader.mjs');
@@ -67,7 +68,7 @@ export async function startTestBroker(
   const clock = opts.clock ?? wallClock();
   const tmp = opts.dataDir ? undefined : tempDir();
   const dataDir = opts.dataDir ?? tmp!.dir;
-  const audit = createAuditService({ db: database.db, clock });
+  const audit = createAuditService({ db: database.db, clock, chainKey: testChainKey });
   const events: DeliveryEvent[] = [];
   const fileStore = createLocalFileStore(join(dataDir, 'files'));
   const broker = createBroker({
@@ -117,7 +118,7 @@ export async function seedSegment(database: Database, name = 'servers') {
 
 export async function newToken(database: Database, clock: Clock, caCertPem?: string, segment = 'servers') {
   await seedSegment(database, segment);
-  const audit = createAuditService({ db: database.db, clock });
+  const audit = createAuditService({ db: database.db, clock, chainKey: testChainKey });
   const { token } = await enrollToken({ db: database.db, audit, clock, segment, ttl: '1h', caCertPem });
   return token;
 }
@@ -368,6 +369,8 @@ export async function spawnBroker(o: {
       BROKER_ID: o.brokerId,
       BROKER_PUBLIC_HOST: 'localhost',
       LOG_LEVEL: 'info',
+      // The key this test process audits with: the broker's records must verify under the same chain key.
+      SECRET_KEY: TEST_SECRET_KEY.toString('hex'),
     },
   });
   const lines: Record<string, unknown>[] = [];

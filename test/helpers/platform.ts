@@ -14,6 +14,7 @@ import { createLocalFileStore } from '../../broker/files/local-file-store.ts';
 import { endpoints, type Os, type Role } from '../../db/schema.ts';
 import { createTestClock } from './clock.ts';
 import type { TestDatabase } from './db.ts';
+import { TEST_SECRET_KEY } from './keys.ts';
 
 export interface Person {
   name: string;
@@ -37,7 +38,7 @@ export async function buildTestPlatform(
     database: tdb,
     logger: silent,
     clock,
-    secretKey: Buffer.alloc(32, 7),
+    secretKey: TEST_SECRET_KEY,
     fileStore: createLocalFileStore(files),
     metrics: opts.metrics,
   });

@@ -9,6 +9,7 @@ import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { generate } from 'otplib';
 import { buildHttpApp, type HttpAppOptions } from '../../app/http-app.ts';
+import { auditChainKey } from '../../bot/audit/audit-keys.ts';
 import { createAuditService } from '../../bot/audit/audit-service.ts';
 import type { StepUpOutcome, StepUpPageView } from '../../bot/bot-types.ts';
 import type { FileStore, RequestView } from '../../bot/ports.ts';
@@ -115,7 +116,7 @@ export async function createWebFixture(driver: Driver, opts: WebFixtureOptions =
   const clock = createTestClock();
   const secretKey = randomBytes(32);
   const publicUrl = opts.publicUrl ?? 'http://localhost:8080';
-  const audit = createAuditService({ db: tdb.db, clock });
+  const audit = createAuditService({ db: tdb.db, clock, chainKey: auditChainKey(secretKey) });
   const users = createUserService({ db: tdb.db, audit, clock, secretKey });
   const stepup = createStepUpService({
     db: tdb.db,
