@@ -24,12 +24,14 @@ export async function attachSurfaces(deps: SurfaceDeps): Promise<{ close(): Prom
     users: platform.users,
     audit: platform.audit,
     fileStore: deps.fileStore,
+    library: platform.library,
     db: platform.db,
     clock: platform.clock,
     config: {
       publicUrl: config.PUBLIC_URL,
       secureCookies: config.secureCookies,
       secretKey: platform.secretKey,
+      maxLibraryFileBytes: config.MAX_FILE_BYTES,
     },
   });
   const closers: (() => Promise<void>)[] = [];

@@ -6,6 +6,7 @@ import { type CliCommand, type CliIo, CliUsageError, type CommandGroup } from '.
 import { auditCommands } from './commands/audit-commands.ts';
 import { dbCommands } from './commands/db-commands.ts';
 import { endpointCommands } from './commands/endpoint-cli.ts';
+import { fileCommands } from './commands/file-commands.ts';
 import { libraryCommands } from './commands/library-commands.ts';
 import { orgCommands } from './commands/org-commands.ts';
 import { segmentCommands } from './commands/segment-commands.ts';
@@ -21,6 +22,7 @@ const groups: Record<string, CommandGroup> = {
   segment: segmentCommands,
   endpoint: endpointCommands,
   script: libraryCommands,
+  file: fileCommands,
   audit: auditCommands,
   db: dbCommands,
 };

@@ -49,9 +49,15 @@ describe.skipIf(!hasChromium)('approval through the step-up page in Chromium', (
       users: t.platform.users,
       audit: t.platform.audit,
       fileStore: createLocalFileStore(dir),
+      library: t.platform.library,
       db: t.platform.db,
       clock: t.clock,
-      config: { publicUrl: 'http://ar.test', secureCookies: false, secretKey: t.platform.secretKey },
+      config: {
+        publicUrl: 'http://ar.test',
+        secureCookies: false,
+        secretKey: t.platform.secretKey,
+        maxLibraryFileBytes: 1024 * 1024,
+      },
     });
     base = await app.listen({ host: '127.0.0.1', port: 0 });
     browser = await launchChromium();
@@ -97,11 +103,11 @@ describe.skipIf(!hasChromium)('approval through the step-up page in Chromium', (
     expect(shown).toContain('web-01');
     expect(shown).toContain('C2 beacon');
     expect(shown).toContain('IR-42');
-    expect(shown).toContain(card!.view!.digest.slice(0, 12));
+    expect(shown).toContain(card!.view!.digest);
     await page.screenshot({ path: artifactPath('stepup-approve-page.png'), fullPage: true });
     await page.getByLabel('Password').fill(commander.password);
     await page.getByLabel('Authenticator code').fill(await t.code(commander));
-    await submitWith(page, page.getByRole('button', { name: 'Confirm' }));
+    await submitWith(page, page.getByRole('button', { name: 'Approve' }));
     expect(await page.locator('h1').textContent()).toBe('Done');
     expect(await page.locator('main').textContent()).toContain(`Approved ${card!.view!.ref}`);
     await page.close();

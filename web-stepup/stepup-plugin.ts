@@ -15,6 +15,7 @@ import { registerEnrolRoutes } from './enrol-routes.ts';
 import { registerFileRoutes } from './file-routes.ts';
 import { registerFrontPage } from './front-routes.ts';
 import { registerHistoryRoutes } from './history-routes.ts';
+import { registerLibraryRoutes } from './library-routes.ts';
 import { type LinkRateLimit, sendPage } from './page-reply.ts';
 import { registerStepUpRoutes, tokenParams } from './stepup-routes.ts';
 import { noticePage, STYLESHEET_PATH } from './views.ts';
@@ -111,6 +112,7 @@ export async function registerStepUpPages(app: FastifyInstance, deps: StepUpPage
     registerEnrolRoutes(scope, deps, linkLimit);
     registerFileRoutes(scope, deps);
     registerHistoryRoutes(scope, deps);
+    registerLibraryRoutes(scope, deps);
     registerFrontPage(scope);
   });
 }

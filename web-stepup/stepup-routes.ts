@@ -21,6 +21,13 @@ const stepUpForm = z.object({
     .string()
     .max(20)
     .transform((s) => s.replace(/\s+/g, '')),
+  /** An approval link's page offers Approve and Deny. */
+  decision: z.enum(['approve', 'deny']).optional(),
+  reason: z
+    .string()
+    .max(2000)
+    .transform((s) => s.trim() || undefined)
+    .optional(),
 });
 
 const LINK_TITLES: Record<string, string> = {
@@ -92,6 +99,14 @@ export function registerStepUpRoutes(
       if (!/^\d{6}$/.test(form.data.code)) {
         return showForm(reply, token, 400, 'The code is the 6 digits your authenticator app shows now.');
       }
+      if (form.data.decision === 'deny' && !form.data.reason) {
+        return showForm(
+          reply,
+          token,
+          400,
+          'Say why you deny it (the reason goes to the thread), then Deny again.',
+        );
+      }
 
       let outcome: Awaited<ReturnType<typeof deps.bot.completeStepUp>>;
       try {
@@ -99,6 +114,8 @@ export function registerStepUpRoutes(
           token,
           password: form.data.password,
           totpCode: form.data.code,
+          decision: form.data.decision,
+          reason: form.data.reason,
           ...attemptSource(req),
         });
       } catch (err) {
@@ -110,11 +127,12 @@ export function registerStepUpRoutes(
 
       // Downloads and history are browser destinations: carry the fresh window over in a cookie and go there.
       const { purpose, subject, userId } = outcome.challenge;
-      if (purpose === 'download' || purpose === 'history') {
+      if (purpose === 'download' || purpose === 'history' || purpose === 'upload') {
         const window = await deps.stepup.activeWindow(userId);
         if (window) {
           setWindowCookie(reply, window, deps.clock.now(), deps.config.secureCookies);
           if (purpose === 'history') return reply.redirect('/history', 303);
+          if (purpose === 'upload') return reply.redirect('/library/upload', 303);
           return sendPage(reply, 200, downloadStartPage(outcome, `/files/${encodeURIComponent(subject)}`));
         }
       }

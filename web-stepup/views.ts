@@ -3,6 +3,7 @@
 import type { StepUpOutcome, StepUpPageView } from '../bot/bot-types.ts';
 import type { StepUpPurpose } from '../db/schema.ts';
 import { formatUtc, html, type SafeHtml } from './html.ts';
+import { requestFactsHtml } from './request-view-html.ts';
 
 export const STYLESHEET_PATH = '/assets/stepup.css';
 
@@ -43,33 +44,6 @@ const PURPOSE_TITLES: Record<StepUpPurpose, string> = {
   enrol_totp: 'Set up two-factor authentication',
 };
 
-const MAX_TARGET_NAMES = 5;
-
-/** "7 endpoints: web-01, web-02, … and 2 more", each hostname kept on one line. */
-function targetsLine(names: string[]): SafeHtml {
-  if (names.length === 0) return html`none`;
-  const shown = names.slice(0, MAX_TARGET_NAMES);
-  const more = names.length - MAX_TARGET_NAMES;
-  return html`${names.length} endpoint${names.length === 1 ? '' : 's'}: ${shown.map(
-    (n, i) => html`${i ? ', ' : ''}<span class="host">${n}</span>`,
-  )}${more > 0 ? ` and ${more} more` : ''}`;
-}
-
-function requestFacts(view: StepUpPageView): SafeHtml {
-  const r = view.request;
-  if (!r) return html``;
-  return html`<dl class="facts">
-<dt>Action</dt><dd>${r.action}</dd>
-<dt>Targets</dt><dd>${targetsLine(r.targets.map((t) => t.hostname))}</dd>
-${r.exclusions.length ? html`<dt>Excluded</dt><dd>${r.exclusions.length} (listed in the chat thread)</dd>` : ''}
-<dt>Reason</dt><dd>${r.reason}</dd>
-${r.caseId ? html`<dt>Case</dt><dd>${r.caseId}</dd>` : ''}
-<dt>Asked by</dt><dd>${r.requester.displayName}${r.requester.external ? ' (external)' : ''}</dd>
-<dt>Request</dt><dd>${r.ref} · digest <code>${r.digest.slice(0, 12)}</code></dd>
-${r.scriptName ? html`<dt>Script</dt><dd>${r.scriptName}<br><code>sha256 ${r.scriptSha256 ?? ''}</code></dd>` : ''}
-</dl>`;
-}
-
 export interface StepUpFormState {
   csrfToken: string;
   /** A message shown above the form after a failed attempt. */
@@ -81,7 +55,7 @@ export function stepUpPage(view: StepUpPageView, form: StepUpFormState): string 
   const body = html`<h1>${PURPOSE_TITLES[c.purpose]}</h1>
 ${form.error ? html`<p class="notice error" role="alert">${form.error}</p>` : ''}
 <p>${view.summary}</p>
-${requestFacts(view)}
+${view.request ? requestFactsHtml(view.request) : ''}
 <p class="who">Confirming as <strong>${c.displayName}</strong> (${c.username}). This link works once, until ${formatUtc(c.expiresAt)}.</p>
 <form class="stack" method="post" autocomplete="off">
 <input type="hidden" name="_csrf" value="${form.csrfToken}">
@@ -90,7 +64,16 @@ ${requestFacts(view)}
 <input id="password" name="password" type="password" autocomplete="current-password" required maxlength="1024">
 <label for="code">Authenticator code <span class="hint">The 6 digits your authenticator app shows now</span></label>
 <input id="code" name="code" type="text" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{6}" maxlength="6" required>
-<button type="submit">Confirm</button>
+${
+  c.purpose === 'approve'
+    ? html`<label for="reason">Reason <span class="hint">Needed to deny; shown in the thread</span></label>
+<input id="reason" name="reason" type="text" maxlength="2000">
+<div class="decide">
+<button type="submit" name="decision" value="approve">Approve</button>
+<button type="submit" name="decision" value="deny" class="deny">Deny</button>
+</div>`
+    : html`<button type="submit">Confirm</button>`
+}
 </form>`;
   return layout(PURPOSE_TITLES[c.purpose], body);
 }
@@ -203,4 +186,52 @@ export function frontPage(): string {
 <li>Setting up, configuration, adding users and connecting Slack or Teams: the <code>README.md</code> at the top of the project.</li>
 </ul>`;
   return layout('Active Response', body);
+}
+
+export interface UploadPageInput {
+  csrfToken: string;
+  maxBytes: number;
+  error?: string;
+}
+
+function sizeWords(n: number): string {
+  if (n >= 1024 ** 3) return `${(n / 1024 ** 3).toFixed(n % 1024 ** 3 ? 1 : 0)} GiB`;
+  if (n >= 1024 ** 2) return `${(n / 1024 ** 2).toFixed(n % 1024 ** 2 ? 1 : 0)} MiB`;
+  return `${n} bytes`;
+}
+
+/** The library upload form. Fields come before the file, so the form's token is read before any byte is stored. */
+export function libraryUploadPage(input: UploadPageInput): string {
+  const body = html`<h1>Add a file to the library</h1>
+${input.error ? html`<p class="notice error" role="alert">${input.error}</p>` : ''}
+<p>Files in the library are what <code>put</code> can push to endpoints. Every push still needs an approval, and the approver sees the file's name, size and SHA-256.</p>
+<form class="stack" method="post" action="/library/upload" enctype="multipart/form-data" autocomplete="off">
+<input type="hidden" name="_csrf" value="${input.csrfToken}">
+<label for="name">Name in the library <span class="hint">Optional; the file's own name when empty. Letters, digits, dot, underscore, hyphen.</span></label>
+<input id="name" name="name" type="text" maxlength="128" pattern="[A-Za-z0-9][A-Za-z0-9._\-]{0,127}">
+<label for="sha256">Expected SHA-256 <span class="hint">Optional but recommended: <code>sha256sum file</code> (Linux), <code>shasum -a 256 file</code> (macOS) or <code>Get-FileHash file</code> (Windows). A file whose bytes hash otherwise is refused.</span></label>
+<input id="sha256" name="sha256" type="text" maxlength="64" pattern="[0-9A-Fa-f]{64}" spellcheck="false">
+<label for="file">File <span class="hint">At most ${sizeWords(input.maxBytes)}</span></label>
+<input id="file" name="file" type="file" required>
+<button type="submit">Upload</button>
+</form>`;
+  return layout('Add a file to the library', body);
+}
+
+export function libraryUploadDonePage(f: {
+  name: string;
+  size: number;
+  sha256: string;
+  expected?: string;
+}): string {
+  const body = html`<h1>Added to the library</h1>
+<p class="notice ok" role="status">${f.name} is in the library${f.expected ? ', and its SHA-256 matches the one you expected' : ''}.</p>
+<dl class="facts">
+<dt>Name</dt><dd>${f.name}</dd>
+<dt>Size</dt><dd>${f.size} bytes</dd>
+<dt>SHA-256</dt><dd><code class="digest">${f.sha256}</code></dd>
+</dl>
+<p>Compare this SHA-256 with the one you computed before uploading. Push the file with <code>put &lt;host&gt; ${f.name} &lt;destination-path&gt; --reason "&lt;why&gt;"</code>.</p>
+<p><a href="/library/upload">Add another file</a></p>`;
+  return layout('Added to the library', body);
 }

@@ -2,6 +2,7 @@
 // pages call, so tests and the composition root pass the real services and nothing more is reachable.
 import type { AuditService } from '../bot/audit/audit-service.ts';
 import type { BotCore } from '../bot/bot-types.ts';
+import type { FileLibrary } from '../bot/library/file-library.ts';
 import type { Clock, FileStore } from '../bot/ports.ts';
 import type { StepUpService } from '../bot/stepup/stepup-service.ts';
 import type { UserService } from '../bot/users/user-service.ts';
@@ -23,6 +24,8 @@ export interface StepUpPagesConfig {
   rateWindowMs?: number;
   /** Audit records per history page (default 50). */
   historyLimit?: number;
+  /** Largest file the library upload page takes (MAX_FILE_BYTES). */
+  maxLibraryFileBytes: number;
 }
 
 export interface StepUpPagesDeps {
@@ -39,6 +42,7 @@ export interface StepUpPagesDeps {
   users: Pick<UserService, 'getUser'>;
   audit: AuditService;
   fileStore: FileStore;
+  library: Pick<FileLibrary, 'add'>;
   db: Db;
   clock: Clock;
   config: StepUpPagesConfig;

@@ -20,6 +20,14 @@ export function sha256Hex(data: Uint8Array | string): string {
 
 /** SHA-256 hex over the canonical JSON of action, params, script hash and targets sorted by endpointId. */
 export function computeDigest(input: DigestInput): string {
+  return sha256Hex(canonicalDigestForm(input));
+}
+
+/**
+ * The exact text the digest is the SHA-256 of, so an approver (or anyone auditing later) can check what the
+ * digest covers: `sha256sum` of this text gives the digest.
+ */
+export function canonicalDigestForm(input: DigestInput): string {
   let scriptSha = input.scriptSha256 ?? null;
   if (input.scriptBytes !== undefined && input.scriptBytes !== null) {
     const fromBytes = sha256Hex(input.scriptBytes);
@@ -31,7 +39,11 @@ export function computeDigest(input: DigestInput): string {
   const targets = [...input.targets]
     .map((t) => ({ endpointId: t.endpointId, hostname: t.hostname }))
     .sort((a, b) => (a.endpointId < b.endpointId ? -1 : a.endpointId > b.endpointId ? 1 : 0));
-  return sha256Hex(
-    canonicalJson({ v: 1, action: input.action, params: input.params, scriptSha256: scriptSha, targets }),
-  );
+  return canonicalJson({
+    v: 1,
+    action: input.action,
+    params: input.params,
+    scriptSha256: scriptSha,
+    targets,
+  });
 }

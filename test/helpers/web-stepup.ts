@@ -12,6 +12,7 @@ import { buildHttpApp, type HttpAppOptions } from '../../app/http-app.ts';
 import { auditChainKey } from '../../bot/audit/audit-keys.ts';
 import { createAuditService } from '../../bot/audit/audit-service.ts';
 import type { StepUpOutcome, StepUpPageView } from '../../bot/bot-types.ts';
+import { createFileLibrary } from '../../bot/library/file-library.ts';
 import type { FileStore, RequestView } from '../../bot/ports.ts';
 import { createStepUpService, type StepUpService } from '../../bot/stepup/stepup-service.ts';
 import { decodeTotpSecret } from '../../bot/stepup/totp.ts';
@@ -32,7 +33,11 @@ export function sampleRequestView(over: Partial<RequestView> = {}): RequestView 
     id: '00000000-0000-4000-8000-000000000001',
     ref: 'R-7K3QXM',
     action: 'run',
-    params: {},
+    params: {
+      script: { name: 'collect-triage', version: 2, sha256: 'ab'.repeat(32) },
+      args: { since: '24h' },
+      timeoutSeconds: 600,
+    },
     scriptName: 'collect-triage',
     scriptSha256: 'ab'.repeat(32),
     targets: ['web-01', 'web-02', 'web-03', 'db-01', 'db-02', 'cache-01', 'cache-02'].map((h, i) => ({
@@ -138,6 +143,7 @@ export async function createWebFixture(driver: Driver, opts: WebFixtureOptions =
     users,
     audit,
     fileStore,
+    library: createFileLibrary({ db: tdb.db, audit, fileStore, maxFileBytes: 1024 * 1024 }),
     db: tdb.db,
     clock,
     config: {
@@ -146,6 +152,7 @@ export async function createWebFixture(driver: Driver, opts: WebFixtureOptions =
       secretKey,
       rateLimitPerIp: 1000,
       rateLimitPerUser: 1000,
+      maxLibraryFileBytes: 1024 * 1024,
       ...opts.config,
     },
   });
