@@ -9,6 +9,7 @@ import { type ConsoleChat, createConsoleChat } from '../../adapters/console/cons
 import { consoleContext } from '../../adapters/console/console-session.ts';
 import { loadConfig } from '../../app/config.ts';
 import { createPlatform, type Platform } from '../../app/platform.ts';
+import type { FileStore } from '../../bot/ports.ts';
 import { createSegmentService } from '../../bot/segments/segment-service.ts';
 import { createLocalFileStore } from '../../broker/files/local-file-store.ts';
 import { endpoints, type Os, type Role } from '../../db/schema.ts';
@@ -28,18 +29,26 @@ const silent = { info() {}, warn() {}, error() {}, debug() {} };
 export async function buildTestPlatform(
   tdb: TestDatabase,
   env: Record<string, string> = {},
-  opts: { metrics?: Registry } = {},
+  opts: {
+    metrics?: Registry;
+    /**
+     * Where the test clock starts (default a fixed date). Tests with real agents start it at wall time:
+     * the broker checks delivery expiry against its own clock.
+     */
+    startAt?: Date;
+    /** The file store to share with a test broker (so `put` finds library files). */
+    fileStore?: FileStore;
+  } = {},
 ) {
-  const clock = createTestClock();
+  const clock = createTestClock(opts.startAt);
   const config = loadConfig({ PUBLIC_URL: 'http://ar.test', ...env });
-  const files = mkdtempSync(join(tmpdir(), 'ar-files-'));
   const platform: Platform = createPlatform({
     config,
     database: tdb,
     logger: silent,
     clock,
     secretKey: TEST_SECRET_KEY,
-    fileStore: createLocalFileStore(files),
+    fileStore: opts.fileStore ?? createLocalFileStore(mkdtempSync(join(tmpdir(), 'ar-files-'))),
     metrics: opts.metrics,
   });
   const consoleChat: ConsoleChat = createConsoleChat();
