@@ -88,7 +88,18 @@ function visibleProcesses(sandbox?: string): ProcDetail[] {
   return allProcesses(true).filter((p) => inside(sandbox, p.cwd));
 }
 
-const strip = ({ pid, name, cmdline }: ProcDetail): ProcInfo => ({ pid, name, cmdline });
+/**
+ * The name to report: Linux cuts `comm` to 15 characters, so when the executable's or argv[0]'s file name
+ * starts with it and is longer, that is the process's real name.
+ */
+function fullName(p: ProcDetail): string {
+  const longer = [p.exe, p.argv0]
+    .map((s) => s?.split(/[\\/]/).pop())
+    .find((n) => n && n.length > p.name.length && n.startsWith(p.name));
+  return longer ?? p.name;
+}
+
+const strip = (p: ProcDetail): ProcInfo => ({ pid: p.pid, name: fullName(p), cmdline: p.cmdline });
 
 export function listProcesses(opts: { sandbox?: string; match?: string } = {}) {
   const all = visibleProcesses(opts.sandbox);

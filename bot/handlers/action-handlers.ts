@@ -46,18 +46,33 @@ export function createActionHandlers(deps: BotDeps) {
       await chat.replyInThread(ref, `Denied by ${approver.displayName}${reason ? `: ${reason}` : ''}.`);
       return;
     }
-    await chat.replyInThread(ref, `Approved by ${approver.displayName} (digest ${view.digest}).`);
-    if (view.state === 'dispatched') {
-      await chat.replyInThread(
-        ref,
-        `Dispatched to ${plural(view.targets.length, 'endpoint')}. Offline endpoints receive it when they reconnect.`,
-      );
+    const dispatched =
+      view.state === 'dispatched'
+        ? ` Dispatched to ${plural(view.targets.length, 'endpoint')}; offline endpoints receive it when they reconnect.`
+        : '';
+    await chat.replyInThread(
+      ref,
+      `Approved by ${approver.displayName} (digest ${view.digest}).${dispatched}`,
+    );
+  }
+
+  /**
+   * Tells the thread about an approval, then wakes the brokers: the thread reads "approved, dispatched"
+   * before any result can arrive. The deliveries are committed either way; a failed post only delays them
+   * until the wake-up below.
+   */
+  async function announceThenWake(view: RequestView, approver: ResolvedUser, endpointIds?: string[]) {
+    try {
+      await announceDecision(view, approver, 'approve');
+    } finally {
+      if (endpointIds?.length) await deps.dispatcher.wake(endpointIds).catch(() => undefined);
     }
   }
 
   return {
     publish,
     announceDecision,
+    announceThenWake,
 
     async request(ctx: ChatContext, user: ResolvedUser, cmd: Command): Promise<void> {
       const window = await stepup.activeWindow(user.id);
@@ -113,18 +128,22 @@ export function createActionHandlers(deps: BotDeps) {
             link.url,
           );
         }
-        const res = await requests.decide({
-          requestId: view.id,
-          approver: user,
-          decision: 'approve',
-          digest: view.digest,
-          stepUpWindowId: window.id,
-        });
+        const res = await requests.decide(
+          {
+            requestId: view.id,
+            approver: user,
+            decision: 'approve',
+            digest: view.digest,
+            stepUpWindowId: window.id,
+          },
+          undefined,
+          { wake: false },
+        );
         if (!res.changed) {
           await chat.notifyPrivately(ctx, `You already approved ${view.ref}; nothing changed.`);
           return;
         }
-        await announceDecision(res.request, user, 'approve');
+        await announceThenWake(res.request, user, res.dispatchedEndpointIds);
         return;
       }
       const res = await requests.decide({

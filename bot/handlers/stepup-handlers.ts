@@ -117,8 +117,12 @@ export async function runConfirmedStepUp(
           ? `${decision === 'approve' ? 'Approved' : 'Denied'} ${res.request.ref}. Return to the chat to follow it.`
           : `You had already ${done} ${res.request.ref}.`;
         after = async () => {
-          if (res.dispatchedEndpointIds?.length) await deps.dispatcher.wake(res.dispatchedEndpointIds);
-          if (res.changed) await actions.announceDecision(res.request, approver, decision, attempt.reason);
+          if (decision === 'approve' && res.changed)
+            await actions.announceThenWake(res.request, approver, res.dispatchedEndpointIds);
+          else {
+            if (res.dispatchedEndpointIds?.length) await deps.dispatcher.wake(res.dispatchedEndpointIds);
+            if (res.changed) await actions.announceDecision(res.request, approver, decision, attempt.reason);
+          }
         };
         return;
       }

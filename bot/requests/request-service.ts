@@ -240,9 +240,10 @@ export function createRequestService(deps: {
     /**
      * Records one approver's decision under a row lock. A repeat by the same approver is `{ changed:
      * false }`. Enough approvals dispatch in the same transaction. Without a caller `tx` the brokers are
-     * woken after commit; with one, the caller wakes `dispatchedEndpointIds`.
+     * woken after commit (unless `wake: false`, for a caller that tells chat first); with one, the caller
+     * wakes `dispatchedEndpointIds`.
      */
-    async decide(input: DecideInput, tx?: DbOrTx): Promise<DecisionResult> {
+    async decide(input: DecideInput, tx?: DbOrTx, opts: { wake?: boolean } = {}): Promise<DecisionResult> {
       const v = decideSchema.safeParse({ ...input, approver: undefined });
       if (!v.success) throw new BadRequest('approval.invalid', describeZodIssues(v.error.issues));
       const { approver } = input;
@@ -355,7 +356,7 @@ export function createRequestService(deps: {
         throw err;
       }
       if (out.lapsed) throw expiredConflict(out.row);
-      if (!tx) await wakeQuietly(out.endpointIds);
+      if (!tx && opts.wake !== false) await wakeQuietly(out.endpointIds);
       return {
         changed: out.changed,
         request: await loadView(tx ?? db, out.row),
