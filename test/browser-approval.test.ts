@@ -3,6 +3,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { eq } from 'drizzle-orm';
 import type { FastifyInstance } from 'fastify';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
@@ -13,6 +14,7 @@ import { actionRequests, approvals } from '../db/schema.ts';
 import { registerStepUpPages } from '../web-stepup/stepup-plugin.ts';
 import {
   artifactPath,
+  desktopContext,
   hasChromium,
   launchChromium,
   NO_CHROMIUM_MESSAGE,
@@ -126,5 +128,97 @@ describe.skipIf(!hasChromium)('approval through the step-up page in Chromium', (
     );
     expect(thread.text).toMatch(/commander/);
     expect(['approved', 'dispatched']).toContain(card!.view!.state);
+  });
+
+  /** A request made as the analyst (with their step-up) and the commander's approve link for it. */
+  async function pendingRequest(text: string) {
+    t.clock.advance(11 * 60_000); // past both people's step-up windows
+    const before = t.chat.transcript.length;
+    await t.say('analyst', text);
+    const asked = t.chat.transcript.slice(before).find((m) => m.kind === 'private' && m.to === 'analyst');
+    if (asked && /\/stepup\//.test(asked.text)) await t.stepUp(t.lastLinkFor('analyst'), analyst);
+    const card = t.chat.transcript.slice(before).find((m) => m.kind === 'card');
+    expect(card?.view?.state, text).toBe('pending_approval');
+    await t.platform.bot.handleDecision(t.ctx('commander'), {
+      requestId: card!.view!.ref,
+      decision: 'approve',
+    });
+    return { view: card!.view!, link: t.lastLinkFor('commander') };
+  }
+
+  it('shows every parameter of kill, put and run on the approve page, at phone and desktop width', async () => {
+    const lib = await t.platform.library.add({
+      name: 'remediate.sh',
+      source: Readable.from([Buffer.from('#!/bin/sh\necho fixed\n')]),
+      actor: { type: 'system', id: 'test' },
+    });
+    await t.platform.scripts.upsert({
+      name: 'sinkhole-domain',
+      body: 'import active_response as ar\nprint(ar.params()["domain"])\n',
+      paramsSchema: { domain: { type: 'string', required: true } },
+    });
+    const cases = [
+      {
+        name: 'kill',
+        text: 'kill web-01 coinminer-xmrig-helper --reason "miner seen" --case IR-7 --note "after hours"',
+        expected: ['Process name', 'coinminer-xmrig-helper', 'miner seen', 'IR-7', 'after hours'],
+      },
+      {
+        name: 'put',
+        text: 'put web-01 remediate.sh /opt/ar/remediate.sh --reason "patch" --ttl 2d',
+        expected: ['remediate.sh', `${lib.size} bytes`, lib.sha256, '/opt/ar/remediate.sh', 'up to 2 days'],
+      },
+      {
+        name: 'run',
+        text: 'run sinkhole-domain web-01 domain=evil.example --reason "block c2"',
+        expected: [
+          'sinkhole-domain v1',
+          'Parameter domain',
+          '"evil.example"',
+          'Time limit',
+          'Script SHA-256',
+        ],
+      },
+    ];
+    const desktop = await desktopContext(browser);
+    try {
+      for (const c of cases) {
+        const { view, link } = await pendingRequest(c.text);
+        for (const [width, ctx] of [
+          ['phone', context],
+          ['desktop', desktop],
+        ] as const) {
+          const page = await ctx.newPage();
+          await page.goto(`${base}/stepup/${link.split('/').pop()}`);
+          const shown = (await page.locator('main').textContent()) ?? '';
+          for (const e of c.expected) expect(shown, `${c.name} on ${width}: ${e}`).toContain(e);
+          expect(shown).toContain(view.digest);
+          // Nothing wider than the screen: long hashes and paths wrap.
+          const overflow = await page.evaluate('document.documentElement.scrollWidth - window.innerWidth');
+          expect(overflow, `${c.name} on ${width} scrolls sideways`).toBeLessThanOrEqual(0);
+          await page.getByText('What the digest covers').click();
+          await page.screenshot({ path: artifactPath(`approve-${c.name}-${width}.png`), fullPage: true });
+          await page.close();
+        }
+      }
+    } finally {
+      await desktop.close();
+    }
+  });
+
+  it('lets the approver deny from the page, with a reason that reaches the thread', async () => {
+    const { view, link } = await pendingRequest('isolate web-01 --reason "suspected" --case IR-8');
+    const page = await context.newPage();
+    await page.goto(`${base}/stepup/${link.split('/').pop()}`);
+    await page.getByLabel('Password').fill(commander.password);
+    await page.getByLabel('Authenticator code').fill(await t.code(commander));
+    await page.getByLabel('Reason').fill('wrong host, it is the jump box');
+    await submitWith(page, page.getByRole('button', { name: 'Deny' }));
+    expect(await page.locator('main').textContent()).toContain(`Denied ${view.ref}`);
+    await page.close();
+    expect((await t.platform.requests.getView(view.id)).state).toBe('denied');
+    await t.chat.waitFor(
+      (m) => m.kind === 'thread' && /Denied by commander: wrong host, it is the jump box/.test(m.text),
+    );
   });
 });
