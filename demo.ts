@@ -1,7 +1,9 @@
 // `npm run demo`: the whole platform on a fresh embedded database in a temporary directory, three dry-run
-// agents (Linux, Windows, macOS; Windows comes online a minute late so queueing shows), seeded people, and a
-// console chat on this terminal. Nothing here is used in production; the seeding goes through the same
-// services an admin would use.
+// agents (Linux, Windows, macOS), seeded people, and a console chat on this terminal. The Windows agent
+// stays offline until someone types `/online ws-02` (or a minute after the first approval), so queueing is
+// seen at human speed. The agents change nothing outside the demo's directory: isolation is simulated, and
+// files, scripts and the processes they may kill are those of their own sandbox. Nothing here is used in
+// production; the seeding goes through the same services an admin would use.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,6 +14,7 @@ import pino from 'pino';
 import { createConsoleChat } from './adapters/console/console-chat.ts';
 import { runConsoleSession } from './adapters/console/console-session.ts';
 import { loadConfig, resolveSecretKey } from './app/config.ts';
+import { prepareSandbox } from './app/demo-sandbox.ts';
 import { seedDemo } from './app/demo-seed.ts';
 import { buildHttpApp } from './app/http-app.ts';
 import { createPlatform } from './app/platform.ts';
@@ -19,7 +22,7 @@ import { attachSurfaces } from './app/surfaces.ts';
 import { systemClock } from './bot/ports.ts';
 import { createBroker } from './broker/broker.ts';
 import { openDatabase } from './db/client.ts';
-import { endpoints } from './db/schema.ts';
+import { approvals, endpoints } from './db/schema.ts';
 
 const dataDir = mkdtempSync(join(tmpdir(), 'ar-demo-'));
 const config = loadConfig({
@@ -66,6 +69,7 @@ async function main() {
 
   const seeded = await seedDemo({ platform, database, clock: systemClock, dataDir });
   const agents = new Map<string, ChildProcess>();
+  const sandboxOf = (name: string) => join(dataDir, 'agents', name, 'sandbox');
   const startAgent = (name: string, os: string, token?: string) => {
     const args = [
       '--import',
@@ -81,20 +85,34 @@ async function main() {
       args.push('--enroll', token, '--broker', `wss://localhost:${brokerAddr.port}`, '--hostname', name);
     agents.set(name, spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'] }));
   };
+  const web = prepareSandbox(sandboxOf('web-01'), { decoys: true });
+  const ws = prepareSandbox(sandboxOf('ws-02'), { decoys: false });
   startAgent('web-01', 'linux', seeded.tokens['web-01']);
   startAgent('mac-03', 'macos', seeded.tokens['mac-03']);
-  // ws-02 enrols now (so it is a known endpoint) and then goes offline for a minute: what is approved for it
-  // meanwhile waits in the outbox and is delivered when it reconnects.
+  // ws-02 enrols now (so it is a known endpoint) and then goes offline: what is approved for it meanwhile
+  // waits in the outbox and is delivered when it reconnects.
   startAgent('ws-02', 'windows', seeded.tokens['ws-02']);
   await waitForEndpoint(database, 'ws-02');
   agents.get('ws-02')!.kill('SIGTERM');
-  const late = setTimeout(() => {
-    say('\n  (ws-02, the Windows endpoint, has just come online: anything queued for it is delivered now)');
+  let wsOnline = false;
+  const bringOnline = () => {
+    if (wsOnline) return;
+    wsOnline = true;
+    say('\n  (ws-02, the Windows endpoint, is coming online: anything queued for it is delivered now)');
     startAgent('ws-02', 'windows');
-  }, 60_000);
+  };
+  // Or a minute after the first approval, for someone who never types /online.
+  let late: NodeJS.Timeout | undefined;
+  const watchApprovals = setInterval(async () => {
+    const [row] = await database.db.select({ id: approvals.id }).from(approvals).limit(1);
+    if (!row) return;
+    clearInterval(watchApprovals);
+    late = setTimeout(bringOnline, 60_000);
+  }, 2000);
   await waitForEndpoint(database, 'web-01');
   await waitForEndpoint(database, 'mac-03');
 
+  const [dropper] = web.evidence;
   say('');
   say('Active Response demo — everything lives in a temporary directory and is deleted on exit.');
   say(`Web page: ${config.PUBLIC_URL}   broker: wss://localhost:${brokerAddr.port}`);
@@ -103,32 +121,69 @@ async function main() {
   for (const p of seeded.people)
     say(`  ${p.name.padEnd(10)} ${p.roles.padEnd(30)} password ${p.password}   TOTP secret ${p.totpSecret}`);
   say('');
+  say('Endpoints (dry-run agents: isolation is simulated, and each acts only inside its sandbox directory):');
+  say(`  web-01  Linux, online    sandbox ${web.dir}`);
+  say(`  ws-02   Windows, OFFLINE until you type /online ws-02 (or a minute after the first approval)`);
+  say('  mac-03  macOS, online   (actions are not supported on macOS: it is excluded, with the reason)');
+  if (web.decoys.length)
+    say(`  decoy processes on web-01: ${web.decoys.map((d) => `${d.name} (pid ${d.pid})`).join(', ')}`);
+  say('');
+  say('Walkthrough:');
+  say('  1. isolate web-01 ws-02 mac-03 --reason "C2 beacon" --case IR-1');
+  say("     Open the link you are sent and confirm as analyst (/codes prints everyone's current code).");
+  say('  2. /as commander   then   /approve R-XXXXXX   and confirm on the page it links to.');
+  say('     web-01 is isolated (simulated); ws-02 waits in the queue: queue ws-02   then   /online ws-02');
+  say('  3. More to try (as analyst): processes web-01,  kill web-01 coinminer-xmrig-helper --reason miner,');
   say(
-    'Endpoints: web-01 (Linux, online), ws-02 (Windows, online in a minute), mac-03 (macOS: isolation unsupported).',
+    `     fetch web-01 ${dropper} --reason triage,  put web-01 remediate.sh ${join(web.dir, 'opt', 'remediate.sh')} --reason fix,`,
   );
-  say('Try:   isolate web-01 ws-02 mac-03 --reason "demo" --case IR-1');
-  say('Then open the link you are sent, sign in as that person; /codes prints the current TOTP codes.');
-  say('       /as commander   then   /approve R-XXXXXX   (and follow its link)');
+  say(
+    '     run sinkhole-domain web-01 domain=evil.example --reason block,  scripts,  files,  status,  audit,  help',
+  );
   say('');
 
   const people = seeded.people.map((p) => p.name);
   const codes = async () => {
     for (const p of seeded.people) say(`  ${p.name.padEnd(10)} ${await generate({ secret: p.totpSecret })}`);
   };
+  const demoCommand = async (text: string): Promise<boolean> => {
+    const t = text.trim();
+    if (t === '/codes') {
+      await codes();
+      return true;
+    }
+    const online = /^\/online(?:\s+(\S+))?$/.exec(t);
+    if (online) {
+      if (online[1] && online[1].toLowerCase() !== 'ws-02')
+        say('  only ws-02 is offline in the demo: /online ws-02');
+      else if (wsOnline) say('  ws-02 is already online');
+      else bringOnline();
+      return true;
+    }
+    return false;
+  };
   const input = process.stdin;
   await runConsoleSession({
     bot: {
       ...platform.bot,
-      handleCommand: async (ctx, text) =>
-        text.trim() === '/codes' ? codes() : platform.bot.handleCommand(ctx, text),
+      handleCommand: async (ctx, text) => {
+        if (!(await demoCommand(text))) await platform.bot.handleCommand(ctx, text);
+      },
     },
     input,
     write: say,
     people,
     prompt: process.stdin.isTTY,
+    extraHelp: [
+      "• /codes   print every demo person's current authenticator code",
+      '• /online ws-02   bring the offline Windows endpoint online (its queued work is delivered)',
+    ],
   });
 
-  clearTimeout(late);
+  clearInterval(watchApprovals);
+  if (late) clearTimeout(late);
+  web.stop();
+  ws.stop();
   for (const a of agents.values()) a.kill('SIGTERM');
   await http.close();
   await surfaces.close();

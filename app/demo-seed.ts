@@ -1,10 +1,11 @@
 // Seeds the demo through the same services an admin uses: people with passwords and enrolled TOTP, the
-// console tenant, a segment with Active Response on, enrolment tokens for the agents and two scripts.
+// console tenant, a segment with Active Response on, enrolment tokens for the agents, two scripts and a
+// library file for `put`.
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { generate } from 'otplib';
 import type { Clock } from '../bot/ports.ts';
-import { createScriptLibrary } from '../bot/scripts/script-library.ts';
 import { createSegmentService } from '../bot/segments/segment-service.ts';
 import { readCaCertificatePem } from '../broker/pki/pki.ts';
 import { enrollToken } from '../cli/commands/endpoint-commands.ts';
@@ -18,15 +19,26 @@ const PEOPLE: { name: string; displayName: string; roles: Role[] }[] = [
   { name: 'admin', displayName: 'Ada Admin', roles: ['admin'] },
 ];
 
-const LIST_PROCESSES = `# Lists running processes (read-only investigation).
+const LIST_PROCESSES = `# Lists the processes the agent can see (read-only investigation).
 import active_response as ar
-for p in ar.processes():
-    print(p["pid"], p["name"])
+procs = ar.processes()
+print(f"{len(procs)} processes")
+for p in procs:
+    print(p["pid"], p["name"], p["cmdline"])
 `;
 
-const BLOCK_DOMAIN = `# Adds a hosts-file entry that sinkholes a domain (changes the endpoint).
+const SINKHOLE_DOMAIN = `# Sinkholes a domain: adds a hosts-file line sending it to 0.0.0.0 (changes the endpoint).
+# It writes ./hosts in its working directory, which for the demo's agents is their sandbox.
 import active_response as ar
-ar.log("would sinkhole " + ar.params["domain"])
+domain = ar.params()["domain"]
+with open("hosts", "a") as f:
+    f.write(f"0.0.0.0 {domain}\\n")
+print(f"sinkholed {domain}")
+`;
+
+const REMEDIATE = `#!/bin/sh
+# Demo remediation file: pushed by \`put\`, never run by the demo.
+echo "remediated"
 `;
 
 export async function seedDemo(deps: {
@@ -61,7 +73,7 @@ export async function seedDemo(deps: {
   const segments = createSegmentService({ db: database.db, audit, clock });
   await segments.create({ name: 'servers', enabled: true });
 
-  const scripts = createScriptLibrary({ db: database.db, audit, maxScriptBytes: 1024 * 1024 });
+  const scripts = platform.scripts;
   await scripts.upsert({
     name: 'list-processes',
     body: LIST_PROCESSES,
@@ -70,9 +82,21 @@ export async function seedDemo(deps: {
   });
   await scripts.upsert({
     name: 'sinkhole-domain',
-    body: BLOCK_DOMAIN,
-    paramsSchema: { domain: { type: 'string', required: true, pattern: '^[a-z0-9.-]{1,253}$' } },
+    body: SINKHOLE_DOMAIN,
+    paramsSchema: {
+      domain: {
+        type: 'string',
+        required: true,
+        pattern: '[a-z0-9.-]{1,253}',
+        description: 'the domain to send nowhere',
+      },
+    },
     description: 'Sinkhole a domain in the hosts file',
+  });
+  await platform.library.add({
+    name: 'remediate.sh',
+    source: Readable.from([Buffer.from(REMEDIATE)]),
+    actor: { type: 'system', id: 'demo' },
   });
 
   const tokens: Record<string, string> = {};

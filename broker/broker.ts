@@ -115,10 +115,10 @@ export function createBroker(deps: {
   }, 500);
   const lookups = createBatcher((fps: string[]) => presence.byFingerprints(fps), 1000);
   const hellos = createBatcher<
-    { endpointId: string; hello: Parameters<SessionHost['online']>[1]; session?: string },
+    { endpointId: string; hello: Parameters<SessionHost['online']>[1]; at: Date },
     void
   >(async (items) => {
-    await presence.onlineMany(items, clock.now());
+    await presence.onlineMany(items);
     return items.map(() => undefined);
   }, 1000);
   // Other brokers holding an older connection of these agents close theirs. Batched: a reconnect storm
@@ -151,7 +151,7 @@ export function createBroker(deps: {
       fileStore: deps.fileStore,
       maxFileBytes: config.maxFileBytes,
       acknowledge: (endpointId, id) => acker.add({ endpointId, id }),
-      online: (endpointId, hello) => hellos.add({ endpointId, hello }),
+      online: (endpointId, hello, at) => hellos.add({ endpointId, hello, at }),
       recordResult: (endpointId, res, extraAudit) => resulter.add({ endpointId, res, extraAudit }),
       emit,
       async register(session) {

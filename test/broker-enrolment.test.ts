@@ -40,6 +40,9 @@ describe.each(drivers)('enrolment and delivery on %s', (driver) => {
     const enrolled = await tb.audit.list({ actionPrefix: 'endpoint.enrolled' });
     expect(enrolled).toHaveLength(1);
     expect(JSON.stringify(enrolled)).not.toMatch(/token"/);
+    // Gone again: presence is cleared, so chat never calls a stopped agent online.
+    await agent.stop();
+    await waitFor(async () => (await endpointByHost(tdb, 'web-01'))!.brokerId === null, 'presence to clear');
   });
 
   it('refuses a token that was already used', async () => {

@@ -1,6 +1,6 @@
 // Everything in chat that changes who may do what, or opens access: help, role changes, sessions and
 // download links.
-import { eq } from 'drizzle-orm';
+import { and, desc, eq } from 'drizzle-orm';
 import { type endpoints, files, segments } from '../../db/schema.ts';
 import type { BotDeps } from '../bot-service.ts';
 import { helpText } from '../commands/command-parser.ts';
@@ -13,6 +13,9 @@ import { announceSession } from './session-thread.ts';
 import { type ChatLocation, encodeSubject } from './stepup-handlers.ts';
 
 type Cmd<K extends Command['kind']> = Extract<Command, { kind: K }>;
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const SHA256 = /^[0-9a-f]{64}$/;
 
 function locationOf(ctx: ChatContext): ChatLocation {
   return {
@@ -116,11 +119,21 @@ export function createAdminHandlers(deps: BotDeps) {
 
     async download(ctx: ChatContext, user: ResolvedUser, cmd: Cmd<'download'>) {
       policy.requireRequester(user);
-      const [file] = await db.select().from(files).where(eq(files.id, cmd.fileRef));
+      // By id, or by SHA-256 (the newest evidence with those bytes); only fetched evidence is downloadable.
+      const ref = cmd.fileRef.toLowerCase();
+      const by = UUID.test(ref) ? eq(files.id, ref) : SHA256.test(ref) ? eq(files.sha256, ref) : undefined;
+      const [file] = by
+        ? await db
+            .select()
+            .from(files)
+            .where(and(by, eq(files.kind, 'fetched')))
+            .orderBy(desc(files.createdAt))
+            .limit(1)
+        : [];
       if (!file)
         throw new NotFound(
           'file.not_found',
-          `No file with id ${cmd.fileRef}. Copy the id from the fetch result.`,
+          `No fetched file with id or SHA-256 "${cmd.fileRef.slice(0, 64)}". Copy the id from the fetch result in the thread.`,
         );
       const link = await stepup.createChallenge({ userId: user.id, purpose: 'download', subject: file.id });
       await chat.notifyPrivately(

@@ -39,22 +39,24 @@ export function createEndpointPresence(deps: { db: Db; brokerId: string }) {
       return fingerprints.map((f) => byFp.get(f));
     },
 
-    /** Records many hellos in one statement. */
-    async onlineMany(items: { endpointId: string; hello: z.infer<typeof helloFrame> }[], now: Date) {
+    /**
+     * Records many hellos in one statement. Each connection's own time goes in `connected_at`: `offline`
+     * clears presence only when it still matches, so a batch time here would leave a gone agent "online".
+     */
+    async onlineMany(items: { endpointId: string; hello: z.infer<typeof helloFrame>; at: Date }[]) {
       const values = sql.join(
         items.map(
           (i) =>
-            sql`(${i.endpointId}::uuid, ${i.hello.os}, ${i.hello.osVersion}, ${i.hello.agentVersion}, ${JSON.stringify(i.hello.capabilities)}::jsonb, ${i.hello.isolated}::boolean)`,
+            sql`(${i.endpointId}::uuid, ${i.hello.os}, ${i.hello.osVersion}, ${i.hello.agentVersion}, ${JSON.stringify(i.hello.capabilities)}::jsonb, ${i.hello.isolated}::boolean, ${i.at.toISOString()}::timestamptz)`,
         ),
         sql`, `,
       );
-      const at = now.toISOString();
       await db.execute(sql`
         update ${endpoints} set
-          broker_id = ${brokerId}, connected_at = ${at}::timestamptz, last_seen_at = ${at}::timestamptz,
+          broker_id = ${brokerId}, connected_at = v.at, last_seen_at = v.at,
           os = v.os, os_version = v.os_version, agent_version = v.agent_version,
           capabilities = array(select jsonb_array_elements_text(v.caps)), isolated = v.isolated
-        from (values ${values}) as v(id, os, os_version, agent_version, caps, isolated)
+        from (values ${values}) as v(id, os, os_version, agent_version, caps, isolated, at)
         where ${endpoints.id} = v.id`);
     },
 
