@@ -60,6 +60,8 @@ const REFUSALS = {
   ],
 } as const satisfies Record<string, [new (code: string, msg: string) => AppError, string]>;
 type RefusalReason = keyof typeof REFUSALS;
+/** Every reason the service refuses an enrolment for; its error code is `enrol.<reason>`. */
+export const ENROLMENT_REFUSALS = Object.keys(REFUSALS) as RefusalReason[];
 type Refusal = { refused: RefusalReason; message?: string; endpointId?: string; tokenId?: string };
 
 async function refuse(
