@@ -7,11 +7,8 @@ import type { RawData, WebSocket } from 'ws';
 import type { AuditService } from '../../bot/audit/audit-service.ts';
 import { describeZodIssues } from '../../bot/errors.ts';
 import type { Clock, DeliveryEvent, Logger } from '../../bot/ports.ts';
-import type { DbOrTx } from '../../db/client.ts';
 import {
-  AGENT_REFUSALS,
   type AgentFrame,
-  type AgentRefusal,
   agentFrame,
   CLOSE_CODES,
   ERROR_CODES,
@@ -25,6 +22,7 @@ import {
 } from '../../protocol/frames.ts';
 import type { DeliveryRow, OutboxRepo } from '../outbox/outbox-repo.ts';
 import type { Pki } from '../pki/pki.ts';
+import { createResultHandler } from './agent-results.ts';
 import type { EndpointPresence } from './endpoint-presence.ts';
 import { createTransfers, type TransferDeps } from './file-transfers.ts';
 
@@ -58,11 +56,6 @@ function refOf(json: unknown): string | undefined {
   return typeof ref === 'string' && ref.length > 0 ? ref.slice(0, 64) : undefined;
 }
 
-function refusalOf(result: Record<string, unknown> | undefined): AgentRefusal | undefined {
-  const r = result?.refused;
-  return (AGENT_REFUSALS as readonly unknown[]).includes(r) ? (r as AgentRefusal) : undefined;
-}
-
 export function createAgentSession(
   host: SessionHost,
   ws: WebSocket,
@@ -73,6 +66,8 @@ export function createAgentSession(
   const sentIds = new Set<string>();
   let hello: Extract<AgentFrame, { type: 'hello' }> | undefined;
   let refused = 0;
+  /** A refused hello ends the conversation: frames that were already on their way are dropped. */
+  let ending = false;
   let connectedAt: Date | undefined;
 
   const sendJson = (frame: object) => {
@@ -107,71 +102,7 @@ export function createAgentSession(
     refuse: (code, message, ref) => refuseFrame(code, message, {}, ref),
   });
 
-  async function onResult(frame: Extract<AgentFrame, { type: 'result' }>) {
-    const refusal = frame.ok ? undefined : refusalOf(frame.result);
-    // The agent refused to run it (bad signature, expired, forged go-ahead): a security event of its own.
-    const refusalAudit = (row: DeliveryRow, tx?: DbOrTx) =>
-      audit.append(
-        {
-          actorType: 'agent',
-          actorId: endpointId,
-          action: 'delivery.refused_by_agent',
-          outcome: 'refused',
-          requestId: row.requestId,
-          endpointId,
-          details: {
-            deliveryId: row.id,
-            action: row.action,
-            reason: refusal,
-            error: frame.error ?? null,
-            hostname: ident.hostname,
-          },
-        },
-        tx,
-      );
-    const extraAudit = async (row: DeliveryRow, tx: DbOrTx) => {
-      if (refusal) await refusalAudit(row, tx);
-      if (row.action !== 'run') return;
-      // The full payload (script bytes, parameters) and its output, so an investigator sees exactly what ran.
-      await audit.append(
-        {
-          actorType: 'agent',
-          actorId: endpointId,
-          action: 'script.executed',
-          outcome: frame.ok ? 'ok' : 'failed',
-          requestId: row.requestId,
-          endpointId,
-          details: {
-            deliveryId: row.id,
-            payload: row.payload,
-            result: frame.result ?? null,
-            error: frame.error ?? null,
-          },
-        },
-        tx,
-      );
-    };
-    const res = await host.recordResult(endpointId, frame, extraAudit);
-    if (res.status === 'unknown') {
-      return refuseFrame(
-        ERROR_CODES.unknownDelivery,
-        'no delivery with this id was sent to this agent',
-        { id: frame.id },
-        frame.id,
-      );
-    }
-    if (res.status === 'final') {
-      // A repeat (the agent re-sends stored results after a reconnect) changes nothing and gets no answer;
-      // a refusal of a delivery that already ended elsewhere is still worth a record.
-      if (refusal) await refusalAudit(res.row);
-      return;
-    }
-    logger.info({ deliveryId: frame.id, endpointId, state: res.event.state }, 'delivery result recorded');
-    if (frame.ok && (res.row.action === 'isolate' || res.row.action === 'unisolate')) {
-      await host.presence.setIsolated(endpointId, res.row.action === 'isolate', clock.now());
-    }
-    host.emit([res.event]);
-  }
+  const onResult = createResultHandler(host, ident, refuseFrame);
 
   async function onHello(frame: Extract<AgentFrame, { type: 'hello' }>) {
     // The certificate names the endpoint; a hello claiming another name is a misconfigured or copied agent.
@@ -182,6 +113,7 @@ export function createAgentSession(
           'run the agent with the name it was enrolled under, or re-enrol it',
         { got: frame.hostname },
       );
+      ending = true;
       session.close(CLOSE_CODES.hostnameMismatch, 'hello does not match the enrolment');
       return;
     }
@@ -254,6 +186,7 @@ export function createAgentSession(
   }
 
   async function onText(buf: Buffer) {
+    if (ending) return;
     if (buf.length > MAX_JSON_FRAME_BYTES) {
       return refuseFrame(ERROR_CODES.tooLarge, `JSON frames are limited to ${MAX_JSON_FRAME_BYTES} bytes`, {
         bytes: buf.length,
@@ -273,6 +206,7 @@ export function createAgentSession(
           `${JSON.stringify(claimed.v ?? null).slice(0, 20)}; upgrade the agent`,
         { v: typeof claimed.v === 'number' ? claimed.v : null },
       );
+      ending = true;
       session.close(CLOSE_CODES.unsupportedVersion, 'unsupported protocol version');
       return;
     }
@@ -292,6 +226,7 @@ export function createAgentSession(
   // Frames are handled one at a time per connection so an agent's ack, chunks and result keep their order.
   let chain: Promise<unknown> = Promise.resolve();
   ws.on('message', (data: RawData, isBinary: boolean) => {
+    if (ending) return;
     const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
     if (isBinary) {
       const chunk = splitChunk(buf);
