@@ -1,16 +1,21 @@
 // The agent's connection loop: mTLS WebSocket to the broker, hello, then deliveries one at a time in the
-// order they arrive. For each: check the platform signature, consult the journal, ack, wait for the
-// broker's go-ahead, journal (fsync'd), execute, journal the result, send it. Reconnects with full-jitter
-// exponential backoff.
-import { createPublicKey, verify } from 'node:crypto';
+// order they arrive. For each: check the platform signature, consult the journal, check the signed expiry,
+// ack with a fresh nonce, wait for the broker's go-ahead signed over that nonce, journal (fsync'd), execute,
+// journal the result, send it. Whoever holds the broker's TLS certificate but not the platform's signing key
+// can therefore replay nothing: not an expired delivery, not one already run, not a go-ahead given to
+// another ack. Reconnects with full-jitter exponential backoff.
+import { createPublicKey, randomBytes, verify } from 'node:crypto';
 import WebSocket from 'ws';
 import { canonicalJson } from '../protocol/canonical-json.ts';
 import {
+  type AgentRefusal,
   type BrokerFrame,
   brokerFrame,
+  DELIVERY_CLOCK_SKEW_MS,
   MAX_WS_PAYLOAD,
   PROTOCOL_VERSION,
   signedDeliveryFields,
+  signedProceedFields,
   splitChunk,
 } from '../protocol/frames.ts';
 import { type AgentOptions, execute } from './actions/execute.ts';
@@ -27,6 +32,8 @@ export interface ClientOptions extends AgentOptions {
 }
 
 type Delivery = Extract<BrokerFrame, { type: 'delivery' }>;
+type Proceed = Extract<BrokerFrame, { type: 'proceed' }>;
+type Decision = { go: boolean; reason?: string; refused?: AgentRefusal };
 
 export function createAgentClient(deps: {
   state: AgentState;
@@ -39,7 +46,7 @@ export function createAgentClient(deps: {
   const tls = state.tls();
   const signingKey = createPublicKey(state.signingPublicKey());
   const running = new Set<string>();
-  const proceedWaiters = new Map<string, (go: { go: boolean; reason?: string }) => void>();
+  const proceedWaiters = new Map<string, { nonce: string; resolve: (d: Decision) => void }>();
   let link: Link | undefined;
   let ws: WebSocket | undefined;
   let attempt = 0;
@@ -58,6 +65,23 @@ export function createAgentClient(deps: {
     }
   }
 
+  /** True only for a go-ahead the platform signed for this endpoint, this delivery and this ack's nonce. */
+  function verifyProceed(f: Proceed, nonce: string): boolean {
+    if (f.nonce !== nonce) return false;
+    try {
+      const fields = signedProceedFields({ endpointId: identity.endpointId, id: f.id, go: f.go, nonce });
+      return verify(null, Buffer.from(canonicalJson(fields)), signingKey, Buffer.from(f.signature, 'base64'));
+    } catch {
+      return false;
+    }
+  }
+
+  /** Does not run the delivery, and tells the broker why in a failed result it records and audits. */
+  function refuse(on: Link, d: Delivery, refused: AgentRefusal, error: string) {
+    log(`refusing a delivery: ${error}`, { id: d.id, action: d.action, refused });
+    on.send({ type: 'result', id: d.id, ok: false, error, result: { refused } });
+  }
+
   function sendResult(id: string, outcome: ActionOutcome) {
     link?.send({
       type: 'result',
@@ -71,14 +95,12 @@ export function createAgentClient(deps: {
   async function handleDelivery(d: Delivery, on: Link) {
     if (!on.isOpen()) return; // the broker sends it again after we reconnect
     if (!verifySignature(d)) {
-      log('delivery signature does not verify; not running it', { id: d.id, action: d.action });
-      on.send({
-        type: 'result',
-        id: d.id,
-        ok: false,
-        error: 'the delivery signature does not verify; the agent did not run it',
-      });
-      return;
+      return refuse(
+        on,
+        d,
+        'bad_signature',
+        'the delivery signature does not verify; the agent did not run it',
+      );
     }
     const seen = journal.get(d.id);
     if (seen?.result) {
@@ -94,7 +116,19 @@ export function createAgentClient(deps: {
       });
       return sendResult(d.id, done.result!);
     }
-    const decision = await new Promise<{ go: boolean; reason?: string }>((resolve) => {
+    // Checked only for a delivery that would run now: a finished one still gets its stored result above.
+    const expiresAt = Date.parse(d.expiresAt);
+    if (!Number.isFinite(expiresAt) || Date.now() > expiresAt + DELIVERY_CLOCK_SKEW_MS) {
+      return refuse(
+        on,
+        d,
+        'expired',
+        `the delivery expired at ${d.expiresAt} (this agent's clock says ${new Date().toISOString()}, ` +
+          `tolerance ${DELIVERY_CLOCK_SKEW_MS / 60_000} minutes); the agent did not run it`,
+      );
+    }
+    const nonce = randomBytes(16).toString('base64url');
+    const decision = await new Promise<Decision>((resolve) => {
       // No answer means the broker lost our ack; reconnecting makes it send the delivery again.
       const timer = setTimeout(() => {
         proceedWaiters.delete(d.id);
@@ -102,12 +136,23 @@ export function createAgentClient(deps: {
         ws?.terminate();
         resolve({ go: false, reason: 'no answer from the broker' });
       }, 60_000);
-      proceedWaiters.set(d.id, (v) => {
-        clearTimeout(timer);
-        resolve(v);
+      proceedWaiters.set(d.id, {
+        nonce,
+        resolve: (v) => {
+          clearTimeout(timer);
+          resolve(v);
+        },
       });
-      on.send({ type: 'ack', id: d.id });
+      on.send({ type: 'ack', id: d.id, nonce });
     });
+    if (decision.refused) {
+      return refuse(
+        on,
+        d,
+        decision.refused,
+        'the go-ahead for this delivery is not signed by the platform for this ack; the agent did not run it',
+      );
+    }
     if (!decision.go) {
       log('broker said not to run the delivery', { id: d.id, reason: decision.reason });
       return;
@@ -148,8 +193,11 @@ export function createAgentClient(deps: {
         return;
       case 'proceed': {
         const w = proceedWaiters.get(f.id);
+        if (!w) return log('broker sent a go-ahead for no ack of ours; ignored', { id: f.id });
         proceedWaiters.delete(f.id);
-        w?.({ go: f.go, reason: f.reason });
+        // Not running is always safe, so only a "go" must prove it comes from the platform.
+        if (f.go && !verifyProceed(f, w.nonce)) return w.resolve({ go: false, refused: 'bad_proceed' });
+        w.resolve({ go: f.go, reason: f.reason });
         return;
       }
       case 'error':
@@ -238,7 +286,7 @@ export function createAgentClient(deps: {
       // Deliveries waiting for a go-ahead are dropped; the broker sends them again on reconnect.
       for (const [id, w] of proceedWaiters) {
         proceedWaiters.delete(id);
-        w({ go: false, reason: 'disconnected' });
+        w.resolve({ go: false, reason: 'disconnected' });
       }
       if (stopped) return;
       const delay = Math.random() * Math.min(options.backoffMaxMs, options.backoffBaseMs * 2 ** attempt);

@@ -1,5 +1,7 @@
 // Enrolment: fetch and pin the platform CA, make a key pair and CSR, redeem the single-use token over
-// server-authenticated TLS, and store what comes back. The private key never leaves the endpoint.
+// server-authenticated TLS, and store what comes back. Re-enrolment with the current key (`reenrolWithKey`)
+// makes a new key pair and proves the old one over mutual TLS instead of a token. The private key never
+// leaves the endpoint.
 import { createHash, webcrypto } from 'node:crypto';
 import { request } from 'node:https';
 import { connect } from 'node:tls';
@@ -48,54 +50,42 @@ export interface EnrolOptions {
   log: (msg: string, extra?: object) => void;
 }
 
-export async function enrol(state: AgentState, opts: EnrolOptions) {
-  const url = new URL(opts.broker);
-  if (url.protocol !== 'wss:') throw new Error(`--broker must be a wss:// URL, got "${opts.broker}"`);
-  const host = url.hostname.replace(/^\[|\]$/g, '');
-  const port = Number(url.port || 443);
-  const [, pin] = opts.token.split('.', 2);
+type Answer = { endpointId: string; certificate: string; caCertificate: string; signingPublicKey: string };
 
-  const caDer = await fetchBrokerCa(host, port);
-  const actualPin = createHash('sha256').update(caDer).digest('base64url');
-  if (pin) {
-    if (pin !== actualPin) {
-      throw new Error(
-        'the broker presented a CA that does not match the pin in the enrolment token; refusing to enrol',
-      );
-    }
-  } else {
-    // No pin in the token: trust on first use, loudly, so an operator can compare the fingerprint.
-    opts.log('enrolment token carries no CA pin; trusting the broker CA on first use', { caPin: actualPin });
-  }
-  const caPem = pem(caDer, 'CERTIFICATE');
-
+async function newKeyAndCsr(hostname: string) {
   const alg = { name: 'ECDSA', namedCurve: 'P-256' } as const;
   const keys = (await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
   const csr = await x509.Pkcs10CertificateRequestGenerator.create({
-    name: `CN=${opts.hostname}`,
+    name: `CN=${hostname}`,
     keys: keys as unknown as CryptoKeyPairLike,
     signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
   } as unknown as Parameters<typeof x509.Pkcs10CertificateRequestGenerator.create>[0]);
   const keyPem = pem(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey), 'PRIVATE KEY');
+  return { keyPem, csrPem: csr.toString('pem') };
+}
 
-  const body = JSON.stringify({
-    token: opts.token,
-    csr: csr.toString('pem'),
-    hostname: opts.hostname,
-    os: opts.os,
-    osVersion: opts.osVersion,
-    agentVersion: opts.agentVersion,
-  });
+/** POSTs JSON over TLS verified against `caPem`, with the client certificate when `client` is given. */
+async function post(
+  url: URL,
+  path: string,
+  caPem: string,
+  body: object,
+  client?: { key: string; cert: string },
+): Promise<Answer> {
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  const text = JSON.stringify(body);
   const res = await new Promise<{ status: number; json: Record<string, unknown> }>((resolve, reject) => {
     const req = request(
       {
         host,
-        port,
-        path: '/enroll',
+        port: Number(url.port || 443),
+        path,
         method: 'POST',
+        agent: false,
         ca: caPem,
-        servername: host.match(/^[\d.]+$/) ? undefined : host,
-        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+        ...client,
+        servername: host.match(/^[\d.]+$/) || host.includes(':') ? undefined : host,
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) },
       },
       (r) => {
         const chunks: Buffer[] = [];
@@ -113,21 +103,57 @@ export async function enrol(state: AgentState, opts: EnrolOptions) {
     req.setTimeout(30_000, () =>
       req.destroy(new Error('the broker did not answer the enrolment within 30 s')),
     );
-    req.end(body);
+    req.end(text);
   });
   if (res.status !== 200) {
     const err = res.json.error as { code?: string; message?: string } | undefined;
     throw new Error(`enrolment refused (${err?.code ?? res.status}): ${err?.message ?? 'no reason given'}`);
   }
-  const r = res.json as {
-    endpointId: string;
-    certificate: string;
-    caCertificate: string;
-    signingPublicKey: string;
-  };
+  const r = res.json as Answer;
   if (r.caCertificate.replace(/\s/g, '') !== caPem.replace(/\s/g, '')) {
     throw new Error('the broker returned a CA different from the one it presented; refusing to store it');
   }
+  return r;
+}
+
+function brokerUrl(broker: string): URL {
+  const url = new URL(broker);
+  if (url.protocol !== 'wss:') throw new Error(`--broker must be a wss:// URL, got "${broker}"`);
+  return url;
+}
+
+/**
+ * Enrols with a token: a new endpoint's token, or a re-enrolment token for this endpoint (then the key,
+ * certificate and identity are replaced; the journal and isolation state stay).
+ */
+export async function enrol(state: AgentState, opts: EnrolOptions) {
+  const url = brokerUrl(opts.broker);
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  const port = Number(url.port || 443);
+  const [, pin] = opts.token.split('.', 2);
+
+  const caDer = await fetchBrokerCa(host, port);
+  const actualPin = createHash('sha256').update(caDer).digest('base64url');
+  if (pin) {
+    if (pin !== actualPin) {
+      throw new Error(
+        'the broker presented a CA that does not match the pin in the enrolment token; refusing to enrol',
+      );
+    }
+  } else {
+    // No pin in the token: trust on first use, loudly, so an operator can compare the fingerprint.
+    opts.log('enrolment token carries no CA pin; trusting the broker CA on first use', { caPin: actualPin });
+  }
+  const caPem = pem(caDer, 'CERTIFICATE');
+  const { keyPem, csrPem } = await newKeyAndCsr(opts.hostname);
+  const r = await post(url, '/enroll', caPem, {
+    token: opts.token,
+    csr: csrPem,
+    hostname: opts.hostname,
+    os: opts.os,
+    osVersion: opts.osVersion,
+    agentVersion: opts.agentVersion,
+  });
   state.saveEnrolment({
     identity: {
       endpointId: r.endpointId,
@@ -139,6 +165,45 @@ export async function enrol(state: AgentState, opts: EnrolOptions) {
     keyPem,
     certPem: r.certificate,
     caPem,
+    signingPem: r.signingPublicKey,
+  });
+  return r.endpointId;
+}
+
+/**
+ * Re-enrols an enrolled agent with a new key pair, proving the current key over mutual TLS (no token). The
+ * broker refuses it for a revoked endpoint or an expired certificate; those need a re-enrolment token.
+ */
+export async function reenrolWithKey(
+  state: AgentState,
+  opts: Omit<EnrolOptions, 'token' | 'broker' | 'hostname'>,
+) {
+  const identity = state.identity();
+  const tls = state.tls();
+  const { keyPem, csrPem } = await newKeyAndCsr(identity.hostname);
+  const r = await post(
+    brokerUrl(identity.broker),
+    '/reenroll',
+    tls.ca,
+    {
+      csr: csrPem,
+      hostname: identity.hostname,
+      os: opts.os,
+      osVersion: opts.osVersion,
+      agentVersion: opts.agentVersion,
+    },
+    { key: tls.key, cert: tls.cert },
+  );
+  if (r.endpointId !== identity.endpointId) {
+    throw new Error(
+      `the broker answered for endpoint ${r.endpointId}, not this one (${identity.endpointId})`,
+    );
+  }
+  state.saveEnrolment({
+    identity: { ...identity, os: opts.os, enrolledAt: new Date().toISOString() },
+    keyPem,
+    certPem: r.certificate,
+    caPem: tls.ca,
     signingPem: r.signingPublicKey,
   });
   return r.endpointId;

@@ -1,4 +1,4 @@
-// The reference agent. `npm run agent -- --enroll <token> --broker wss://host:8443` enrols once and then
+// The reference agent. `npm run agent -- --enroll <token> --broker wss://host:port` enrols once and then
 // keeps running (as a service); later starts need no flags beyond --state-dir. `--help` lists every flag.
 import { mkdirSync, realpathSync } from 'node:fs';
 import { hostname as osHostname, release } from 'node:os';
@@ -9,7 +9,7 @@ import { compareVersions } from '../protocol/semver.ts';
 import { applyIsolation } from './actions/execute.ts';
 import { createAgentClient } from './agent-client.ts';
 import { createAgentState } from './agent-state.ts';
-import { enrol } from './enroll.ts';
+import { enrol, reenrolWithKey } from './enroll.ts';
 import { createJournal } from './journal.ts';
 import { AGENT_VERSION } from './version.ts';
 
@@ -20,9 +20,13 @@ Usage: npm run agent -- [options]
   Later starts: npm run agent -- [--state-dir DIR]
 
 Options:
-  --enroll TOKEN          enrol with a token from \`npm run cli -- endpoint enroll-token\` (first start only)
-  --broker URL            the broker, wss://host:port (with --enroll)
+  --enroll TOKEN          enrol with a token from \`npm run cli -- endpoint enroll-token\` (a new endpoint)
+                          or \`endpoint reenroll-token <host>\` (this endpoint again); ignored once
+                          enrolled, unless --reenroll is given
+  --broker URL            the broker, wss://host:port (with --enroll; default: the enrolled one)
   --hostname NAME         the name to enrol under (default: this machine's host name)
+  --reenroll              enrol this (already enrolled) agent again with a new key: with --enroll TOKEN
+                          using that re-enrolment token, otherwise proving its current key to the broker
   --state-dir DIR         key, certificate, journal and isolation state (default ./agent-state)
   --allowed-root DIR      fetch, put and script file access must stay inside DIR
   --dry-run               change nothing on this host: isolation is only logged, and everything else
@@ -53,6 +57,7 @@ try {
     options: {
       help: { type: 'boolean', short: 'h', default: false },
       enroll: { type: 'string' },
+      reenroll: { type: 'boolean', default: false },
       broker: { type: 'string' },
       'state-dir': { type: 'string', default: './agent-state' },
       'dry-run': { type: 'boolean', default: false },
@@ -102,23 +107,39 @@ function sandboxDir(): string | undefined {
   return realpathSync(dir);
 }
 
-if (a.enroll) {
-  if (state.enrolled()) {
-    log('already enrolled; ignoring --enroll', { endpointId: state.identity().endpointId });
+if (a.reenroll && !a.enroll) {
+  if (!state.enrolled()) fail('--reenroll without --enroll needs an enrolled agent; give --enroll <token>');
+  try {
+    const endpointId = await reenrolWithKey(state, {
+      os,
+      osVersion: release(),
+      agentVersion: AGENT_VERSION,
+      log,
+    });
+    log('re-enrolled with a new key', { endpointId });
+  } catch (e) {
+    fail(`re-enrolment failed: ${(e as Error).message}`);
+  }
+} else if (a.enroll) {
+  if (state.enrolled() && !a.reenroll) {
+    log('already enrolled; ignoring --enroll (add --reenroll to enrol again)', {
+      endpointId: state.identity().endpointId,
+    });
   } else {
-    if (!a.broker) fail('--enroll needs --broker wss://host:port');
-    const hostname = str('hostname') ?? osHostname();
+    const broker = str('broker') ?? (state.enrolled() ? state.identity().broker : undefined);
+    if (!broker) fail('--enroll needs --broker wss://host:port');
+    const hostname = str('hostname') ?? (state.enrolled() ? state.identity().hostname : osHostname());
     try {
       const endpointId = await enrol(state, {
         token: str('enroll')!,
-        broker: str('broker')!,
+        broker,
         hostname,
         os,
         osVersion: release(),
         agentVersion: AGENT_VERSION,
         log,
       });
-      log('enrolled', { endpointId });
+      log(a.reenroll ? 're-enrolled' : 'enrolled', { endpointId });
     } catch (e) {
       fail(`enrolment failed: ${(e as Error).message}`);
     }

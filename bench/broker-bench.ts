@@ -21,6 +21,7 @@ import { createLocalFileStore } from '../broker/files/local-file-store.ts';
 import { certFingerprint } from '../broker/pki/pki.ts';
 import { type Database, openDatabase } from '../db/client.ts';
 import { actionRequests, deliveries, endpoints, organizations, segments, users } from '../db/schema.ts';
+import { PROTOCOL_VERSION } from '../protocol/frames.ts';
 
 const N = Number(process.env.N ?? 10_000);
 const here = fileURLToPath(new URL('.', import.meta.url));
@@ -59,7 +60,7 @@ if (process.argv[2] === 'client') {
           ws.send(
             JSON.stringify({
               type: 'hello',
-              v: 1,
+              v: PROTOCOL_VERSION,
               hostname: `sim-${i}`,
               os: 'linux',
               osVersion: 'bench',
@@ -77,7 +78,7 @@ if (process.argv[2] === 'client') {
             else one();
           } else if (f.type === 'delivery') {
             seen.set(f.id, (seen.get(f.id) ?? 0) + 1);
-            ws.send(JSON.stringify({ type: 'ack', id: f.id }));
+            ws.send(JSON.stringify({ type: 'ack', id: f.id, nonce: randomBytes(16).toString('base64url') }));
           } else if (f.type === 'proceed' && f.go) {
             ws.send(JSON.stringify({ type: 'result', id: f.id, ok: true, result: {} }));
           }

@@ -7,8 +7,10 @@ import type { Registry } from 'prom-client';
 import type { AuditService } from '../bot/audit/audit-service.ts';
 import type { Clock, DeliveryEvent, DeliveryObserver, FileStore, Logger } from '../bot/ports.ts';
 import type { Database } from '../db/client.ts';
+import { CLOSE_CODES } from '../protocol/frames.ts';
 import { createBrokerMetrics } from './broker-metrics.ts';
-import { REVOKE_CHANNEL, redeemEnrolment } from './enrolment/enrolment-service.ts';
+import { REVOKE_CHANNEL } from './enrolment/endpoint-revocation.ts';
+import { redeemEnrolment, reenrolWithCertificate } from './enrolment/enrolment-service.ts';
 import { type AgentSession, createAgentSession, type SessionHost } from './gateway/agent-session.ts';
 import { createEndpointPresence } from './gateway/endpoint-presence.ts';
 import { createRefusalAudit } from './gateway/refusal-audit.ts';
@@ -16,6 +18,7 @@ import { createTlsGateway } from './gateway/tls-gateway.ts';
 import { createBatcher } from './outbox/batcher.ts';
 import { createOutboxDispatcher, DELIVERY_CHANNEL, OUTBOX_CHANNEL } from './outbox/dispatcher.ts';
 import { createOutboxRepo } from './outbox/outbox-repo.ts';
+import { brokerUrl, recordBrokerUrl } from './pki/broker-url.ts';
 import { loadOrCreatePki } from './pki/pki.ts';
 
 export const PRESENCE_CHANNEL = 'ar_presence';
@@ -154,12 +157,8 @@ export function createBroker(deps: {
       online: (endpointId, hello, at) => hellos.add({ endpointId, hello, at }),
       recordResult: (endpointId, res, extraAudit) => resulter.add({ endpointId, res, extraAudit }),
       emit,
-      async register(session) {
-        const old = sessions.get(session.endpointId);
-        sessions.set(session.endpointId, session);
-        if (old && old !== session) replaced(old, brokerId);
-        await announcer.add(`${session.endpointId}:${session.id}`);
-        pump([session.endpointId]);
+      ready(session) {
+        if (sessions.get(session.endpointId) === session) pump([session.endpointId]);
       },
       unregister(session) {
         if (sessions.get(session.endpointId) === session) sessions.delete(session.endpointId);
@@ -167,8 +166,22 @@ export function createBroker(deps: {
     };
   }
 
+  /**
+   * A new connection takes the endpoint's slot as soon as its certificate is accepted, before its hello:
+   * the older connection (here, or on another broker through `ar_presence`) is closed at once, so nothing
+   * more is sent to or taken from it.
+   */
+  function claim(session: AgentSession) {
+    const old = sessions.get(session.endpointId);
+    sessions.set(session.endpointId, session);
+    if (old && old !== session) replaced(old, brokerId);
+    announcer
+      .add(`${session.endpointId}:${session.id}`)
+      .catch((err) => logger.error({ err, endpointId: session.endpointId }, 'presence announce failed'));
+  }
+
   function replaced(old: AgentSession, by: string) {
-    old.close(4000, 'replaced by a newer connection');
+    old.close(CLOSE_CODES.replaced, 'replaced by a newer connection');
     void audit
       .append({
         actorType: 'agent',
@@ -195,8 +208,9 @@ export function createBroker(deps: {
     },
 
     async start(): Promise<{ port: number }> {
+      const pkiDir = config.pkiDir ?? join(config.dataDir, 'pki');
       pki = await loadOrCreatePki({
-        dir: config.pkiDir ?? join(config.dataDir, 'pki'),
+        dir: pkiDir,
         serverNames: [config.publicHost],
         clientCertDays: config.clientCertDays,
       });
@@ -207,21 +221,33 @@ export function createBroker(deps: {
         logger,
         lookup: (fp) => lookups.add(fp),
         refusals,
+        audit,
         enrol: (req, ip) => redeemEnrolment({ db, audit, clock, pki: pki! }, req, ip),
+        reenrol: (req, caller, ip) =>
+          reenrolWithCertificate({ db, audit, clock, pki: pki! }, req, caller, ip),
         onAgent: (ws, ident) => {
           const s = createAgentSession(host(), ws, ident);
           ws.on('pong', () => {
             s.alive = true;
           });
+          claim(s);
         },
       });
       unlisten.push(
         await database.listen(OUTBOX_CHANNEL, (payload) => pump(payload.split(','))),
-        await database.listen(REVOKE_CHANNEL, (endpointId) => {
+        // `<endpoint id>` when it was revoked, `<endpoint id>:reenrolled:<new fingerprint>` when a re-enrolment
+        // replaced its certificate: a connection still on an old certificate holds one that opens nothing.
+        await database.listen(REVOKE_CHANNEL, (payload) => {
+          const [endpointId = '', why, fingerprint] = payload.split(':');
           const s = sessions.get(endpointId);
           if (!s) return;
-          s.close(4003, 'certificate revoked');
-          void refusals.refused('revoked', s.remoteAddress, {
+          const reenrolled = why === 'reenrolled';
+          if (reenrolled && s.fingerprint === fingerprint) return;
+          s.close(
+            CLOSE_CODES.certificateInvalid,
+            reenrolled ? 'certificate replaced by a re-enrolment' : 'certificate revoked',
+          );
+          void refusals.refused(reenrolled ? 'reenrolled' : 'revoked', s.remoteAddress, {
             endpointId,
             hostname: s.hostname,
             live: true,
@@ -262,6 +288,7 @@ export function createBroker(deps: {
       });
       const addr = gateway.server.address();
       const port = typeof addr === 'object' && addr ? addr.port : config.port;
+      recordBrokerUrl(pkiDir, brokerUrl(config.publicHost, port));
       logger.info({ port, brokerId }, 'broker listening');
       return { port };
     },

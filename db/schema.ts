@@ -154,7 +154,13 @@ export const enrolmentTokens = pgTable('enrolment_tokens', {
   createdBy: uuid('created_by').references(() => users.id),
   expiresAt: tz('expires_at').notNull(),
   usedAt: tz('used_at'),
+  /** The endpoint this token created or re-enrolled, once used. */
   endpointId: uuid('endpoint_id').references(() => endpoints.id),
+  /**
+   * Null: the token enrols a new endpoint only. Set: it re-enrols this endpoint only (`endpoint
+   * reenroll-token`), under the endpoint's own name, segment and revocation state.
+   */
+  reenrolEndpointId: uuid('reenrol_endpoint_id').references(() => endpoints.id),
   createdAt: createdAt(),
 });
 

@@ -1,10 +1,19 @@
-// The agent protocol, version 1: every frame's zod schema, shared by the reference agent and the broker.
+// The agent protocol, version 2: every frame's zod schema, shared by the reference agent and the broker.
 // docs/agent-protocol.md describes the same frames for anyone writing an agent in another language. It lives
 // in protocol/, which imports nothing of either side, so both import the one definition.
 import { z } from 'zod';
 import { isSemver } from './semver.ts';
 
-export const PROTOCOL_VERSION = 1;
+/**
+ * Version 2 (signed go-ahead: `ack` carries a nonce, `proceed` is signed over it). A broker of this version
+ * speaks version 2 only: a `hello` with another version gets `frame.unsupported_version` and close 4002.
+ */
+export const PROTOCOL_VERSION = 2;
+/**
+ * How far past a delivery's signed `expiresAt` an agent's clock may be before it refuses the delivery: room
+ * for clocks that disagree by a few minutes, and no more, so a captured delivery cannot be replayed later.
+ */
+export const DELIVERY_CLOCK_SKEW_MS = 5 * 60_000;
 /** Largest JSON (text) frame either side accepts; a bigger one gets an `error` frame and is dropped. */
 export const MAX_JSON_FRAME_BYTES = 2 * 1024 * 1024;
 /** Largest file chunk in one binary frame (after the 36-byte transfer id). */
@@ -37,7 +46,12 @@ export const helloFrame = z.strictObject({
   isolated: z.boolean(),
 });
 
-export const ackFrame = z.strictObject({ type: z.literal('ack'), id: uuid });
+/** A fresh random value per `ack` (base64url, 16 to 96 bytes); the broker signs its `proceed` over it. */
+export const nonceSchema = z
+  .string()
+  .regex(/^[A-Za-z0-9_-]{22,128}$/, 'expected 22 to 128 base64url characters (at least 16 random bytes)');
+
+export const ackFrame = z.strictObject({ type: z.literal('ack'), id: uuid, nonce: nonceSchema });
 
 export const progressFrame = z.strictObject({
   type: z.literal('progress'),
@@ -126,12 +140,18 @@ export const deliveryFrame = z.strictObject({
   signature: z.string(),
 });
 
-/** The broker's answer to `ack`: run it (`go: true`) or not (cancelled, expired, already final). */
+/**
+ * The broker's answer to `ack`: run it (`go: true`) or not (cancelled, expired, already final). Signed over
+ * `signedProceedFields` with the ack's nonce, so only the platform can say go, and only to that ack.
+ */
 export const proceedFrame = z.strictObject({
   type: z.literal('proceed'),
   id: uuid,
   go: z.boolean(),
   reason: z.string().optional(),
+  nonce: nonceSchema,
+  /** Ed25519 over canonical JSON of { endpointId, go, id, nonce, type: 'proceed' } (base64). */
+  signature: z.string(),
 });
 
 /** Starts a download (answer to `file_get`): binary chunks follow, then `file_end`. */
@@ -185,6 +205,22 @@ export function signedDeliveryFields(d: {
   return { action: d.action, endpointId: d.endpointId, expiresAt: d.expiresAt, id: d.id, payload: d.payload };
 }
 
+/**
+ * The go-ahead fields the platform signs. `endpointId` is the agent's own, so a go-ahead cannot be replayed
+ * to another endpoint, and `nonce` the one the agent put in its `ack`, so it cannot be replayed to another
+ * ack. `reason` is informational and not signed.
+ */
+export function signedProceedFields(p: { endpointId: string; id: string; go: boolean; nonce: string }) {
+  return { endpointId: p.endpointId, go: p.go, id: p.id, nonce: p.nonce, type: 'proceed' as const };
+}
+
+/**
+ * Why an agent refused a delivery, in `result.result.refused` of the failed result it sends instead of
+ * running it; the broker audits these as `delivery.refused_by_agent`.
+ */
+export const AGENT_REFUSALS = ['bad_signature', 'expired', 'bad_proceed'] as const;
+export type AgentRefusal = (typeof AGENT_REFUSALS)[number];
+
 /** Splits a binary frame into its transfer id and data. */
 export function splitChunk(buf: Buffer): { transferId: string; data: Buffer } | undefined {
   if (buf.length < TRANSFER_ID_BYTES) return undefined;
@@ -197,11 +233,13 @@ export function makeChunk(transferId: string, data: Buffer): Buffer {
   return Buffer.concat([Buffer.from(transferId, 'latin1'), data]);
 }
 
-/** Error codes in `error` frames. */
+/** Error codes in `error` frames (docs/agent-protocol.md §6 lists each with when it is sent). */
 export const ERROR_CODES = {
   malformed: 'frame.malformed',
   tooLarge: 'frame.too_large',
   unexpected: 'frame.unexpected',
+  unsupportedVersion: 'frame.unsupported_version',
+  hostnameMismatch: 'frame.hostname_mismatch',
   unknownDelivery: 'delivery.unknown',
   fileNotFound: 'file.not_found',
   fileTooLarge: 'file.too_large',
@@ -209,4 +247,12 @@ export const ERROR_CODES = {
   fileSizeMismatch: 'file.size_mismatch',
   transferUnknown: 'file.transfer_unknown',
   internal: 'internal',
+} as const;
+
+/** Close codes the broker uses besides the standard ones (docs/agent-protocol.md §1). */
+export const CLOSE_CODES = {
+  replaced: 4000,
+  hostnameMismatch: 4001,
+  unsupportedVersion: 4002,
+  certificateInvalid: 4003,
 } as const;

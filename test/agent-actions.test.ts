@@ -100,8 +100,11 @@ describe.each(drivers)('agent built-in actions on %s', (driver) => {
     agents.push(again);
     const [d] = await dispatch(tdb, tb.broker.dispatcher, tb.clock, [{ endpointId, action: 'processes' }]);
     const row = await finish(d!.id);
-    expect(row).toMatchObject({ state: 'failed', ackedAt: null });
+    expect(row).toMatchObject({ state: 'failed', ackedAt: null, result: { refused: 'bad_signature' } });
     expect(row.error).toMatch(/signature does not verify/);
     expect(readdirSync(join(stateDir, 'journal'))).toEqual([]);
+    expect(await tb.audit.list({ actionPrefix: 'delivery.refused_by_agent' })).toMatchObject([
+      { endpointId, outcome: 'refused', details: { deliveryId: d!.id, reason: 'bad_signature' } },
+    ]);
   });
 });

@@ -1,8 +1,5 @@
-import 'reflect-metadata';
-import { webcrypto } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import * as x509 from '@peculiar/x509';
 import { eq } from 'drizzle-orm';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
@@ -20,22 +17,7 @@ import {
   waitFor,
 } from './helpers/agents.ts';
 import { drivers, openTestDatabase, type TestDatabase } from './helpers/db.ts';
-
-async function keyAndCsr(cn: string) {
-  const alg = { name: 'ECDSA', namedCurve: 'P-256' } as const;
-  const keys = (await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
-    name: `CN=${cn}`,
-    keys,
-    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
-  } as unknown as Parameters<typeof x509.Pkcs10CertificateRequestGenerator.create>[0]);
-  const der = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey));
-  const keyPem = `-----BEGIN PRIVATE KEY-----\n${der
-    .toString('base64')
-    .replace(/(.{64})/g, '$1\n')
-    .trim()}\n-----END PRIVATE KEY-----\n`;
-  return { keyPem, csrPem: csr.toString('pem') };
-}
+import { keyAndCsr } from './helpers/raw-agent.ts';
 
 /** Tries an /agent upgrade; resolves 'open' or 'refused' (socket closed before any frame). */
 function tryConnect(url: string, tls: { key?: string; cert?: string; ca: string }) {

@@ -1,8 +1,5 @@
-import { createPublicKey, verify } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { verify } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
 import { deliveries, endpoints } from '../db/schema.ts';
 import { canonicalJson } from '../protocol/canonical-json.ts';
 import { signedDeliveryFields } from '../protocol/frames.ts';
@@ -15,42 +12,7 @@ import {
   waitFor,
 } from './helpers/agents.ts';
 import { drivers, openTestDatabase, type TestDatabase } from './helpers/db.ts';
-
-/** A hand-driven connection with a real enrolled agent's certificate, to send what no good agent sends. */
-async function rawClient(tb: TestBroker, stateDir: string) {
-  const f = (n: string) => readFileSync(join(stateDir, n), 'utf8');
-  const ws = new WebSocket(`${tb.url}/agent`, {
-    key: f('key.pem'),
-    cert: f('cert.pem'),
-    ca: f('ca.pem'),
-    perMessageDeflate: false,
-  });
-  const frames: Record<string, unknown>[] = [];
-  let closed: { code: number } | undefined;
-  ws.on('message', (d, bin) => {
-    if (!bin) frames.push(JSON.parse(d.toString()));
-  });
-  ws.on('close', (code) => {
-    closed = { code };
-  });
-  ws.on('error', () => {});
-  await new Promise((r) => ws.once('open', r));
-  const send = (o: unknown) => ws.send(typeof o === 'string' ? o : JSON.stringify(o));
-  send({
-    type: 'hello',
-    v: 1,
-    hostname: 'raw',
-    os: 'linux',
-    osVersion: 'x',
-    agentVersion: '1.0.0',
-    capabilities: [],
-    isolated: false,
-  });
-  const next = (pred: (f: Record<string, unknown>) => boolean, what: string) =>
-    waitFor(() => frames.find(pred), what);
-  await next((f) => f.type === 'welcome', 'welcome');
-  return { ws, frames, send, next, closed: () => closed, signingKey: createPublicKey(f('signing-pub.pem')) };
-}
+import { nonce, rawClient } from './helpers/raw-agent.ts';
 
 describe.each(drivers)('agent protocol on %s', (driver) => {
   let tdb: TestDatabase;
@@ -155,7 +117,7 @@ describe.each(drivers)('agent protocol on %s', (driver) => {
 
     expect((await deliveryState(tdb, d!.id)).state).toBe('sent');
     expect(await tdb.db.transaction((tx) => tb.broker.dispatcher.cancel(tx, { deliveryId: d!.id }))).toBe(1);
-    raw.send({ type: 'ack', id: d!.id });
+    raw.send({ type: 'ack', id: d!.id, nonce: nonce() });
     const proceed = await raw.next((f) => f.type === 'proceed', 'the answer to the ack');
     expect(proceed).toMatchObject({ go: false, reason: 'cancelled' });
     // A result for it anyway changes nothing.

@@ -82,7 +82,12 @@ const PHRASES: Record<string, Phrase> = {
   'endpoint.enrolled': (d) => `enrolled endpoint ${str(d.hostname) ?? ''}`.trim(),
   'endpoint.enrolment': () => 'tried to enrol an endpoint',
   'endpoint.revoked': (d) => `revoked endpoint ${str(d.hostname) ?? ''}`.trim(),
-  'enrolment.token_created': () => 'created an agent enrolment token',
+  'endpoint.unrevoked': (d) => `lifted the revocation of endpoint ${str(d.hostname) ?? ''}`.trim(),
+  'enrolment.token_created': (d) =>
+    d.purpose === 'reenrol'
+      ? `created a re-enrolment token for ${str(d.hostname) ?? 'an endpoint'}`
+      : 'created an agent enrolment token',
+  'delivery.refused_by_agent': () => 'agent refused to run the action',
   'broker.connection_refused': () => 'agent connection refused',
   'broker.connection_replaced': () => 'agent reconnected elsewhere',
   'broker.frame_refused': () => 'agent message refused',

@@ -1,226 +1,286 @@
-// Enrolment: single-use, expiring tokens an admin hands to an endpoint, redeemed once over server-authenticated
-// TLS for a client certificate. Only the token's SHA-256 is stored: a token is 192 random bits, so a plain
-// hash cannot be brute-forced and needs no secret key, and a database dump yields no usable token.
-import { createHash, randomBytes } from 'node:crypto';
-import { and, eq, isNull, sql } from 'drizzle-orm';
+// Enrolment: an endpoint gets a client certificate, either by redeeming a single-use token over
+// server-authenticated TLS (`POST /enroll`) or, to re-enrol with a new key, by proving it holds its current
+// one (`POST /reenroll` over mutual TLS). The rules that keep one endpoint from taking over another:
+// - a token made for new endpoints never touches an existing one: a host name already enrolled is refused;
+// - a re-enrolment token re-enrols the one endpoint it names, under that name;
+// - enrolment never changes an endpoint's segment and never lifts a revocation.
+// Every refusal is audited as `endpoint.enrolment` / `refused` with its reason, and changes nothing.
+import { randomUUID } from 'node:crypto';
+import { and, eq, isNull } from 'drizzle-orm';
 import { z } from 'zod';
 import type { AuditService } from '../../bot/audit/audit-service.ts';
-import { BadRequest, Forbidden, NotFound } from '../../bot/errors.ts';
+import { type AppError, BadRequest, Conflict, Forbidden } from '../../bot/errors.ts';
 import type { Clock } from '../../bot/ports.ts';
 import type { Db } from '../../db/client.ts';
-import { endpoints, enrolmentTokens, segments } from '../../db/schema.ts';
-import type { Pki } from '../pki/pki.ts';
+import { endpoints, enrolmentTokens } from '../../db/schema.ts';
+import type { IssuedCert, Pki } from '../pki/pki.ts';
+import { notifyCertificateReplaced } from './endpoint-revocation.ts';
+import { hashEnrolmentSecret, splitEnrolmentToken } from './enrolment-tokens.ts';
 
-export const REVOKE_CHANNEL = 'ar_revoke';
+const hostnameSchema = z
+  .string()
+  .min(1)
+  .max(253)
+  .regex(/^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$/, 'is not a valid hostname');
 
-export function hashEnrolmentSecret(secret: string): string {
-  return createHash('sha256').update(secret, 'utf8').digest('hex');
-}
-
-/** A token is `<secret>` or `<secret>.<ca pin>`; the pin lets the agent check the broker before trusting it. */
-export function splitEnrolmentToken(token: string): { secret: string; caPin?: string } {
-  const [secret, pin] = token.split('.', 2);
-  return { secret: secret ?? '', caPin: pin || undefined };
-}
-
-export async function createEnrolmentToken(
-  deps: { db: Db; audit: AuditService; clock: Clock },
-  input: { segment: string; ttlSeconds: number; createdBy?: string | null; caPin?: string },
-): Promise<{ token: string; expiresAt: Date; segmentId: string }> {
-  const { db, audit, clock } = deps;
-  if (!Number.isInteger(input.ttlSeconds) || input.ttlSeconds < 60 || input.ttlSeconds > 30 * 86400) {
-    throw new BadRequest(
-      'enrol.bad_ttl',
-      `the token lifetime must be between 1m and 30d, got ${input.ttlSeconds}s`,
-    );
-  }
-  const [segment] = await db.select().from(segments).where(eq(segments.name, input.segment));
-  if (!segment) {
-    throw new NotFound('segment.unknown', `there is no segment named "${input.segment}"; create it first`);
-  }
-  // The prefix keeps a token from starting with '-', which command-line parsers take for an option.
-  const secret = `art_${randomBytes(24).toString('base64url')}`;
-  const expiresAt = new Date(clock.now().getTime() + input.ttlSeconds * 1000);
-  await db.transaction(async (tx) => {
-    const [row] = await tx
-      .insert(enrolmentTokens)
-      .values({
-        tokenHash: hashEnrolmentSecret(secret),
-        segmentId: segment.id,
-        createdBy: input.createdBy ?? null,
-        expiresAt,
-      })
-      .returning({ id: enrolmentTokens.id });
-    await audit.append(
-      {
-        actorType: input.createdBy ? 'user' : 'system',
-        actorId: input.createdBy ?? 'cli',
-        action: 'enrolment.token_created',
-        outcome: 'ok',
-        details: { tokenId: row!.id, segment: segment.name, expiresAt: expiresAt.toISOString() },
-      },
-      tx,
-    );
-  });
-  return { token: input.caPin ? `${secret}.${input.caPin}` : secret, expiresAt, segmentId: segment.id };
-}
-
-export const enrolRequest = z.strictObject({
-  token: z.string().min(10).max(200),
+const endpointFields = {
   csr: z.string().min(100).max(16_384),
-  hostname: z
-    .string()
-    .min(1)
-    .max(253)
-    .regex(
-      /^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$/,
-      'is not a valid hostname',
-    ),
+  hostname: hostnameSchema,
   os: z.enum(['windows', 'linux', 'macos']),
   osVersion: z.string().max(200).default(''),
   agentVersion: z.string().max(40).default('0.0.0'),
-});
+};
+
+/** `POST /enroll`: a token, and what the endpoint says about itself. */
+export const enrolRequest = z.strictObject({ token: z.string().min(10).max(200), ...endpointFields });
 export type EnrolRequest = z.infer<typeof enrolRequest>;
 
-/**
- * Redeems a token for a client certificate. The token is consumed and the endpoint row created (or, for a
- * re-enrolled hostname, its certificate replaced) in one transaction, so a token works exactly once.
- */
-export async function redeemEnrolment(
-  deps: { db: Db; audit: AuditService; clock: Clock; pki: Pki },
-  input: EnrolRequest,
+/** `POST /reenroll`: no token; the caller's client certificate is the proof. */
+export const reenrolRequest = z.strictObject(endpointFields);
+export type ReenrolRequest = z.infer<typeof reenrolRequest>;
+
+type Deps = { db: Db; audit: AuditService; clock: Clock; pki: Pki };
+
+const REFUSALS = {
+  token_unknown: [Forbidden, 'the enrolment token is not known; ask an admin for a new one'],
+  token_used: [Forbidden, 'the enrolment token was already used; ask an admin for a new one'],
+  token_expired: [Forbidden, 'the enrolment token has expired; ask an admin for a new one'],
+  bad_csr: [BadRequest, 'the certificate request is not a valid PKCS#10 request signed by its own key'],
+  hostname_taken: [Conflict, ''],
+  hostname_mismatch: [Forbidden, ''],
+  certificate_unknown: [
+    Forbidden,
+    "re-enrolment needs the endpoint's current client certificate; without it, ask an admin for a " +
+      're-enrolment token (endpoint reenroll-token <host>)',
+  ],
+  revoked: [
+    Forbidden,
+    "this endpoint's certificate is revoked; an admin re-enrols it with a token (endpoint reenroll-token " +
+      '<host>) and then lifts the revocation (endpoint unrevoke <host>)',
+  ],
+} as const satisfies Record<string, [new (code: string, msg: string) => AppError, string]>;
+type RefusalReason = keyof typeof REFUSALS;
+/** Every reason the service refuses an enrolment for; its error code is `enrol.<reason>`. */
+export const ENROLMENT_REFUSALS = Object.keys(REFUSALS) as RefusalReason[];
+type Refusal = { refused: RefusalReason; message?: string; endpointId?: string; tokenId?: string };
+
+async function refuse(
+  deps: Deps,
+  r: Refusal,
+  hostname: string,
   sourceIp: string | undefined,
-) {
+): Promise<never> {
+  await deps.audit.append({
+    actorType: 'anonymous',
+    actorId: sourceIp ?? null,
+    action: 'endpoint.enrolment',
+    outcome: 'refused',
+    endpointId: r.endpointId ?? null,
+    details: { hostname, reason: r.refused, tokenId: r.tokenId ?? null, sourceIp: sourceIp ?? null },
+  });
+  const [Err, message] = REFUSALS[r.refused];
+  throw new Err(`enrol.${r.refused}`, r.message ?? message);
+}
+
+/** Issues the certificate before anything is written, so a bad CSR leaves no trace but its audit record. */
+async function issue(pki: Pki, csr: string, endpointId: string, now: Date): Promise<IssuedCert | undefined> {
+  try {
+    return await pki.issueClientCert(csr, endpointId, now);
+  } catch {
+    return undefined;
+  }
+}
+
+function answer(pki: Pki, endpointId: string, cert: IssuedCert) {
+  return {
+    endpointId,
+    certificate: cert.pem,
+    caCertificate: pki.caPem,
+    signingPublicKey: pki.signingPublicKeyPem,
+    notAfter: cert.notAfter.toISOString(),
+  };
+}
+
+/**
+ * Redeems a token for a client certificate. The token is consumed and the endpoint created (or, for a
+ * re-enrolment token, its certificate replaced) in one transaction, so a token works exactly once; a
+ * refused attempt leaves the token as it was.
+ */
+export async function redeemEnrolment(deps: Deps, input: EnrolRequest, sourceIp: string | undefined) {
   const { db, audit, clock, pki } = deps;
   const now = clock.now();
   const { secret } = splitEnrolmentToken(input.token);
-  const refuse = async (reason: string, message: string) => {
-    await audit.append({
-      actorType: 'anonymous',
-      actorId: sourceIp ?? null,
-      action: 'endpoint.enrolment',
-      outcome: 'refused',
-      details: { hostname: input.hostname, reason },
-    });
-    return new Forbidden(`enrol.${reason}`, message);
-  };
-  const issued = await db.transaction(async (tx) => {
-    const [token] = await tx
-      .select()
-      .from(enrolmentTokens)
-      .where(eq(enrolmentTokens.tokenHash, hashEnrolmentSecret(secret)))
-      .for('update');
-    if (!token) return { error: 'token_unknown' as const };
-    if (token.usedAt) return { error: 'token_used' as const };
-    if (token.expiresAt.getTime() <= now.getTime()) return { error: 'token_expired' as const };
-    // Host names are case-insensitive: `WS-02` and `ws-02` are one endpoint, stored lower-case, shown as
-    // the agent reported it.
-    const hostname = input.hostname.toLowerCase();
-    const [existing] = await tx.select().from(endpoints).where(eq(endpoints.hostname, hostname));
-    let endpointId = existing?.id;
-    if (!endpointId) {
-      const [row] = await tx
-        .insert(endpoints)
-        .values({
-          hostname,
-          reportedHostname: input.hostname,
-          os: input.os,
-          osVersion: input.osVersion,
-          agentVersion: input.agentVersion,
-          segmentId: token.segmentId,
-        })
-        .returning({ id: endpoints.id });
-      endpointId = row!.id;
-    }
-    const cert = await pki.issueClientCert(input.csr, endpointId, now);
-    await tx
-      .update(endpoints)
-      .set({
+  // Host names are case-insensitive: `WS-02` and `ws-02` are one endpoint, stored lower-case, shown as the
+  // agent reported it.
+  const hostname = input.hostname.toLowerCase();
+  const outcome = await db.transaction(
+    async (tx): Promise<Refusal | { endpointId: string; cert: IssuedCert }> => {
+      const [token] = await tx
+        .select()
+        .from(enrolmentTokens)
+        .where(eq(enrolmentTokens.tokenHash, hashEnrolmentSecret(secret)))
+        .for('update');
+      if (!token) return { refused: 'token_unknown' };
+      const tokenId = token.id;
+      if (token.usedAt) return { refused: 'token_used', tokenId };
+      if (token.expiresAt.getTime() <= now.getTime()) return { refused: 'token_expired', tokenId };
+      const [existing] = await tx
+        .select()
+        .from(endpoints)
+        .where(eq(endpoints.hostname, hostname))
+        .for('update');
+      const target = token.reenrolEndpointId;
+      if (!target && existing) {
+        return {
+          refused: 'hostname_taken',
+          tokenId,
+          endpointId: existing.id,
+          message:
+            `an endpoint named "${existing.hostname}" is already enrolled, and this token enrols new endpoints ` +
+            `only. To re-enrol ${existing.hostname}, an admin creates a token for it: endpoint reenroll-token ` +
+            `${existing.hostname}`,
+        };
+      }
+      if (target && existing?.id !== target) {
+        const [named] = await tx
+          .select({ hostname: endpoints.hostname })
+          .from(endpoints)
+          .where(eq(endpoints.id, target));
+        return {
+          refused: 'hostname_mismatch',
+          tokenId,
+          endpointId: target,
+          message:
+            `this token re-enrols "${named?.hostname}" only, and the agent asked to enrol as "${input.hostname}"; ` +
+            `run the agent with --hostname ${named?.hostname}`,
+        };
+      }
+      const endpointId = existing?.id ?? randomUUID();
+      const cert = await issue(pki, input.csr, endpointId, now);
+      if (!cert) return { refused: 'bad_csr', tokenId, endpointId: existing?.id };
+      const certFields = {
         reportedHostname: input.hostname,
         os: input.os,
         osVersion: input.osVersion,
         agentVersion: input.agentVersion,
-        segmentId: token.segmentId,
         certFingerprint: cert.fingerprint,
         certSerial: cert.serial,
         certNotAfter: cert.notAfter,
-        revokedAt: null,
-      })
-      .where(eq(endpoints.id, endpointId));
-    const used = await tx
-      .update(enrolmentTokens)
-      .set({ usedAt: now, endpointId })
-      .where(and(eq(enrolmentTokens.id, token.id), isNull(enrolmentTokens.usedAt)))
-      .returning({ id: enrolmentTokens.id });
-    if (used.length !== 1) return { error: 'token_used' as const };
-    await audit.append(
-      {
-        actorType: 'agent',
-        actorId: endpointId,
-        action: 'endpoint.enrolled',
-        outcome: 'ok',
-        endpointId,
-        details: {
-          hostname: input.hostname,
-          os: input.os,
-          tokenId: token.id,
-          reEnrolled: Boolean(existing),
-          certSerial: cert.serial,
-          certFingerprint: cert.fingerprint,
-          sourceIp: sourceIp ?? null,
-        },
-      },
-      tx,
-    );
-    return { endpointId, cert };
-  });
-  if ('error' in issued && issued.error) {
-    const messages = {
-      token_unknown: 'the enrolment token is not known; ask an admin for a new one',
-      token_used: 'the enrolment token was already used; ask an admin for a new one',
-      token_expired: 'the enrolment token has expired; ask an admin for a new one',
-    };
-    throw await refuse(issued.error, messages[issued.error]);
-  }
-  return {
-    endpointId: issued.endpointId,
-    certificate: issued.cert.pem,
-    caCertificate: pki.caPem,
-    signingPublicKey: pki.signingPublicKeyPem,
-    notAfter: issued.cert.notAfter.toISOString(),
-  };
-}
-
-/** Revokes an endpoint's certificate and tells every broker to drop its live connection. */
-export async function revokeEndpointCertificate(
-  deps: { db: Db; audit: AuditService; clock: Clock },
-  input: { hostname: string; actorId?: string | null },
-) {
-  const { db, audit, clock } = deps;
-  return db.transaction(async (tx) => {
-    const [ep] = await tx
-      .select()
-      .from(endpoints)
-      .where(eq(endpoints.hostname, input.hostname.toLowerCase()))
-      .for('update');
-    if (!ep) throw new NotFound('endpoint.unknown', `there is no endpoint named "${input.hostname}"`);
-    const already = ep.revokedAt !== null;
-    const revokedAt = ep.revokedAt ?? clock.now();
-    if (!already) {
-      await tx.update(endpoints).set({ revokedAt }).where(eq(endpoints.id, ep.id));
+      };
+      if (existing) {
+        // Re-enrolment: a new certificate, and nothing else of the endpoint's standing changes.
+        await tx.update(endpoints).set(certFields).where(eq(endpoints.id, existing.id));
+        await notifyCertificateReplaced(tx, existing.id, cert.fingerprint);
+      } else {
+        const created = await tx
+          .insert(endpoints)
+          .values({ id: endpointId, hostname, segmentId: token.segmentId, ...certFields })
+          .onConflictDoNothing()
+          .returning({ id: endpoints.id });
+        // Another enrolment took the name between our read and this insert.
+        if (created.length !== 1) return { refused: 'hostname_taken', tokenId };
+      }
+      const used = await tx
+        .update(enrolmentTokens)
+        .set({ usedAt: now, endpointId })
+        .where(and(eq(enrolmentTokens.id, token.id), isNull(enrolmentTokens.usedAt)))
+        .returning({ id: enrolmentTokens.id });
+      if (used.length !== 1) throw new Error('the enrolment token changed under its row lock');
       await audit.append(
         {
-          actorType: input.actorId ? 'user' : 'system',
-          actorId: input.actorId ?? 'cli',
-          action: 'endpoint.revoked',
+          actorType: 'agent',
+          actorId: endpointId,
+          action: 'endpoint.enrolled',
           outcome: 'ok',
-          endpointId: ep.id,
-          details: { hostname: ep.hostname, certSerial: ep.certSerial, certFingerprint: ep.certFingerprint },
+          endpointId,
+          details: {
+            hostname: input.hostname,
+            os: input.os,
+            tokenId: token.id,
+            reEnrolled: Boolean(existing),
+            via: '/enroll',
+            stillRevoked: existing?.revokedAt != null,
+            certSerial: cert.serial,
+            certFingerprint: cert.fingerprint,
+            sourceIp: sourceIp ?? null,
+          },
         },
         tx,
       );
-      await tx.execute(sql`select pg_notify(${REVOKE_CHANNEL}, ${ep.id})`);
-    }
-    return { endpointId: ep.id, hostname: ep.hostname, revokedAt, alreadyRevoked: already };
-  });
+      return { endpointId, cert };
+    },
+  );
+  if ('refused' in outcome) return refuse(deps, outcome, input.hostname, sourceIp);
+  return answer(pki, outcome.endpointId, outcome.cert);
+}
+
+/**
+ * Re-enrols the endpoint whose current client certificate the caller presented (the TLS handshake proved
+ * it holds that key): a new certificate for the CSR's key, same endpoint, name and segment. A revoked
+ * endpoint, a certificate that is no longer the endpoint's current one, or another host name is refused.
+ */
+export async function reenrolWithCertificate(
+  deps: Deps,
+  input: ReenrolRequest,
+  caller: { fingerprint: string },
+  sourceIp: string | undefined,
+) {
+  const { db, audit, clock, pki } = deps;
+  const now = clock.now();
+  const outcome = await db.transaction(
+    async (tx): Promise<Refusal | { endpointId: string; cert: IssuedCert }> => {
+      const [ep] = await tx
+        .select()
+        .from(endpoints)
+        .where(eq(endpoints.certFingerprint, caller.fingerprint))
+        .for('update');
+      if (!ep) return { refused: 'certificate_unknown' };
+      if (ep.revokedAt) return { refused: 'revoked', endpointId: ep.id };
+      if (ep.hostname !== input.hostname.toLowerCase()) {
+        return {
+          refused: 'hostname_mismatch',
+          endpointId: ep.id,
+          message: `this certificate belongs to "${ep.hostname}", and the request asks for "${input.hostname}"`,
+        };
+      }
+      const cert = await issue(pki, input.csr, ep.id, now);
+      if (!cert) return { refused: 'bad_csr', endpointId: ep.id };
+      await tx
+        .update(endpoints)
+        .set({
+          reportedHostname: input.hostname,
+          os: input.os,
+          osVersion: input.osVersion,
+          agentVersion: input.agentVersion,
+          certFingerprint: cert.fingerprint,
+          certSerial: cert.serial,
+          certNotAfter: cert.notAfter,
+        })
+        .where(eq(endpoints.id, ep.id));
+      await notifyCertificateReplaced(tx, ep.id, cert.fingerprint);
+      await audit.append(
+        {
+          actorType: 'agent',
+          actorId: ep.id,
+          action: 'endpoint.enrolled',
+          outcome: 'ok',
+          endpointId: ep.id,
+          details: {
+            hostname: input.hostname,
+            os: input.os,
+            reEnrolled: true,
+            via: '/reenroll',
+            previousCertSerial: ep.certSerial,
+            certSerial: cert.serial,
+            certFingerprint: cert.fingerprint,
+            sourceIp: sourceIp ?? null,
+          },
+        },
+        tx,
+      );
+      return { endpointId: ep.id, cert };
+    },
+  );
+  if ('refused' in outcome) return refuse(deps, outcome, input.hostname, sourceIp);
+  return answer(pki, outcome.endpointId, outcome.cert);
 }

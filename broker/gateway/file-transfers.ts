@@ -91,12 +91,21 @@ export interface TransferDeps {
 
 export function createTransfers(
   deps: TransferDeps,
-  conn: { ws: WebSocket; endpointId: string; hostname: string },
+  conn: {
+    ws: WebSocket;
+    endpointId: string;
+    hostname: string;
+    /** Refuses a frame the way the session does (error frame, audit record, counted towards 1008). */
+    refuse(code: string, message: string, ref: string): Promise<void>;
+  },
 ) {
   const { db, audit, fileStore, logger } = deps;
   const { ws, endpointId } = conn;
   const uploads = new Map<string, Upload>();
   const downloads = new Set<string>();
+  // Every transfer id this connection has started, finished or not: a reused id is refused rather than
+  // silently starting a second transfer that an agent's late chunks or file_end could be mixed into.
+  const used = new Set<string>();
   let closed = false;
 
   const sendJson = (frame: object) => {
@@ -136,8 +145,12 @@ export function createTransfers(
 
   return {
     async startUpload(start: z.infer<typeof uploadStartFrame>) {
-      if (uploads.has(start.transferId))
-        return error(ERROR_CODES.unexpected, 'transfer id already in use', start.transferId);
+      if (used.has(start.transferId))
+        return conn.refuse(
+          ERROR_CODES.unexpected,
+          'this transfer id was already used on this connection; start each transfer with a new id',
+          start.transferId,
+        );
       if (start.size > deps.maxFileBytes) {
         return error(
           ERROR_CODES.fileTooLarge,
@@ -147,11 +160,12 @@ export function createTransfers(
       }
       const d = await runningDelivery(start.deliveryId);
       if (!d)
-        return error(
+        return conn.refuse(
           ERROR_CODES.unknownDelivery,
           'uploads belong to a delivery this agent is running',
           start.transferId,
         );
+      used.add(start.transferId);
       const queue = createChunkQueue((pause) => (pause ? ws.pause() : ws.resume()));
       const u: Upload = {
         start,
@@ -267,13 +281,20 @@ export function createTransfers(
     },
 
     async download(get: z.infer<typeof fileGetFrame>) {
+      if (used.has(get.transferId))
+        return conn.refuse(
+          ERROR_CODES.unexpected,
+          'this transfer id was already used on this connection; start each transfer with a new id',
+          get.transferId,
+        );
       const d = await runningDelivery(get.deliveryId);
       if (!d)
-        return error(
+        return conn.refuse(
           ERROR_CODES.unknownDelivery,
           'downloads belong to a delivery this agent is running',
           get.transferId,
         );
+      used.add(get.transferId);
       const match = UUID.test(get.ref)
         ? eq(files.id, get.ref)
         : or(eq(files.sha256, get.ref.toLowerCase()), eq(files.name, get.ref));

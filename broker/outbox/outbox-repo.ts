@@ -83,7 +83,8 @@ export function createOutboxRepo(deps: { db: Db; audit: AuditService; clock: Clo
       .from(deliveries)
       .where(and(eq(deliveries.id, res.id), eq(deliveries.endpointId, endpointId)))
       .for('update');
-    if (!row) return { status: 'unknown' as const };
+    // A queued delivery was never sent to the agent: it cannot have a result for it.
+    if (!row || row.state === 'queued') return { status: 'unknown' as const };
     if (!['sent', 'acknowledged'].includes(row.state)) return { status: 'final' as const, row };
     const state = res.ok ? ('succeeded' as const) : ('failed' as const);
     const [updated] = await tx
@@ -293,6 +294,15 @@ export function createOutboxRepo(deps: { db: Db; audit: AuditService; clock: Clo
         return expireIn(tx, now);
       });
       return rows.map((r) => ev(r, 'expired'));
+    },
+
+    /** True when the delivery is this endpoint's and acknowledged: the agent may be running it. */
+    async running(endpointId: string, id: string) {
+      const [row] = await db
+        .select({ state: deliveries.state })
+        .from(deliveries)
+        .where(and(eq(deliveries.id, id), eq(deliveries.endpointId, endpointId)));
+      return row?.state === 'acknowledged';
     },
 
     async get(id: string) {

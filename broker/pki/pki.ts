@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import { canonicalJson } from '../../bot/canonical-json.ts';
+import type { signedProceedFields } from '../../protocol/frames.ts';
 
 type CryptoKey = webcrypto.CryptoKey;
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
@@ -224,6 +225,11 @@ export async function loadOrCreatePki(opts: PkiOptions) {
 
     /** Ed25519 signature (base64) over the canonical JSON of a delivery's signed fields. */
     signDelivery(fields: Record<string, unknown>): string {
+      return sign(null, Buffer.from(canonicalJson(fields)), signingKey).toString('base64');
+    },
+
+    /** Ed25519 signature (base64) over the canonical JSON of a go-ahead's signed fields. */
+    signProceed(fields: ReturnType<typeof signedProceedFields>): string {
       return sign(null, Buffer.from(canonicalJson(fields)), signingKey).toString('base64');
     },
   };

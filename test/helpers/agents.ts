@@ -321,9 +321,15 @@ export function spawnAgent(o: {
 }
 
 /** Enrols an agent process and waits until it is connected. */
-export async function enrolAgent(tb: TestBroker, database: Database, hostname: string, args: string[] = []) {
+export async function enrolAgent(
+  tb: TestBroker,
+  database: Database,
+  hostname: string,
+  args: string[] = [],
+  segment = 'servers',
+) {
   const stateDir = tempDir('ar-agent-').dir;
-  const token = await newToken(database, tb.clock, tb.broker.pki.caPem);
+  const token = await newToken(database, tb.clock, tb.broker.pki.caPem, segment);
   const agent = spawnAgent({ stateDir, broker: tb.url, token, hostname, args });
   await agent.waitForLog((l) => l.msg === 'connected', `${hostname} to connect`);
   const ep = await endpointByHost(database, hostname);

@@ -1,0 +1,3 @@
+-- A token either enrols a new endpoint (reenrol_endpoint_id null) or re-enrols exactly one existing endpoint.
+ALTER TABLE "enrolment_tokens" ADD COLUMN "reenrol_endpoint_id" uuid;--> statement-breakpoint
+ALTER TABLE "enrolment_tokens" ADD CONSTRAINT "enrolment_tokens_reenrol_endpoint_id_endpoints_id_fk" FOREIGN KEY ("reenrol_endpoint_id") REFERENCES "public"."endpoints"("id") ON DELETE no action ON UPDATE no action;
