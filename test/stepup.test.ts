@@ -180,7 +180,7 @@ describe.each(drivers)('step-up on %s', (driver) => {
     );
     expect(seenInTx).toBe(true);
     expect(res.window.expiresAt.getTime() - clock.now().getTime()).toBe(600_000);
-    await expect(stepup.activeWindow(u.id)).resolves.toMatchObject({ id: res.window.id });
+    await expect(stepup.windowFor(u.id, 'approve')).resolves.toMatchObject({ id: res.window.id });
     await expect(stepup.windowById(res.window.id)).resolves.toMatchObject({ userId: u.id });
 
     const [rec] = (await attempts(u.id)).filter((r) => r.action === 'stepup.attempt');
@@ -197,7 +197,7 @@ describe.each(drivers)('step-up on %s', (driver) => {
     expect(JSON.stringify(rec!.details)).not.toContain(code);
 
     clock.advance(600_000 + 1000);
-    await expect(stepup.activeWindow(u.id)).resolves.toBeNull();
+    await expect(stepup.windowFor(u.id, 'approve')).resolves.toBeNull();
     await expect(stepup.windowById(res.window.id)).resolves.toBeNull();
   });
 
@@ -340,7 +340,7 @@ describe.each(drivers)('step-up on %s', (driver) => {
         throw new Error('approval could not be recorded');
       }),
     ).rejects.toThrow(/could not be recorded/);
-    await expect(stepup.activeWindow(u.id)).resolves.toBeNull();
+    await expect(stepup.windowFor(u.id, 'approve')).resolves.toBeNull();
     await expect(stepup.inspectChallenge(created.token)).resolves.toMatchObject({ userId: u.id });
     const last = (await attempts(u.id)).filter((r) => r.action === 'stepup.attempt').at(-1);
     expect(last).toMatchObject({ outcome: 'failed', details: { reason: 'confirm_failed' } });

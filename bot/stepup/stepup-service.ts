@@ -6,7 +6,13 @@
 import { eq, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import type { Db, DbOrTx } from '../../db/client.ts';
-import { STEPUP_PURPOSES, stepUpChallenges, stepUpWindows, users } from '../../db/schema.ts';
+import {
+  STEPUP_PURPOSES,
+  type StepUpPurpose,
+  stepUpChallenges,
+  stepUpWindows,
+  users,
+} from '../../db/schema.ts';
 import type { AuditService } from '../audit/audit-service.ts';
 import { verifyPassword } from '../crypto/passwords.ts';
 import { deriveKey, open } from '../crypto/secret-box.ts';
@@ -21,6 +27,7 @@ import {
   NotFound,
 } from '../errors.ts';
 import type { Clock } from '../ports.ts';
+import { windowSubject } from './stepup-binding.ts';
 import {
   type ChallengeRow,
   findChallenge,
@@ -59,10 +66,19 @@ export interface StepUpDeps {
  */
 export type OnConfirmed = (challenge: ChallengeView, window: StepUpWindow, tx: DbOrTx) => Promise<void>;
 
+/**
+ * A subject may carry a session's reason (up to 2,000 characters, JSON-escaped) and where to answer in chat,
+ * so the cap leaves room for the worst case of escaping rather than cutting what the person typed.
+ */
+export const MAX_SUBJECT_CHARS = 16_384;
+
 const createSchema = z.object({
   userId: z.string().uuid('must be a user id'),
   purpose: z.enum(STEPUP_PURPOSES),
-  subject: z.string().min(1, 'must not be empty').max(512, 'too long (max 512)'),
+  subject: z
+    .string()
+    .min(1, 'must not be empty')
+    .max(MAX_SUBJECT_CHARS, `too long (max ${MAX_SUBJECT_CHARS})`),
   requestId: z.string().uuid('must be a request id').nullish(),
 });
 const tokenSchema = z.string().min(1, 'is missing').max(200, 'is too long');
@@ -354,6 +370,8 @@ export function createStepUpService(deps: StepUpDeps) {
             .values({
               userId: u.id,
               challengeId: ch.id,
+              purpose: ch.purpose,
+              subject: windowSubject(ch),
               openedAt: now,
               expiresAt: new Date(now.getTime() + windowSeconds * 1000),
               sourceIp: meta.sourceIp ?? null,
@@ -368,8 +386,10 @@ export function createStepUpService(deps: StepUpDeps) {
         });
       } catch (e) {
         // `onConfirmed` (or the database) failed, so nothing above committed. Burn the code anyway (each
-        // code once) and record that the factors were right but the confirmation did not go through.
-        // A failure here must not hide the original error, which is what the caller needs to see.
+        // code once) and record that the factors were right but the confirmation did not go through: as a
+        // refusal when the person no longer has the authority the link was for (a demoted admin's grant
+        // link, say), else as a failure. A failure here must not hide the original error, which is what
+        // the caller needs to see.
         await db
           .transaction(async (tx) => {
             if (passwordOk && totp.valid) {
@@ -378,9 +398,17 @@ export function createStepUpService(deps: StepUpDeps) {
                 .set({ totpLastStep: sql`greatest(coalesce(${users.totpLastStep}, -1), ${totp.timeStep!})` })
                 .where(eq(users.id, pre.user.id));
             }
-            await auditAttempt(tx, pre, 'failed', 'confirm_failed', meta, {
-              error: isAppError(e) ? e.code : 'internal',
-            });
+            const refused = isAppError(e) && e.status === 403;
+            await auditAttempt(
+              tx,
+              pre,
+              refused ? 'refused' : 'failed',
+              refused ? 'not_allowed' : 'confirm_failed',
+              meta,
+              {
+                error: isAppError(e) ? e.code : 'internal',
+              },
+            );
           })
           .catch(() => undefined);
         throw e;
@@ -389,9 +417,22 @@ export function createStepUpService(deps: StepUpDeps) {
       return result;
     },
 
-    /** The user's live window (expiresAt > now), or null. */
-    activeWindow: (userId: string): Promise<StepUpWindow | null> =>
-      latestLiveWindow(db, parse(z.string().uuid(), userId, 'stepup.invalid'), clock.now()),
+    /**
+     * The user's live window opened for one of `purposes`, bound to `subject` when given (build it with
+     * stepup-binding's `bindTo`), or null. A window of any other purpose or subject does not count.
+     */
+    windowFor: (
+      userId: string,
+      purposes: StepUpPurpose | readonly StepUpPurpose[],
+      subject?: string,
+    ): Promise<StepUpWindow | null> =>
+      latestLiveWindow(
+        db,
+        parse(z.string().uuid(), userId, 'stepup.invalid'),
+        clock.now(),
+        typeof purposes === 'string' ? [purposes] : purposes,
+        subject,
+      ),
 
     /** A window by id if it is still live, e.g. for a cookie tied to one window; else null. */
     async windowById(windowId: string): Promise<StepUpWindow | null> {
