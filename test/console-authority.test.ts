@@ -179,10 +179,18 @@ describe.each(drivers)('authority in chat on %s', (driver) => {
     });
     await t.platform.users.mapTenant({ platform: 'console', tenantId: 'tenant-mdr', orgName: 'mdr' });
     const mdrLead = await t.person('mdr-lead', ['active_response', 'approver'], { org: 'mdr' });
-    const inHouse = await pendingIsolation();
+    const inHouse = await dispatchedIsolation();
     await t.say('mdr-lead', `cancel ${inHouse.ref}`, 'tenant-mdr');
     expect(lastPrivate('mdr-lead')).toMatch(/asked for in-house; only in-house people can cancel it/);
-    expect((await t.platform.requests.getView(inHouse.id)).state).toBe('pending_approval');
+    const queued = await tdb.db.select().from(deliveries).where(eq(deliveries.requestId, inHouse.id));
+    expect(queued.map((d) => d.state)).toEqual(['queued']);
+    // The endpoint's queue shows them none of the in-house work waiting on it.
+    await t.say('mdr-lead', 'queue web-01', 'tenant-mdr');
+    expect(t.chat.transcript.findLast((m) => m.kind === 'reply')?.text).toBe(
+      'web-01 (offline) has nothing queued.',
+    );
+    await t.say('analyst', 'queue web-01');
+    expect(t.chat.transcript.findLast((m) => m.kind === 'reply')?.text).toContain(inHouse.ref);
 
     await t.say('mdr-lead', `status ${inHouse.ref}`, 'tenant-mdr');
     expect(lastPrivate('mdr-lead')).toMatch(/not one of your organisation's requests/);

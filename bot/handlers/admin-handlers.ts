@@ -6,6 +6,7 @@ import type { Command } from '../commands/command-types.ts';
 import { Forbidden, NotFound, StepUpRequired } from '../errors.ts';
 import type { ChatContext } from '../ports.ts';
 import { evidenceWithParties } from '../requests/request-access.ts';
+import { isUuid } from '../requests/request-dal.ts';
 import { bindTo, encodeSubject, locationOf, REQUESTER_PURPOSES } from '../stepup/stepup-binding.ts';
 import { requireRole } from '../users/user-service.ts';
 import type { ResolvedUser } from '../users/user-types.ts';
@@ -104,7 +105,7 @@ export function createAdminHandlers(deps: BotDeps) {
      * approvers, and in-house admins. The page checks again on every download; a refusal is audited.
      */
     async download(ctx: ChatContext, user: ResolvedUser, cmd: Cmd<'download'>) {
-      const found = /^[0-9a-f-]{36}$/i.test(cmd.fileRef)
+      const found = isUuid(cmd.fileRef)
         ? await evidenceWithParties(db, cmd.fileRef.toLowerCase())
         : undefined;
       if (!found)

@@ -6,26 +6,12 @@
 import { eq, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import type { Db, DbOrTx } from '../../db/client.ts';
-import {
-  STEPUP_PURPOSES,
-  type StepUpPurpose,
-  stepUpChallenges,
-  stepUpWindows,
-  users,
-} from '../../db/schema.ts';
+import { type StepUpPurpose, stepUpChallenges, stepUpWindows, users } from '../../db/schema.ts';
 import type { AuditService } from '../audit/audit-service.ts';
 import { verifyPassword } from '../crypto/passwords.ts';
 import { deriveKey, open } from '../crypto/secret-box.ts';
 import { hashToken, newToken } from '../crypto/tokens.ts';
-import {
-  type AppError,
-  BadRequest,
-  Conflict,
-  describeZodIssues,
-  Forbidden,
-  isAppError,
-  NotFound,
-} from '../errors.ts';
+import { type AppError, Conflict, Forbidden, isAppError, NotFound } from '../errors.ts';
 import type { Clock } from '../ports.ts';
 import { windowSubject } from './stepup-binding.ts';
 import {
@@ -37,7 +23,16 @@ import {
   toWindow,
   type UserRow,
 } from './stepup-dal.ts';
-import { createAttemptGuard, formatUtc, type Refusal } from './stepup-guard.ts';
+import { createAttemptGuard, formatUtc } from './stepup-guard.ts';
+import {
+  ASK_AGAIN,
+  attemptSchema,
+  createSchema,
+  enrolmentRefusal,
+  linkRefusal,
+  parse,
+  tokenSchema,
+} from './stepup-rules.ts';
 import type { ChallengeView, CreatedChallenge, StepUpAttempt, StepUpWindow } from './stepup-types.ts';
 import { verifyTotp } from './totp.ts';
 import { createTotpEnrolment } from './totp-enrolment.ts';
@@ -65,81 +60,6 @@ export interface StepUpDeps {
  * nothing to chat or agents here: do that after `complete` returns.
  */
 export type OnConfirmed = (challenge: ChallengeView, window: StepUpWindow, tx: DbOrTx) => Promise<void>;
-
-/**
- * A subject may carry a session's reason (up to 2,000 characters, JSON-escaped) and where to answer in chat,
- * so the cap leaves room for the worst case of escaping rather than cutting what the person typed.
- */
-export const MAX_SUBJECT_CHARS = 16_384;
-
-const createSchema = z.object({
-  userId: z.string().uuid('must be a user id'),
-  purpose: z.enum(STEPUP_PURPOSES),
-  subject: z
-    .string()
-    .min(1, 'must not be empty')
-    .max(MAX_SUBJECT_CHARS, `too long (max ${MAX_SUBJECT_CHARS})`),
-  requestId: z.string().uuid('must be a request id').nullish(),
-});
-const tokenSchema = z.string().min(1, 'is missing').max(200, 'is too long');
-const attemptSchema = z.object({
-  token: tokenSchema,
-  // Over-long factors are not rejected here: they are simply wrong, and count as a failed attempt.
-  password: z.string(),
-  totpCode: z.string(),
-  sourceIp: z.string().max(100).optional(),
-  userAgent: z
-    .string()
-    .optional()
-    .transform((s) => s?.slice(0, 300)),
-});
-
-function parse<T extends z.ZodType>(schema: T, input: unknown, code: string): z.output<T> {
-  const res = schema.safeParse(input);
-  if (!res.success)
-    throw new BadRequest(code, `Invalid step-up input: ${describeZodIssues(res.error.issues)}.`);
-  return res.data;
-}
-
-const ASK_AGAIN = 'Ask the bot for a new link (repeat the command or click the button again).';
-
-function linkRefusal(ch: ChallengeRow, now: Date): Refusal | null {
-  if (ch.usedAt) {
-    return {
-      reason: 'link_used',
-      error: new Conflict('stepup.link_used', `This link was already used. ${ASK_AGAIN}`),
-    };
-  }
-  if (ch.expiresAt <= now) {
-    return {
-      reason: 'link_expired',
-      error: new Conflict('stepup.link_expired', `This link has expired. ${ASK_AGAIN}`),
-    };
-  }
-  return null;
-}
-
-function enrolmentRefusal(u: UserRow, ch: ChallengeRow): Refusal | null {
-  if (ch.purpose === 'enrol_totp') {
-    return {
-      reason: 'wrong_purpose',
-      error: new BadRequest(
-        'stepup.wrong_purpose',
-        'This is an enrolment link: open it to set up your authenticator.',
-      ),
-    };
-  }
-  if (!u.totpEnrolledAt) {
-    return {
-      reason: 'mfa_not_enrolled',
-      error: new Forbidden(
-        'stepup.mfa_not_enrolled',
-        'You have not enrolled an authenticator app yet, so you cannot confirm. Ask the bot or an admin for an enrolment link.',
-      ),
-    };
-  }
-  return null;
-}
 
 export function createStepUpService(deps: StepUpDeps) {
   const { db, audit, clock, secretKey } = deps;

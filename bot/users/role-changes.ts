@@ -67,7 +67,10 @@ export function createRoleChanges(deps: {
       const now = clock.now();
       let closed: { closedLinks: number; closedWindows: number } | undefined;
       if (kind === 'revoke') {
-        if (!target.roles.includes(p.role)) return { changed: false, user: target };
+        if (!target.roles.includes(p.role)) {
+          if (p.actorId) await requireAdminActor(t, p.actorId);
+          return { changed: false, user: target };
+        }
         closed = await closeOpenStepUps(t, target.id, now);
       }
       // Lock the actor and the user (in id order, so two admins changing each other cannot deadlock) so a
