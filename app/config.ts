@@ -155,6 +155,8 @@ export const configSchema = z
     LOCKOUT_THRESHOLD: positiveInt(5),
     LOCKOUT_DURATION: duration('15m'),
     BLAST_RADIUS_THRESHOLD: positiveInt(10),
+    /** Read-only work (investigation scripts, process lists) on more endpoints than this needs one approval. */
+    READ_ONLY_APPROVAL_ABOVE: positiveInt(50),
     MAX_FILE_BYTES: positiveInt(1024 * 1024 * 1024),
     MAX_SCRIPT_BYTES: positiveInt(1024 * 1024),
     SLACK_SIGNING_SECRET: z.string().min(1).optional(),

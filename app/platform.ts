@@ -91,7 +91,10 @@ export function createPlatform(opts: PlatformOptions) {
   if (opts.metrics) registerDatabaseMetrics(opts.metrics, db);
   const users = createUserService({ db, audit, clock, secretKey });
   const stepup = stepUpFromConfig({ db, audit, clock, secretKey, config });
-  const policy = createPolicy({ blastRadiusThreshold: config.BLAST_RADIUS_THRESHOLD });
+  const policy = createPolicy({
+    blastRadiusThreshold: config.BLAST_RADIUS_THRESHOLD,
+    readOnlyApprovalAbove: config.READ_ONLY_APPROVAL_ABOVE,
+  });
   const dispatcher = createOutboxDispatcher({ db, notify: database.notify, clock });
   const requests = createRequestService({
     db,

@@ -1,7 +1,7 @@
 // The core's entry points, called by every chat adapter and by the step-up page.
 
 import type { ChatContext, RequestView } from './ports.ts';
-import type { ChallengeView, StepUpAttempt } from './stepup/stepup-types.ts';
+import type { ChallengeView, StepUpAttempt, StepUpWindow } from './stepup/stepup-types.ts';
 
 export interface DecisionInput {
   /** Request id (uuid) or ref (R-XXXXXX) from the button's value. */
@@ -21,6 +21,8 @@ export interface StepUpPageView {
 
 export interface StepUpOutcome {
   challenge: ChallengeView;
+  /** The window this step-up opened, bound to the challenge's purpose and subject. */
+  window: StepUpWindow;
   windowExpiresAt: Date;
   /** Plain-words result for the "done" page, e.g. "Approved R-7K3QXM. Return to Slack." */
   message: string;

@@ -265,6 +265,7 @@ export const STEPUP_PURPOSES = [
   'download',
   'history',
   'upload',
+  'cancel',
   'enrol_totp',
 ] as const;
 export type StepUpPurpose = (typeof STEPUP_PURPOSES)[number];
@@ -297,6 +298,13 @@ export const stepUpWindows = pgTable(
       .notNull()
       .references(() => users.id),
     challengeId: uuid('challenge_id').references(() => stepUpChallenges.id),
+    /** What the step-up was for: a window unlocks that purpose only (an approve window never opens history). */
+    purpose: text('purpose').$type<StepUpPurpose>().notNull(),
+    /**
+     * What it is bound to within that purpose (stepup-binding.ts): a request and its digest, a role change, a
+     * file id, ... A decision checks both, so one window never stands in for another decision.
+     */
+    subject: text('subject').notNull(),
     openedAt: tz('opened_at').notNull(),
     expiresAt: tz('expires_at').notNull(),
     sourceIp: text('source_ip'),

@@ -192,7 +192,12 @@ describe.skipIf(!hasChromium)('step-up pages in Chromium', () => {
   it('downloads evidence as a password-protected zip after a download step-up', async () => {
     const analyst = await f.makeUser('ada', { roles: ['active_response'] });
     const sample = Buffer.from('MZ pretend sample\n'.repeat(500));
-    const fileId = await f.storeEvidence('/tmp/dropper.exe', sample);
+    const fileId = await f.storeEvidence(
+      '/tmp/dropper.exe',
+      sample,
+      'fetched',
+      await f.fetchRequest(analyst),
+    );
     const page = await open(`/stepup/${await f.link(analyst, 'download', fileId)}`);
     expect(await page.locator('h1').textContent()).toBe('Download evidence');
     await page.getByLabel('Password').fill(PASSWORD);

@@ -92,7 +92,7 @@ describe.each(drivers)('what the request side sends, parsed as the agent parses 
           approver: ic,
           decision: 'approve',
           digest: res.request.digest,
-          stepUpWindowId: await f.stepUpWindow(ic.id),
+          stepUpWindowId: await f.stepUpWindow(ic.id, { purpose: 'approve', subject: res.request.digest }),
         });
         res = { ...res, request: decided.request };
       }

@@ -42,6 +42,13 @@ describe('config', () => {
     expect(message).not.toContain('hunter2');
   });
 
+  it('holds read-only work above READ_ONLY_APPROVAL_ABOVE endpoints (default 50) for an approval', () => {
+    expect(loadConfig({}).READ_ONLY_APPROVAL_ABOVE).toBe(50);
+    expect(loadConfig({ READ_ONLY_APPROVAL_ABOVE: '200' }).READ_ONLY_APPROVAL_ABOVE).toBe(200);
+    expect(() => loadConfig({ READ_ONLY_APPROVAL_ABOVE: '0' })).toThrow(/READ_ONLY_APPROVAL_ABOVE/);
+    expect(() => loadConfig({ READ_ONLY_APPROVAL_ABOVE: 'many' })).toThrow(/READ_ONLY_APPROVAL_ABOVE/);
+  });
+
   it('derives secure cookies from an https PUBLIC_URL', () => {
     expect(loadConfig({ PUBLIC_URL: 'https://ar.example.com/' })).toMatchObject({
       PUBLIC_URL: 'https://ar.example.com',

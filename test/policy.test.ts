@@ -158,6 +158,22 @@ describe('approval rule', () => {
     });
   });
 
+  it('needs exactly one approval for read-only work on more than READ_ONLY_APPROVAL_ABOVE endpoints', () => {
+    const ro = { action: 'run' as const, script: readOnly };
+    expect(policy.approvalRule(person('a'), ro, 50).approvalsRequired).toBe(0);
+    // Above the blast radius too, but it is one decision, not two.
+    expect(policy.approvalRule(person('a'), ro, 51)).toEqual({
+      approvalsRequired: 1,
+      inHouseRequired: false,
+      requesterStepUpRequired: false,
+    });
+    expect(policy.approvalRule(person('a'), { action: 'processes' }, 51).approvalsRequired).toBe(1);
+    const five = createPolicy({ readOnlyApprovalAbove: 5 });
+    expect(five.approvalRule(person('a'), ro, 5).approvalsRequired).toBe(0);
+    expect(five.approvalRule(person('a'), ro, 6).approvalsRequired).toBe(1);
+    expect(() => createPolicy({ readOnlyApprovalAbove: 0 })).toThrow(/readOnlyApprovalAbove/);
+  });
+
   it('needs one approver and a requester step-up for anything that changes an endpoint', () => {
     for (const spec of [
       { action: 'isolate' as const },
@@ -280,5 +296,57 @@ describe('who may ask and who may approve', () => {
     expect(
       quorumReached(request({ approvalsRequired: 2, inHouseApprovalRequired: true, approvals: [ext, int] })),
     ).toBe(true);
+  });
+
+  describe('cancel and evidence downloads', () => {
+    const request = {
+      ref: 'R-7K3QXM',
+      requesterId: 'ann',
+      requesterExternal: false,
+      approverIds: ['ic'],
+    };
+    const admin = person('root', { roles: ['admin'] });
+
+    it('lets the requester, its approvers and in-house admins cancel, with MFA', () => {
+      for (const who of [person('ann'), person('ic'), admin]) {
+        expect(policy.canCancel(who, request)).toEqual({ ok: true });
+      }
+      const refused = (who: ResolvedUser) => {
+        try {
+          policy.canCancel(who, request);
+        } catch (e) {
+          return (e as Forbidden).code;
+        }
+        return 'allowed';
+      };
+      expect(refused(person('other-approver'))).toBe('request.cancel_forbidden');
+      expect(refused(person('ic', { mfaEnrolled: false }))).toBe('cancel.mfa_required');
+      expect(refused(person('ic', { external: true }))).toBe('cancel.external_not_allowed');
+      expect(refused(person('mdr-admin', { roles: ['admin'], external: true }))).toBe(
+        'cancel.external_not_allowed',
+      );
+      expect(refused(person('ann', { disabled: true }))).toBe('cancel.disabled');
+      // An external request may be cancelled by its external requester.
+      const ext = { ...request, requesterId: 'mdr', requesterExternal: true };
+      expect(policy.canCancel(person('mdr', { external: true }), ext)).toEqual({ ok: true });
+    });
+
+    it('lets the requester, its approvers and in-house admins download its evidence, while they hold their role', () => {
+      expect(policy.canDownloadEvidence(person('ann'), request)).toEqual({ ok: true });
+      expect(policy.canDownloadEvidence(person('ic'), request)).toEqual({ ok: true });
+      expect(policy.canDownloadEvidence(admin, request)).toEqual({ ok: true });
+      expect(policy.canDownloadEvidence(admin, null)).toEqual({ ok: true });
+      for (const [who, req] of [
+        [person('someone'), request],
+        [person('ann', { roles: ['approver'] }), request],
+        [person('ic', { roles: ['active_response'] }), request],
+        [person('mdr-admin', { roles: ['admin'], external: true }), request],
+        [person('ann'), null],
+      ] as const) {
+        expect(() => policy.canDownloadEvidence(who, req)).toThrow(
+          expect.objectContaining({ code: 'file.not_yours' }),
+        );
+      }
+    });
   });
 });

@@ -7,6 +7,7 @@ import { AppError } from '../bot/errors.ts';
 import { createPolicy } from '../bot/policy/policy-service.ts';
 import { createRequestService } from '../bot/requests/request-service.ts';
 import { assertTransition, canTransition } from '../bot/requests/request-states.ts';
+import { bindTo } from '../bot/stepup/stepup-binding.ts';
 import type { ResolvedUser } from '../bot/users/user-types.ts';
 import { actionRequests, approvals, auditLog, deliveries, REQUEST_STATES } from '../db/schema.ts';
 import { createTestClock } from './helpers/clock.ts';
@@ -109,13 +110,22 @@ describe.each(drivers)('request service on %s', (driver) => {
   const create = (svc: ReturnType<typeof service>, user: ResolvedUser, text: string, stepUp = true) =>
     svc.createRequest(user, parseCommand(text), chatContext(), { requesterStepUpValid: stepUp });
 
+  /** A live window `who` opened by stepping up to approve this request at its current digest. */
+  async function approveWindow(who: ResolvedUser, request: { id: string; digest: string }) {
+    return f.stepUpWindow(who.id, {
+      purpose: 'approve',
+      subject: bindTo.request(request.id, request.digest),
+    });
+  }
+
   async function approve(svc: ReturnType<typeof service>, who: ResolvedUser, ref: string, digest?: string) {
+    const row = await svc.getView(ref);
     return svc.decide({
       requestId: ref,
       approver: who,
       decision: 'approve',
       digest,
-      stepUpWindowId: await f.stepUpWindow(who.id),
+      stepUpWindowId: await approveWindow(who, row),
     });
   }
 
@@ -234,6 +244,21 @@ describe.each(drivers)('request service on %s', (driver) => {
     );
   });
 
+  it('holds a read-only script on more than READ_ONLY_APPROVAL_ABOVE endpoints for exactly one approval', async () => {
+    await f.script('triage', 'print("triage")\n', { readOnly: true });
+    await f.endpoints('fleet', 6, prodId);
+    const svc = service(createPolicy({ readOnlyApprovalAbove: 5, blastRadiusThreshold: 3 }));
+    const few = (await create(svc, analyst, 'run triage fleet-001 fleet-002 fleet-003 fleet-004 fleet-005'))
+      .request;
+    expect(few).toMatchObject({ state: 'dispatched', approvalsRequired: 0 });
+    const before = (await counts()).deliveries;
+    const all = (await create(svc, analyst, 'run triage segment:prod')).request;
+    expect(all.targets.length).toBeGreaterThan(5);
+    expect(all).toMatchObject({ state: 'pending_approval', approvalsRequired: 1 });
+    expect((await counts()).deliveries).toBe(before);
+    expect((await approve(svc, ic, all.ref)).request.state).toBe('dispatched');
+  });
+
   it('needs an approval but no requester step-up for fetch, and resolves put against the file library', async () => {
     const svc = service();
     const fetched = await create(svc, analyst, 'fetch web-01 /tmp/dropper.bin', false);
@@ -282,6 +307,36 @@ describe.each(drivers)('request service on %s', (driver) => {
       outcome: 'refused',
       details: { code: 'approval.self' },
     });
+  });
+
+  it('refuses an approval whose step-up was for anything else: the history, another request, an old digest', async () => {
+    const svc = service();
+    const target = (await create(svc, analyst, 'isolate web-01 --reason "contain"')).request;
+    const other = (await create(svc, analyst, 'isolate web-02 --reason "other"')).request;
+    const windows = [
+      await f.stepUpWindow(ic.id, { purpose: 'history', subject: 'history' }),
+      await f.stepUpWindow(ic.id, { purpose: 'grant', subject: bindTo.roleChange('grant', ic.id, 'admin') }),
+      await approveWindow(ic, other),
+      await f.stepUpWindow(ic.id, { purpose: 'approve', subject: bindTo.request(target.id, '0'.repeat(64)) }),
+      await approveWindow(ic2, target), // someone else's
+    ];
+    for (const stepUpWindowId of windows) {
+      const e = await failure(
+        svc.decide({ requestId: target.ref, approver: ic, decision: 'approve', stepUpWindowId }),
+      );
+      expect(e.code).toBe('approval.stepup_required');
+    }
+    expect((await counts()).approvals).toBe(0);
+    const refused = await tdb.db.select().from(auditLog).where(eq(auditLog.action, 'approval.refused'));
+    expect(refused).toHaveLength(windows.length);
+    expect((await svc.getView(target.id)).state).toBe('pending_approval');
+    const ok = await svc.decide({
+      requestId: target.ref,
+      approver: ic,
+      decision: 'approve',
+      stepUpWindowId: await approveWindow(ic, target),
+    });
+    expect(ok.request.state).toBe('dispatched');
   });
 
   it('needs an in-house approver for an external requester; an external approver alone does not complete it', async () => {
@@ -336,8 +391,8 @@ describe.each(drivers)('request service on %s', (driver) => {
     const { request } = await create(svc, analyst, 'isolate segment:prod --reason outbreak');
     expect(request.targets.length).toBe(15); // 12 fleet + web-01, web-02, old-01 (mac-01 is unsupported)
     expect(request.approvalsRequired).toBe(2);
-    const w1 = await f.stepUpWindow(ic.id);
-    const w2 = await f.stepUpWindow(ic2.id);
+    const w1 = await approveWindow(ic, request);
+    const w2 = await approveWindow(ic2, request);
     const results = await Promise.allSettled(
       Array.from({ length: 10 }, (_, i) =>
         svc.decide({
@@ -368,7 +423,7 @@ describe.each(drivers)('request service on %s', (driver) => {
   it('makes one approval and one dispatch when one approver clicks ten times at once', async () => {
     const svc = service();
     const { request } = await create(svc, analyst, 'isolate web-01 web-02 --reason x');
-    const w = await f.stepUpWindow(ic.id);
+    const w = await approveWindow(ic, request);
     const results = await Promise.all(
       Array.from({ length: 10 }, () =>
         svc.decide({ requestId: request.ref, approver: ic, decision: 'approve', stepUpWindowId: w }),
@@ -394,14 +449,21 @@ describe.each(drivers)('request service on %s', (driver) => {
     expect((await svc.onDeliveryChanged(request.id)).completedNow).toBe(false);
     const [rowAfter] = await tdb.db.select().from(actionRequests).where(eq(actionRequests.id, request.id));
     expect(rowAfter).toEqual(rowBefore);
-    // Only the refusal itself is recorded: one `approval.refused` row, nothing else.
-    expect(await counts()).toEqual({ ...before, audit: before.audit + 1 });
-    const [last] = await tdb.db.select().from(auditLog).orderBy(desc(auditLog.seq)).limit(1);
-    expect(last).toMatchObject({
-      action: 'approval.refused',
-      outcome: 'refused',
-      details: { code: 'request.already_decided' },
-    });
+    // Only the refusals themselves are recorded: one `approval.refused` and one `request.cancel_refused`.
+    expect(await counts()).toEqual({ ...before, audit: before.audit + 2 });
+    const last = await tdb.db.select().from(auditLog).orderBy(desc(auditLog.seq)).limit(2);
+    expect(last.reverse()).toEqual([
+      expect.objectContaining({
+        action: 'approval.refused',
+        outcome: 'refused',
+        details: expect.objectContaining({ code: 'request.already_decided' }),
+      }),
+      expect.objectContaining({
+        action: 'request.cancel_refused',
+        outcome: 'refused',
+        details: expect.objectContaining({ code: 'request.already_final' }),
+      }),
+    ]);
   });
 
   it('expires an undecided request after the approval TTL on the test clock', async () => {
@@ -464,12 +526,83 @@ describe.each(drivers)('request service on %s', (driver) => {
     const outsider = await f.user('outsider', { roles: ['active_response'] });
     expect((await failure(svc.cancel(sent.ref, outsider))).code).toBe('request.cancel_forbidden');
     const [one] = await tdb.db.select().from(deliveries).where(eq(deliveries.requestId, sent.id));
-    const single = await svc.cancel(one!.id, analyst);
+    // After dispatch each cancel needs the canceller's step-up for that very cancel.
+    const single = await svc.cancel(one!.id, analyst, {
+      stepUpWindowId: await f.stepUpWindow(analyst.id, {
+        purpose: 'cancel',
+        subject: bindTo.cancel(sent.id, one!.id),
+      }),
+    });
     expect(single).toMatchObject({ cancelledDeliveries: 1, request: { state: 'dispatched' } });
-    const res = await svc.cancel(sent.ref, analyst);
+    const res = await svc.cancel(sent.ref, analyst, {
+      stepUpWindowId: await f.stepUpWindow(analyst.id, {
+        purpose: 'cancel',
+        subject: bindTo.cancel(sent.id),
+      }),
+    });
     expect(res.cancelledDeliveries).toBe(1);
     expect(res.request?.state).toBe('completed');
     expect(res.request?.progress).toEqual({ cancelled: 2 });
+  });
+
+  it('refuses cancels by approvers of other requests, external users on in-house requests and people without MFA, audited', async () => {
+    const svc = service(createPolicy({ approvalsDefault: 2 }));
+    const pending = (await create(svc, analyst, 'isolate web-01 --reason "contain"')).request;
+    // An external approver may give the first of two approvals on an in-house request...
+    await approve(svc, mdrApprover, pending.ref);
+    const adminNoMfa = await f.user('root', { roles: ['admin'], mfa: false });
+    const before = await counts();
+    // ...but cancelling it would let an outside party keep a host from being contained.
+    expect((await failure(svc.cancel(pending.ref, mdrApprover))).code).toBe('cancel.external_not_allowed');
+    // An approver who has not approved this request is not one of its approvers.
+    expect((await failure(svc.cancel(pending.ref, ic2))).code).toBe('request.cancel_forbidden');
+    expect((await failure(svc.cancel(pending.ref, adminNoMfa))).code).toBe('cancel.mfa_required');
+    expect((await svc.getView(pending.id)).state).toBe('pending_approval');
+    const refused = await tdb.db
+      .select()
+      .from(auditLog)
+      .where(eq(auditLog.action, 'request.cancel_refused'))
+      .orderBy(auditLog.seq);
+    expect(refused.map((r) => [r.actorId, r.outcome, (r.details as { code: string }).code])).toEqual([
+      [mdrApprover.id, 'refused', 'cancel.external_not_allowed'],
+      [ic2.id, 'refused', 'request.cancel_forbidden'],
+      [adminNoMfa.id, 'refused', 'cancel.mfa_required'],
+    ]);
+    expect(refused.every((r) => r.requestId === pending.id)).toBe(true);
+    expect(await counts()).toEqual({ ...before, audit: before.audit + 3 });
+  });
+
+  it('cancels after dispatch only with a step-up bound to that cancel, for the requester, its approvers and in-house admins', async () => {
+    const svc = service();
+    const sent = (await create(svc, analyst, 'isolate web-01 web-02 --reason y')).request;
+    const other = (await create(svc, analyst, 'isolate web-01 --reason other')).request;
+    await approve(svc, ic, sent.ref);
+    // Any other live window (the history, a cancel of another request) does not count.
+    const history = await f.stepUpWindow(ic.id, { purpose: 'history', subject: 'history' });
+    const elsewhere = await f.stepUpWindow(ic.id, { purpose: 'cancel', subject: bindTo.cancel(other.id) });
+    for (const stepUpWindowId of [undefined, history, elsewhere]) {
+      expect((await failure(svc.cancel(sent.ref, ic, { stepUpWindowId }))).code).toBe(
+        'cancel.stepup_required',
+      );
+    }
+    expect((await counts()).deliveries).toBe(2);
+    expect(
+      (await tdb.db.select().from(deliveries).where(eq(deliveries.requestId, sent.id))).every(
+        (d) => d.state === 'queued',
+      ),
+    ).toBe(true);
+    const plan = await svc.prepareCancel(sent.ref, ic);
+    expect(plan).toMatchObject({ requestId: sent.id, stepUpRequired: true });
+    const res = await svc.cancel(sent.ref, ic, {
+      stepUpWindowId: await f.stepUpWindow(ic.id, { purpose: 'cancel', subject: bindTo.cancel(sent.id) }),
+    });
+    expect(res).toMatchObject({ cancelledDeliveries: 2, request: { state: 'completed' } });
+
+    // An in-house admin who is neither requester nor approver may cancel; before dispatch, without a step-up.
+    const admin = await f.user('platform-admin', { roles: ['admin'] });
+    const pending = (await create(svc, analyst, 'isolate web-02 --reason z')).request;
+    expect((await svc.prepareCancel(pending.ref, admin)).stepUpRequired).toBe(false);
+    expect((await svc.cancel(pending.ref, admin)).request?.state).toBe('cancelled');
   });
 
   it('completes a dispatched request once every delivery is final, reporting completion once', async () => {

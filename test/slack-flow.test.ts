@@ -299,25 +299,31 @@ describe.each(drivers)('Slack flow on the real core (%s)', { timeout: 180_000 },
     }
   });
 
-  it('records one approval and one dispatch for a double click and a retried click', async () => {
-    // Ian opens a step-up window through a first request, so the next clicks decide straight away.
-    const first = await requestIsolation();
-    await send(click('UIAN', first.requestId, first.ts));
-    await tp.stepUp(linkIn(ephemeralsTo('UIAN').at(-1)), ian);
-
-    await tp.endpoint('web-02');
-    const { requestId, ts } = await requestIsolation('web-02');
+  it('records one approval and one dispatch for a double click, a retried click and the links they sent', async () => {
+    const { requestId, ts } = await requestIsolation();
     const a = click('UIAN', requestId, ts, { actionTs: '1700000100.000001' });
     const b = click('UIAN', requestId, ts, { actionTs: '1700000100.000002' });
-    // Two clicks arriving together, then Slack redelivering the first one.
+    // Two clicks arriving together, then Slack redelivering the first one. Each click is answered with a
+    // step-up link bound to this request; no click decides anything by itself.
     await Promise.all([http.inject(signedRequest(SECRET, a)), http.inject(signedRequest(SECRET, b))]);
     await send(a, { retryNum: 1 });
     await adapter.idle();
+    const links = ephemeralsTo('UIAN').map((c) => linkIn(c));
+    expect(links).toHaveLength(2);
+    expect(await tdb.db.select().from(approvals).where(eq(approvals.requestId, requestId))).toHaveLength(0);
+
+    // Ian follows both: the first approves and dispatches, the second finds nothing left to change.
+    const first = await tp.stepUp(links[0]!, ian);
+    tp.clock.advance(30_000);
+    const second = await tp.stepUp(links[1]!, ian);
+    expect(first.message).toMatch(/^Approved R-/);
+    expect(second.message).toMatch(/You had already approved R-/);
+    await send(click('UIAN', requestId, ts, { actionTs: '1700000100.000003' }));
 
     expect(await tdb.db.select().from(approvals).where(eq(approvals.requestId, requestId))).toHaveLength(1);
     expect(await tdb.db.select().from(deliveries).where(eq(deliveries.requestId, requestId))).toHaveLength(1);
     expect(threadReplies(ts).filter((t) => /Approved by ian/.test(t))).toHaveLength(1);
-    // The losing click is told privately that there is nothing left to decide.
+    // A click after that is told privately that there is nothing left to decide.
     expect(ephemeralsTo('UIAN').at(-1)?.args.text).toMatch(/already|nothing to decide/);
   });
 

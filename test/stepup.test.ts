@@ -5,6 +5,8 @@ import { type AuditService, createAuditService } from '../bot/audit/audit-servic
 import { verifyPassword } from '../bot/crypto/passwords.ts';
 import { deriveKey, open, seal } from '../bot/crypto/secret-box.ts';
 import { hashToken, newToken, safeEqual } from '../bot/crypto/tokens.ts';
+import { Forbidden } from '../bot/errors.ts';
+import { bindTo } from '../bot/stepup/stepup-binding.ts';
 import { createStepUpService, type StepUpService } from '../bot/stepup/stepup-service.ts';
 import { decodeTotpSecret } from '../bot/stepup/totp.ts';
 import { createUserService, type UserService } from '../bot/users/user-service.ts';
@@ -180,7 +182,7 @@ describe.each(drivers)('step-up on %s', (driver) => {
     );
     expect(seenInTx).toBe(true);
     expect(res.window.expiresAt.getTime() - clock.now().getTime()).toBe(600_000);
-    await expect(stepup.activeWindow(u.id)).resolves.toMatchObject({ id: res.window.id });
+    await expect(stepup.windowFor(u.id, 'approve')).resolves.toMatchObject({ id: res.window.id });
     await expect(stepup.windowById(res.window.id)).resolves.toMatchObject({ userId: u.id });
 
     const [rec] = (await attempts(u.id)).filter((r) => r.action === 'stepup.attempt');
@@ -197,8 +199,89 @@ describe.each(drivers)('step-up on %s', (driver) => {
     expect(JSON.stringify(rec!.details)).not.toContain(code);
 
     clock.advance(600_000 + 1000);
-    await expect(stepup.activeWindow(u.id)).resolves.toBeNull();
+    await expect(stepup.windowFor(u.id, 'approve')).resolves.toBeNull();
     await expect(stepup.windowById(res.window.id)).resolves.toBeNull();
+  });
+
+  it("binds the window to the link's purpose and subject, and finds it for those only", async () => {
+    const u = await enrolledUser('bound');
+    const requestLink = await stepup.createChallenge({
+      userId: u.id,
+      purpose: 'approve',
+      subject: 'f'.repeat(64),
+    });
+    const approved = await stepup.complete({
+      token: requestLink.token,
+      password: PASSWORD,
+      totpCode: await freshCode(u.secret),
+    });
+    expect(approved.window).toMatchObject({
+      purpose: 'approve',
+      subject: bindTo.request('', 'f'.repeat(64)),
+    });
+    const history = await stepup.complete({
+      token: (await stepup.createChallenge({ userId: u.id, purpose: 'history', subject: 'history' })).token,
+      password: PASSWORD,
+      totpCode: await freshCode(u.secret),
+    });
+    expect(history.window).toMatchObject({ purpose: 'history', subject: 'history' });
+    // The history window is the newest, yet it is nobody's approval or role change.
+    await expect(stepup.windowFor(u.id, 'grant')).resolves.toBeNull();
+    await expect(stepup.windowFor(u.id, 'approve', bindTo.request('', '0'.repeat(64)))).resolves.toBeNull();
+    await expect(
+      stepup.windowFor(u.id, 'approve', bindTo.request('', 'f'.repeat(64))),
+    ).resolves.toMatchObject({ id: approved.window.id });
+    await expect(stepup.windowFor(u.id, ['history', 'download'])).resolves.toMatchObject({
+      id: history.window.id,
+    });
+    const [row] = await tdb.db.select().from(stepUpWindows).where(eq(stepUpWindows.id, history.window.id));
+    expect(row).toMatchObject({ purpose: 'history', subject: 'history' });
+  });
+
+  it("ends a user's open links and windows when one of their roles is revoked", async () => {
+    const u = await enrolledUser('demoted');
+    await usersSvc.grantRole({ userId: u.id, role: 'approver' });
+    const opened = await stepup.complete({
+      token: (await link(u.id)).token,
+      password: PASSWORD,
+      totpCode: await freshCode(u.secret),
+    });
+    const waiting = await link(u.id);
+    await usersSvc.revokeRole({ userId: u.id, role: 'approver' });
+    await expect(stepup.windowById(opened.window.id)).resolves.toBeNull();
+    await expect(
+      stepup.complete({ token: waiting.token, password: PASSWORD, totpCode: await freshCode(u.secret) }),
+    ).rejects.toMatchObject({ code: 'stepup.link_expired' });
+  });
+
+  it('records a completion refused by what the link was for as a refused attempt', async () => {
+    const u = await enrolledUser('refused.effect');
+    const created = await link(u.id);
+    await expect(
+      stepup.complete(
+        { token: created.token, password: PASSWORD, totpCode: await freshCode(u.secret) },
+        async () => {
+          throw new Forbidden('role.actor_not_admin', 'not an admin any more');
+        },
+      ),
+    ).rejects.toMatchObject({ code: 'role.actor_not_admin' });
+    const last = (await attempts(u.id)).filter((r) => r.action === 'stepup.attempt').at(-1);
+    expect(last).toMatchObject({
+      outcome: 'refused',
+      details: { reason: 'not_allowed', error: 'role.actor_not_admin' },
+    });
+    await expect(stepup.windowFor(u.id, 'approve')).resolves.toBeNull();
+  });
+
+  it('takes a subject long enough for a 2,000-character reason and refuses a longer one', async () => {
+    const u = await enrolledUser('long.subject');
+    const body = JSON.stringify({ hostname: 'web-01', reason: '"'.repeat(2000), at: { channelId: 'C1' } });
+    await expect(
+      stepup.createChallenge({ userId: u.id, purpose: 'session', subject: `session:${body}` }),
+    ).resolves.toMatchObject({ url: expect.stringContaining('/stepup/') });
+    await expect(
+      stepup.createChallenge({ userId: u.id, purpose: 'session', subject: 'x'.repeat(16_385) }),
+    ).rejects.toMatchObject({ code: 'stepup.invalid', message: expect.stringMatching(/too long/) });
   });
 
   it('refuses a used link', async () => {
@@ -340,7 +423,7 @@ describe.each(drivers)('step-up on %s', (driver) => {
         throw new Error('approval could not be recorded');
       }),
     ).rejects.toThrow(/could not be recorded/);
-    await expect(stepup.activeWindow(u.id)).resolves.toBeNull();
+    await expect(stepup.windowFor(u.id, 'approve')).resolves.toBeNull();
     await expect(stepup.inspectChallenge(created.token)).resolves.toMatchObject({ userId: u.id });
     const last = (await attempts(u.id)).filter((r) => r.action === 'stepup.attempt').at(-1);
     expect(last).toMatchObject({ outcome: 'failed', details: { reason: 'confirm_failed' } });

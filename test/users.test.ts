@@ -195,8 +195,31 @@ describe.each(drivers)('users, organisations and chat identities on %s', (driver
     });
   });
 
+  it('refuses a role change whose actor is not an enabled admin when it is applied, and audits it', async () => {
+    const demoted = await svc.createUser({ username: 'dora', displayName: 'Dora', password: PASSWORD });
+    const target = await svc.createUser({ username: 'kit', displayName: 'Kit', password: PASSWORD });
+    await svc.grantRole({ userId: demoted.id, role: 'admin' });
+    await svc.grantRole({ userId: target.id, role: 'approver' });
+    await svc.revokeRole({ userId: demoted.id, role: 'admin' });
+    for (const change of [
+      () => svc.grantRole({ actorId: demoted.id, userId: target.id, role: 'admin' }),
+      () => svc.revokeRole({ actorId: demoted.id, userId: target.id, role: 'approver' }),
+    ]) {
+      await expect(change()).rejects.toMatchObject({ code: 'role.actor_not_admin' });
+    }
+    expect((await svc.getUser(target.id)).roles).toEqual(['approver']);
+    const refused = (await audit.list({ actorId: demoted.id })).filter(
+      (r) => r.action === 'role.change_refused',
+    );
+    expect(refused.map((r) => [r.outcome, (r.details as { kind: string }).kind])).toEqual([
+      ['refused', 'revoke'],
+      ['refused', 'grant'],
+    ]);
+  });
+
   it('grants and revokes roles with audit records; granting twice is a no-op', async () => {
     const admin = await svc.createUser({ username: 'ivy.admin', displayName: 'Ivy', password: PASSWORD });
+    await svc.grantRole({ userId: admin.id, role: 'admin' }); // by the CLI: no actor
     const u = await svc.createUser({ username: 'jack', displayName: 'Jack', password: PASSWORD });
     const first = await svc.grantRole({ actorId: admin.id, userId: 'jack', role: 'approver' });
     expect(first).toMatchObject({ changed: true, user: { roles: ['approver'] } });

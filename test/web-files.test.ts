@@ -19,14 +19,29 @@ describe.each(drivers)('evidence downloads and session history on %s', (driver) 
   let f: WebFixture;
   let analyst: TestUser;
   let approverOnly: TestUser;
+  let otherTeam: TestUser;
   let evidenceId: string;
+  let otherTeamEvidenceId: string;
   const evidence = Buffer.from('MZ\x90\x00 pretend malware sample\n'.repeat(1000), 'latin1');
 
   beforeAll(async () => {
     f = await createWebFixture(driver);
     analyst = await f.makeUser('uma', { roles: ['active_response'] });
     approverOnly = await f.makeUser('vic', { roles: ['approver'] });
-    evidenceId = await f.storeEvidence('C:\\Users\\bob\\AppData\\evil "dropper".exe', evidence);
+    otherTeam = await f.makeUser('otto', { roles: ['active_response'] });
+    // uma's fetch, which vic did not approve; otto's own fetch is another team's evidence to her.
+    evidenceId = await f.storeEvidence(
+      'C:\\Users\\bob\\AppData\\evil "dropper".exe',
+      evidence,
+      'fetched',
+      await f.fetchRequest(analyst),
+    );
+    otherTeamEvidenceId = await f.storeEvidence(
+      '/home/eve/.ssh/id_ed25519',
+      Buffer.from('another team'),
+      'fetched',
+      await f.fetchRequest(otherTeam),
+    );
     const [seg] = await f.tdb.db
       .insert(segments)
       .values({ name: 'servers', activeResponseEnabled: true })
@@ -152,31 +167,104 @@ describe.each(drivers)('evidence downloads and session history on %s', (driver) 
     expect(res.statusCode).toBe(401);
   });
 
-  it('refuses a user without the Active Response role, and audits the refusal', async () => {
-    const { cookies } = await stepUp(approverOnly, 'download', evidenceId);
-    const res = await f.app.inject({ method: 'GET', url: `/files/${evidenceId}`, cookies });
-    expect(res.statusCode).toBe(403);
-    expect(res.body).toContain('Active Response role');
-    const refusals = await f.tdb.db
+  /** The refusals of `user`'s downloads, newest last. */
+  async function downloadRefusals(user: TestUser) {
+    return f.tdb.db
       .select()
       .from(auditLog)
-      .where(and(eq(auditLog.actorId, approverOnly.id), eq(auditLog.outcome, 'refused')));
-    expect(refusals.some((r) => r.action === 'file.download')).toBe(true);
+      .where(
+        and(
+          eq(auditLog.actorId, user.id),
+          eq(auditLog.action, 'file.download'),
+          eq(auditLog.outcome, 'refused'),
+        ),
+      )
+      .orderBy(auditLog.seq);
+  }
+
+  it('refuses someone who is neither its requester, its approver nor an in-house admin, and audits it', async () => {
+    for (const [who, file] of [
+      [approverOnly, evidenceId],
+      [otherTeam, evidenceId],
+      [analyst, otherTeamEvidenceId],
+    ] as const) {
+      // Even with a step-up made for that very file (a link someone else passed on, say).
+      const { cookies } = await stepUp(who, 'download', file);
+      const res = await f.app.inject({ method: 'GET', url: `/files/${file}`, cookies });
+      expect(res.statusCode).toBe(403);
+      expect(res.body).toContain('only its requester, its approvers and in-house admins');
+      expect((await downloadRefusals(who)).at(-1)).toMatchObject({
+        details: { reason: 'file.not_yours', fileId: file },
+      });
+    }
+  });
+
+  it('lets the approvers of its request and in-house admins download it', async () => {
+    const approver = await f.makeUser('wes', { roles: ['approver'] });
+    const admin = await f.makeUser('ada', { roles: ['admin'] });
+    const approvedId = await f.storeEvidence(
+      'sample.bin',
+      Buffer.from('approved sample'),
+      'fetched',
+      await f.fetchRequest(analyst, [approver]),
+    );
+    for (const [who, file] of [
+      [approver, approvedId],
+      [admin, approvedId],
+      [admin, otherTeamEvidenceId],
+    ] as const) {
+      const { cookies } = await stepUp(who, 'download', file);
+      const res = await f.app.inject({ method: 'GET', url: `/files/${file}`, cookies });
+      expect(res.statusCode).toBe(200);
+      expect(res.headers['content-type']).toBe('application/zip');
+    }
+  });
+
+  it('refuses another file, or a history window, where the window was for one download, and audits it', async () => {
+    // uma stepped up to read the history, then tries to open a file with that window.
+    const history = await stepUp(analyst, 'history', 'history');
+    const viaHistory = await f.app.inject({
+      method: 'GET',
+      url: `/files/${evidenceId}`,
+      cookies: history.cookies,
+    });
+    expect(viaHistory.statusCode).toBe(401);
+    expect(viaHistory.body).toContain('each confirmation opens only what it was for');
+    expect((await downloadRefusals(analyst)).at(-1)).toMatchObject({
+      details: { reason: 'stepup.wrong_purpose', windowPurpose: 'history' },
+    });
+    // A download window opens its own file only, even for an in-house admin who may read every file.
+    const admin = await f.makeUser('ian', { roles: ['admin'] });
+    const one = await stepUp(admin, 'download', evidenceId);
+    const other = await f.app.inject({
+      method: 'GET',
+      url: `/files/${otherTeamEvidenceId}`,
+      cookies: one.cookies,
+    });
+    expect(other.statusCode).toBe(401);
+    expect((await downloadRefusals(admin)).at(-1)).toMatchObject({
+      details: { reason: 'stepup.wrong_purpose', windowPurpose: 'download' },
+    });
   });
 
   it('answers unknown ids, non-ids and library files with not found', async () => {
-    const { cookies } = await stepUp(analyst, 'download', evidenceId);
+    const missing = '00000000-0000-4000-8000-00000000dead';
     const unknown = await f.app.inject({
       method: 'GET',
-      url: '/files/00000000-0000-4000-8000-00000000dead',
-      cookies,
+      url: `/files/${missing}`,
+      cookies: (await stepUp(analyst, 'download', missing)).cookies,
     });
     expect(unknown.statusCode).toBe(404);
+    const { cookies } = await stepUp(analyst, 'download', evidenceId);
     const notAnId = await f.app.inject({ method: 'GET', url: '/files/..%2F..%2Fsecret.key', cookies });
     expect(notAnId.statusCode).toBe(404);
     expect(notAnId.body).toContain('is not a file id');
     const libraryId = await f.storeEvidence('remediate.ps1', Buffer.from('Write-Host ok'), 'library');
-    const library = await f.app.inject({ method: 'GET', url: `/files/${libraryId}`, cookies });
+    const library = await f.app.inject({
+      method: 'GET',
+      url: `/files/${libraryId}`,
+      cookies: (await stepUp(analyst, 'download', libraryId)).cookies,
+    });
     expect(library.statusCode).toBe(404);
   });
 
@@ -190,10 +278,12 @@ describe.each(drivers)('evidence downloads and session history on %s', (driver) 
     expect(page.body).toContain('web-01');
     expect(page.body).toContain('db-01');
     expect(page.body).toContain('triage beacon');
-    expect(page.body).toContain('script.executed');
-    expect(page.body).toContain('cafe'.repeat(16));
-    expect(page.body).toContain('print(&quot;hello&quot;)');
     expect(page.body).not.toMatch(/<script/i);
+    const scripts = await f.app.inject({ method: 'GET', url: '/history?action=script.', cookies });
+    expect(scripts.body).toContain('script.executed');
+    expect(scripts.body).toContain('cafe'.repeat(16));
+    expect(scripts.body).toContain('print(&quot;hello&quot;)');
+    expect(scripts.body).not.toMatch(/<script/i);
     const viewed = await f.tdb.db.select().from(auditLog).where(eq(auditLog.action, 'history.viewed'));
     expect(viewed.length).toBeGreaterThan(0);
   });

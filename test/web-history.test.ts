@@ -3,7 +3,7 @@
 // with Older/Newer links that keep the filters, and filters by user, endpoint, request, kind and time.
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { actionRequests, auditLog, endpoints, segments } from '../db/schema.ts';
+import { actionRequests, auditLog, endpoints, segments, sessions } from '../db/schema.ts';
 import { WINDOW_COOKIE } from '../web-stepup/window-cookie.ts';
 import { drivers } from './helpers/db.ts';
 import {
@@ -245,5 +245,125 @@ describe.each(drivers)('session history on %s', (driver) => {
       filters: { endpoint: 'db-01', user: null, request: null, action: null },
       page: { before: 100, after: null },
     });
+  });
+});
+
+describe.each(drivers)('session history for an external organisation on %s', (driver) => {
+  let f: WebFixture;
+  let uma: TestUser;
+  let mel: TestUser;
+
+  /** The history window cookie of `user`, through the real step-up page. */
+  async function historyCookies(user: TestUser) {
+    f.clock.advance(30_000);
+    const token = await f.link(user, 'history', 'history');
+    const page = await f.app.inject({ method: 'GET', url: `/stepup/${token}` });
+    const { token: csrf, cookies: formCookies } = formState(page);
+    const res = await f.app.inject({
+      method: 'POST',
+      url: `/stepup/${token}`,
+      payload: new URLSearchParams({
+        _csrf: csrf!,
+        password: PASSWORD,
+        code: await codeAt(user.secret!, f.clock.now()),
+      }).toString(),
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      cookies: formCookies,
+    });
+    const cookie = res.cookies.find((c) => c.name === WINDOW_COOKIE)!;
+    return { [WINDOW_COOKIE]: cookie.value };
+  }
+
+  beforeAll(async () => {
+    f = await createWebFixture(driver);
+    uma = await f.makeUser('uma', { roles: ['active_response'] });
+    const admin = await f.makeUser('ada', { roles: ['admin'] });
+    mel = await f.makeUser('mel', { roles: ['active_response'], org: 'MDR Partner' });
+    const [seg] = await f.tdb.db
+      .insert(segments)
+      .values({ name: 'servers', activeResponseEnabled: true })
+      .returning();
+    const [web01] = await f.tdb.db
+      .insert(endpoints)
+      .values({ hostname: 'web-01', os: 'linux', segmentId: seg!.id })
+      .returning();
+    const inHouse = await f.fetchRequest(uma, [], 'R-INH0US');
+    const theirs = await f.fetchRequest(mel, [], 'R-MDR001');
+    const script = (body: string) => ({ name: 'triage', sha256: 'ab'.repeat(32), body });
+    await f.audit.append({
+      actorType: 'user',
+      actorId: uma.id,
+      action: 'request.created',
+      outcome: 'ok',
+      requestId: inHouse,
+      details: { ref: 'R-INH0US', action: 'run', script: script('print("in-house secret")') },
+    });
+    await f.audit.append({
+      actorType: 'agent',
+      actorId: web01!.id,
+      action: 'script.executed',
+      outcome: 'ok',
+      requestId: inHouse,
+      endpointId: web01!.id,
+      details: { payload: { scriptBody: 'print("in-house run")' } },
+    });
+    await f.audit.append({
+      actorType: 'user',
+      actorId: admin.id,
+      action: 'script.saved',
+      outcome: 'ok',
+      details: { name: 'triage', payload: 'print("library body")' },
+    });
+    await f.audit.append({
+      actorType: 'user',
+      actorId: mel.id,
+      action: 'request.created',
+      outcome: 'ok',
+      requestId: theirs,
+      details: { ref: 'R-MDR001', action: 'run', script: script('print("mdr own")') },
+    });
+    await f.tdb.db.insert(sessions).values([
+      { userId: uma.id, endpointId: web01!.id, reason: 'in-house triage', startedAt: f.clock.now() },
+      { userId: mel.id, endpointId: web01!.id, reason: 'mdr triage', startedAt: f.clock.now() },
+    ]);
+  });
+  afterAll(async () => {
+    await f.close();
+  });
+
+  it("shows an external organisation's user their own requests and sessions only, no other organisation's script bodies", async () => {
+    const cookies = await historyCookies(mel);
+    const page = await f.app.inject({ method: 'GET', url: '/history', cookies });
+    expect(page.statusCode).toBe(200);
+    expect(page.body).toContain('R-MDR001');
+    expect(page.body).toContain('print(&quot;mdr own&quot;)');
+    expect(page.body).toContain('mdr triage');
+    for (const hidden of ['R-INH0US', 'in-house secret', 'in-house run', 'library body', 'in-house triage']) {
+      expect(page.body).not.toContain(hidden);
+    }
+    const actors = rowsOf(page.body).map((r) => / UTC (\S+) /.exec(text(r.split('<details>')[0]!))?.[1]);
+    expect(actors.length).toBeGreaterThan(0);
+    expect(actors.every((a) => a === 'mel')).toBe(true);
+    // Naming the other organisation's request or user finds nothing, as if they did not exist.
+    const request = await f.app.inject({ method: 'GET', url: '/history?request=R-INH0US', cookies });
+    expect(request.statusCode).toBe(404);
+    const user = await f.app.inject({ method: 'GET', url: '/history?user=uma', cookies });
+    expect(user.statusCode).toBe(404);
+    const scripts = await f.app.inject({ method: 'GET', url: '/history?action=script.', cookies });
+    expect(scripts.body).not.toContain('print(');
+  });
+
+  it('shows in-house people every organisation', async () => {
+    const cookies = await historyCookies(uma);
+    const page = await f.app.inject({ method: 'GET', url: '/history', cookies });
+    for (const shown of [
+      'R-INH0US',
+      'R-MDR001',
+      'in-house secret',
+      'print(&quot;mdr own&quot;)',
+      'mdr triage',
+    ]) {
+      expect(page.body).toContain(shown);
+    }
   });
 });

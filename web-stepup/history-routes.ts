@@ -1,12 +1,15 @@
 // GET /history — Active Response sessions and audit records, filterable by user, endpoint, request, kind of
 // event and time, 50 records a page by keyset (`before`/`after` a record's seq, so a page stays put while
-// new records arrive). Only for Active Response users with a live step-up window cookie (the bot's history
-// link is a step-up link with purpose 'history'). Every view is audited with its filters.
+// new records arrive). Only for Active Response users with a live step-up window cookie opened for the
+// history (the bot's history link is a step-up link with purpose 'history'). A member of an external
+// organisation sees their own organisation's requests, sessions and users only (audit-scope.ts). Every view
+// is audited with its filters.
 import { and, desc, eq, gte, inArray, lte, type SQL } from 'drizzle-orm';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import type { AuditQuery, AuditRecord } from '../bot/audit/audit-service.ts';
 import { describeZodIssues } from '../bot/errors.ts';
+import { visibleOrgOf } from '../bot/requests/request-access.ts';
 import { actionRequests, endpoints, sessions, users } from '../db/schema.ts';
 import { requireResponder } from './file-routes.ts';
 import {
@@ -110,8 +113,14 @@ export function registerHistoryRoutes(app: FastifyInstance, deps: StepUpPagesDep
   }
 
   app.get('/history', async (req, reply) => {
-    const session = await requireResponder(req, reply, deps, { action: 'history.view', help: HISTORY_HELP });
+    const session = await requireResponder(req, reply, deps, {
+      action: 'history.view',
+      help: HISTORY_HELP,
+      purpose: 'history',
+    });
     if (!('user' in session)) return session;
+    // Undefined for in-house people: they see every organisation's activity.
+    const org = visibleOrgOf(session.user);
     const filters = echoFilters(req.query);
     const base = {
       viewer: session.user,
@@ -133,7 +142,11 @@ export function registerHistoryRoutes(app: FastifyInstance, deps: StepUpPagesDep
     let endpointId: string | undefined;
     let requestId: string | undefined;
     if (q.user) {
-      const [u] = await db.select({ id: users.id }).from(users).where(eq(users.username, q.user)).limit(1);
+      const [u] = await db
+        .select({ id: users.id })
+        .from(users)
+        .where(and(eq(users.username, q.user), org ? eq(users.orgId, org) : undefined))
+        .limit(1);
       if (!u) return refuse(404, `No user is named "${q.user}".`);
       userId = u.id;
     }
@@ -150,7 +163,8 @@ export function registerHistoryRoutes(app: FastifyInstance, deps: StepUpPagesDep
       const [r] = await db
         .select({ id: actionRequests.id })
         .from(actionRequests)
-        .where(eq(actionRequests.ref, q.request))
+        .innerJoin(users, eq(users.id, actionRequests.requesterId))
+        .where(and(eq(actionRequests.ref, q.request), org ? eq(users.orgId, org) : undefined))
         .limit(1);
       if (!r) return refuse(404, `No request is named "${q.request}".`);
       requestId = r.id;
@@ -163,6 +177,7 @@ export function registerHistoryRoutes(app: FastifyInstance, deps: StepUpPagesDep
       actionPrefix: q.action,
       from: q.from,
       to: q.to,
+      visibleToOrg: org,
     };
     const page = await loadPage(filter, q, filters);
     const names = await namesFor(page.records);
@@ -172,6 +187,7 @@ export function registerHistoryRoutes(app: FastifyInstance, deps: StepUpPagesDep
     if (!page.paged && !q.request && !q.action) {
       const where: SQL[] = [];
       if (userId) where.push(eq(sessions.userId, userId));
+      if (org) where.push(eq(users.orgId, org));
       if (endpointId) where.push(eq(sessions.endpointId, endpointId));
       if (q.from) where.push(gte(sessions.startedAt, q.from));
       if (q.to) where.push(lte(sessions.startedAt, q.to));

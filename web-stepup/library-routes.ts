@@ -7,11 +7,12 @@ import multipart from '@fastify/multipart';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { isAppError } from '../bot/errors.ts';
 import { requireLibraryEditor } from '../bot/library/file-library.ts';
+import { requireWindow } from './file-routes.ts';
 import { sendPage } from './page-reply.ts';
 import { attemptSource } from './stepup-routes.ts';
 import { libraryUploadDonePage, libraryUploadPage, noticePage } from './views.ts';
 import type { StepUpPagesDeps } from './web-types.ts';
-import { readWindowCookie, type WindowSession } from './window-cookie.ts';
+import type { WindowSession } from './window-cookie.ts';
 
 const HOW_TO_GET_A_LINK =
   'Type "upload" to the bot in chat: it sends you a link to a step-up page, and after your password and code this page opens.';
@@ -23,18 +24,13 @@ export function registerLibraryRoutes(app: FastifyInstance, deps: StepUpPagesDep
   const maxBytes = deps.config.maxLibraryFileBytes;
 
   async function editor(req: FastifyRequest, reply: FastifyReply): Promise<WindowSession | FastifyReply> {
-    const session = await readWindowCookie(req, deps);
-    if (!session) {
-      return sendPage(
-        reply,
-        401,
-        noticePage(
-          'Confirm who you are first',
-          'Your confirmation has expired or is missing.',
-          HOW_TO_GET_A_LINK,
-        ),
-      );
-    }
+    // Only a step-up made for the upload page opens it (a history or download window does not).
+    const session = await requireWindow(req, reply, deps, {
+      action: 'library.file_added',
+      help: HOW_TO_GET_A_LINK,
+      purpose: 'upload',
+    });
+    if (!('user' in session)) return session;
     try {
       requireLibraryEditor(session.user);
     } catch (err) {
@@ -56,7 +52,9 @@ export function registerLibraryRoutes(app: FastifyInstance, deps: StepUpPagesDep
 
   app.register(async (scope) => {
     await scope.register(multipart, {
-      limits: { fileSize: maxBytes, files: 1, fields: 4, fieldSize: FIELD_BYTES, parts: 5 },
+      // One byte over the cap, so the library's own count sees the file is too large and refuses it
+      // whole, rather than the parser quietly cutting it at the cap.
+      limits: { fileSize: maxBytes + 1, files: 1, fields: 4, fieldSize: FIELD_BYTES, parts: 5 },
     });
 
     scope.get('/library/upload', async (req, reply) => {
@@ -111,7 +109,8 @@ export function registerLibraryRoutes(app: FastifyInstance, deps: StepUpPagesDep
           );
         } catch (err) {
           part.file.resume();
-          if (isAppError(err)) return form(reply, err.status, err.message);
+          if (isAppError(err))
+            return form(reply, err.code === 'library.too_large' ? 413 : err.status, err.message);
           const e = err as { code?: string };
           if (e.code === 'FST_REQ_FILE_TOO_LARGE') {
             return form(

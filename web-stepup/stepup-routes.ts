@@ -126,15 +126,13 @@ export function registerStepUpRoutes(
       }
 
       // Downloads and history are browser destinations: carry the fresh window over in a cookie and go there.
-      const { purpose, subject, userId } = outcome.challenge;
+      const { purpose, subject } = outcome.challenge;
       if (purpose === 'download' || purpose === 'history' || purpose === 'upload') {
-        const window = await deps.stepup.activeWindow(userId);
-        if (window) {
-          setWindowCookie(reply, window, deps.clock.now(), deps.config.secureCookies);
-          if (purpose === 'history') return reply.redirect('/history', 303);
-          if (purpose === 'upload') return reply.redirect('/library/upload', 303);
-          return sendPage(reply, 200, downloadStartPage(outcome, `/files/${encodeURIComponent(subject)}`));
-        }
+        // The window this step-up opened, bound to its purpose and subject: never another live one.
+        setWindowCookie(reply, outcome.window, deps.clock.now(), deps.config.secureCookies);
+        if (purpose === 'history') return reply.redirect('/history', 303);
+        if (purpose === 'upload') return reply.redirect('/library/upload', 303);
+        return sendPage(reply, 200, downloadStartPage(outcome, `/files/${encodeURIComponent(subject)}`));
       }
       return sendPage(reply, 200, stepUpDonePage(outcome));
     },

@@ -41,6 +41,7 @@ const PURPOSE_TITLES: Record<StepUpPurpose, string> = {
   download: 'Download evidence',
   history: 'Open session history',
   upload: 'Add a file to the library',
+  cancel: 'Cancel a dispatched request',
   enrol_totp: 'Set up two-factor authentication',
 };
 

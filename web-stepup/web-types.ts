@@ -36,7 +36,6 @@ export interface StepUpPagesDeps {
     | 'verifyEnrolmentPassword'
     | 'startTotpEnrolment'
     | 'confirmTotpEnrolment'
-    | 'activeWindow'
     | 'windowById'
   >;
   users: Pick<UserService, 'getUser'>;

@@ -8,6 +8,7 @@ import { auditLog } from '../../db/schema.ts';
 import { type Json, jsonbSafe } from '../canonical-json.ts';
 import type { Clock } from '../ports.ts';
 import { GENESIS_HASH, hashKind, hashRecord, newWalkState, verifyChunk } from './audit-chain.ts';
+import { orgScope } from './audit-scope.ts';
 import { type CheckpointAnchors, type VerifyResult, verifyAuditChain } from './audit-verify.ts';
 
 const AUDIT_LOCK_KEY = 7_261_002;
@@ -40,6 +41,8 @@ export interface AuditQuery {
   afterSeq?: number;
   /** Records before this seq, newest first (keyset paging backwards). */
   beforeSeq?: number;
+  /** Only records a member of this organisation may read (audit-scope.ts); unset: every record. */
+  visibleToOrg?: string;
   limit?: number;
 }
 
@@ -112,6 +115,7 @@ export function createAuditService(deps: { db: Db; clock: Clock; chainKey: Buffe
       if (q.to) where.push(lte(auditLog.at, q.to));
       if (q.afterSeq !== undefined) where.push(gt(auditLog.seq, q.afterSeq));
       if (q.beforeSeq !== undefined) where.push(lt(auditLog.seq, q.beforeSeq));
+      if (q.visibleToOrg) where.push(orgScope(q.visibleToOrg));
       return db
         .select()
         .from(auditLog)

@@ -1,11 +1,13 @@
-// Requests and decisions: create a request, post and update its card, record approvals and denials, and
-// send the step-up link when a person needs to confirm who they are first.
+// Requests and decisions: create a request, post and update its card, record approvals and denials, cancel,
+// and send the step-up link when a person needs to confirm who they are first. Approving and cancelling after
+// dispatch each need a step-up bound to that very decision; no other window stands in for it.
 import type { BotDeps } from '../bot-service.ts';
 import type { DecisionInput } from '../bot-types.ts';
 import type { Command } from '../commands/command-types.ts';
-import { Conflict, StepUpRequired } from '../errors.ts';
+import { Conflict, isAppError, StepUpRequired } from '../errors.ts';
 import type { ChatContext, RequestView } from '../ports.ts';
 import { describeAction, plural } from '../render/summary.ts';
+import { bindTo, encodeSubject, locationOf, REQUESTER_PURPOSES } from '../stepup/stepup-binding.ts';
 import type { ResolvedUser } from '../users/user-types.ts';
 import { cardRefOf } from './chat-ref.ts';
 
@@ -69,13 +71,29 @@ export function createActionHandlers(deps: BotDeps) {
     }
   }
 
+  /** Updates the card and its thread after a cancel, and tells the person who cancelled. */
+  async function announceCancel(
+    ctx: ChatContext,
+    user: ResolvedUser,
+    target: string,
+    result: { request?: RequestView; cancelledDeliveries: number },
+  ) {
+    const withdrawn = plural(result.cancelledDeliveries, 'queued delivery', 'queued deliveries');
+    const ref = result.request ? await cardRefOf(deps.db, result.request.id) : null;
+    if (ref && result.request) {
+      await chat.updateRequestCard(ref, result.request);
+      await chat.replyInThread(ref, `Cancelled by ${user.displayName}: ${withdrawn} withdrawn.`);
+    }
+    await chat.reply(ctx, `Cancelled ${target}: ${withdrawn} withdrawn.`);
+  }
+
   return {
     publish,
     announceDecision,
     announceThenWake,
 
     async request(ctx: ChatContext, user: ResolvedUser, cmd: Command): Promise<void> {
-      const window = await stepup.activeWindow(user.id);
+      const window = await stepup.windowFor(user.id, REQUESTER_PURPOSES);
       const res = await requests.createRequest(user, cmd, ctx, { requesterStepUpValid: Boolean(window) });
       const view = res.request;
       if (res.needsRequesterStepUp) {
@@ -115,7 +133,9 @@ export function createActionHandlers(deps: BotDeps) {
           inHouseApprovalRequired: view.inHouseApprovalRequired,
           approvals: [],
         });
-        const window = await stepup.activeWindow(user.id);
+        // Only a step-up for this request at this digest approves it: one opened to read the history, or to
+        // approve another request, does not.
+        const window = await stepup.windowFor(user.id, 'approve', bindTo.request(view.id, view.digest));
         if (!window) {
           const link = await stepup.createChallenge({
             userId: user.id,
@@ -159,12 +179,45 @@ export function createActionHandlers(deps: BotDeps) {
       await announceDecision(res.request, user, 'deny', input.reason);
     },
 
+    announceCancel,
+
+    /**
+     * Cancel: the requester, the request's approvers or an in-house admin, with MFA. Before dispatch it
+     * happens at once; after dispatch the person gets a step-up link bound to this cancel, and completing it
+     * carries the cancel out.
+     */
     async cancel(
       ctx: ChatContext,
       user: ResolvedUser,
       cmd: Extract<Command, { kind: 'cancel' }>,
     ): Promise<void> {
-      const result = await requests.cancel(cmd.target, user);
+      const plan = await requests.prepareCancel(cmd.target, user);
+      const link = async () => {
+        const created = await stepup.createChallenge({
+          userId: user.id,
+          purpose: 'cancel',
+          subject: encodeSubject('cancel', {
+            requestId: plan.requestId,
+            deliveryId: plan.deliveryId,
+            target: cmd.target,
+            at: locationOf(ctx),
+          }),
+          requestId: plan.requestId,
+        });
+        return new StepUpRequired(
+          `${plan.ref} is already dispatched, so cancelling ${cmd.target} needs a fresh step-up. The page shows what it withdraws.`,
+          created.url,
+        );
+      };
+      if (plan.stepUpRequired) throw await link();
+      let result: Awaited<ReturnType<typeof requests.cancel>>;
+      try {
+        result = await requests.cancel(cmd.target, user);
+      } catch (err) {
+        // Dispatched between the check and the cancel: it needs the step-up after all.
+        if (isAppError(err) && err.code === 'cancel.stepup_required') throw await link();
+        throw err;
+      }
       await audit.append({
         actorType: 'user',
         actorId: user.id,
@@ -173,18 +226,7 @@ export function createActionHandlers(deps: BotDeps) {
         requestId: result.request?.id ?? null,
         details: { target: cmd.target, cancelledDeliveries: result.cancelledDeliveries },
       });
-      const ref = result.request ? await cardRefOf(deps.db, result.request.id) : null;
-      if (ref && result.request) {
-        await chat.updateRequestCard(ref, result.request);
-        await chat.replyInThread(
-          ref,
-          `Cancelled by ${user.displayName}: ${plural(result.cancelledDeliveries, 'queued delivery', 'queued deliveries')} withdrawn.`,
-        );
-      }
-      await chat.reply(
-        ctx,
-        `Cancelled ${cmd.target}: ${plural(result.cancelledDeliveries, 'queued delivery', 'queued deliveries')} withdrawn.`,
-      );
+      await announceCancel(ctx, user, cmd.target, result);
     },
   };
 }

@@ -1,50 +1,25 @@
 // Everything in chat that changes who may do what, or opens access: help, role changes, sessions and
-// download links.
+// download links. Each needs a step-up opened for that purpose; role changes one bound to the very change.
 import { and, desc, eq } from 'drizzle-orm';
-import { type endpoints, files, segments } from '../../db/schema.ts';
+import { files } from '../../db/schema.ts';
 import type { BotDeps } from '../bot-service.ts';
 import { helpText } from '../commands/command-parser.ts';
 import type { Command } from '../commands/command-types.ts';
 import { Forbidden, NotFound, StepUpRequired } from '../errors.ts';
 import type { ChatContext } from '../ports.ts';
+import { evidenceWithParties } from '../requests/request-access.ts';
+import { isUuid } from '../requests/request-dal.ts';
+import { bindTo, encodeSubject, locationOf, REQUESTER_PURPOSES } from '../stepup/stepup-binding.ts';
 import { requireRole } from '../users/user-service.ts';
 import type { ResolvedUser } from '../users/user-types.ts';
 import { announceSession } from './session-thread.ts';
-import { type ChatLocation, encodeSubject } from './stepup-handlers.ts';
 
 type Cmd<K extends Command['kind']> = Extract<Command, { kind: K }>;
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const SHA256 = /^[0-9a-f]{64}$/;
 
-function locationOf(ctx: ChatContext): ChatLocation {
-  return {
-    platform: ctx.identity.platform,
-    tenantId: ctx.identity.tenantId,
-    chatUserId: ctx.identity.chatUserId,
-    channelId: ctx.channelId,
-    threadId: ctx.threadId,
-  };
-}
-
 export function createAdminHandlers(deps: BotDeps) {
-  const { chat, db, users, stepup, policy } = deps;
-
-  /** A session needs the endpoint in a segment with Active Response on, and a certificate not revoked. */
-  async function requireSessionTarget(ep: typeof endpoints.$inferSelect) {
-    const [seg] = await db.select().from(segments).where(eq(segments.id, ep.segmentId));
-    if (ep.revokedAt)
-      throw new Forbidden(
-        'session.endpoint_revoked',
-        `${ep.hostname}'s certificate is revoked; re-enrol it first.`,
-      );
-    if (!seg?.activeResponseEnabled) {
-      throw new Forbidden(
-        'policy.segment_disabled',
-        `${ep.hostname} is in segment ${seg?.name ?? '?'}, which does not have Active Response enabled.`,
-      );
-    }
-  }
+  const { chat, db, users, stepup, policy, audit } = deps;
 
   return {
     async help(ctx: ChatContext, cmd: Cmd<'help'>) {
@@ -64,7 +39,13 @@ export function createAdminHandlers(deps: BotDeps) {
     async changeRole(ctx: ChatContext, actor: ResolvedUser, cmd: Cmd<'grant'> | Cmd<'revoke'>) {
       requireRole(actor, 'admin');
       const target = await users.getUser(cmd.username);
-      const window = await stepup.activeWindow(actor.id);
+      // Only a step-up for this very change counts (a window opened to read the history does not); the role
+      // service re-checks, when it applies the change, that the actor is still an admin.
+      const window = await stepup.windowFor(
+        actor.id,
+        'grant',
+        bindTo.roleChange(cmd.kind, target.id, cmd.role),
+      );
       const change = { actorId: actor.id, userId: target.id, role: cmd.role };
       if (!window) {
         const link = await stepup.createChallenge({
@@ -97,14 +78,18 @@ export function createAdminHandlers(deps: BotDeps) {
         await chat.reply(ctx, `Active Response session with ${cmd.host} stopped by ${user.displayName}.`);
         return;
       }
-      const ep = await deps.sessions.findEndpoint(cmd.host);
-      await requireSessionTarget(ep);
-      const window = await stepup.activeWindow(user.id);
+      const ep = await deps.sessions.sessionTarget(cmd.host);
+      const window = await stepup.windowFor(user.id, REQUESTER_PURPOSES);
       if (!window) {
         const link = await stepup.createChallenge({
           userId: user.id,
           purpose: 'session',
-          subject: encodeSubject('session', { hostname: ep.hostname, at: locationOf(ctx) }),
+          subject: encodeSubject('session', {
+            hostname: ep.hostname,
+            reason: cmd.reason,
+            caseId: cmd.caseId,
+            at: locationOf(ctx),
+          }),
         });
         throw new StepUpRequired(`Opening a session with ${ep.hostname} needs a fresh step-up.`, link.url);
       }
@@ -112,30 +97,57 @@ export function createAdminHandlers(deps: BotDeps) {
         userId: user.id,
         hostname: ep.hostname,
         stepUpWindowId: window.id,
+        reason: cmd.reason,
+        caseId: cmd.caseId,
         chat: { platform: ctx.identity.platform, channelId: ctx.channelId, threadId: ctx.threadId },
       });
       await announceSession(deps, ctx, session.id, ep.hostname, user.displayName);
     },
 
+    /**
+     * A download link for one evidence file, only for the people it belongs to: its request's requester and
+     * approvers, and in-house admins. The page checks again on every download; a refusal is audited.
+     */
     async download(ctx: ChatContext, user: ResolvedUser, cmd: Cmd<'download'>) {
-      policy.requireRequester(user);
       // By id, or by SHA-256 (the newest evidence with those bytes); only fetched evidence is downloadable.
       const ref = cmd.fileRef.toLowerCase();
-      const by = UUID.test(ref) ? eq(files.id, ref) : SHA256.test(ref) ? eq(files.sha256, ref) : undefined;
-      const [file] = by
+      const [bySha] = SHA256.test(ref)
         ? await db
-            .select()
+            .select({ id: files.id })
             .from(files)
-            .where(and(by, eq(files.kind, 'fetched')))
+            .where(and(eq(files.sha256, ref), eq(files.kind, 'fetched')))
             .orderBy(desc(files.createdAt))
             .limit(1)
         : [];
-      if (!file)
+      const fileId = isUuid(ref) ? ref : bySha?.id;
+      const found = fileId ? await evidenceWithParties(db, fileId) : undefined;
+      if (!found)
         throw new NotFound(
           'file.not_found',
           `No fetched file with id or SHA-256 "${cmd.fileRef.slice(0, 64)}". Copy the id from the fetch result in the thread.`,
         );
-      const link = await stepup.createChallenge({ userId: user.id, purpose: 'download', subject: file.id });
+      const { file, parties } = found;
+      try {
+        policy.canDownloadEvidence(user, parties);
+      } catch (err) {
+        if (err instanceof Forbidden) {
+          await audit.append({
+            actorType: 'user',
+            actorId: user.id,
+            action: 'file.download',
+            outcome: 'refused',
+            requestId: file.requestId,
+            endpointId: file.endpointId,
+            details: { reason: err.code, fileId: file.id, via: 'chat' },
+          });
+        }
+        throw err;
+      }
+      const link = await stepup.createChallenge({
+        userId: user.id,
+        purpose: 'download',
+        subject: bindTo.file(file.id),
+      });
       await chat.notifyPrivately(
         ctx,
         `Download ${file.name} (${file.size} bytes, sha256 ${file.sha256}) as a zip with password "infected": ${link.url}`,

@@ -1,5 +1,6 @@
 // Reading what happened, in chat: `status` (a request with every fact and each endpoint's state), `queue`
 // (an endpoint's pending deliveries), `audit` (recent records in words) and `history` (a link to the page).
+// A member of an external organisation reads only their own organisation's requests and records.
 import { and, asc, eq, inArray } from 'drizzle-orm';
 import { actionRequests, deliveries, endpoints, users } from '../../db/schema.ts';
 import type { AuditRecord } from '../audit/audit-service.ts';
@@ -9,6 +10,7 @@ import { REF_PATTERN } from '../commands/command-types.ts';
 import { NotFound } from '../errors.ts';
 import type { ChatContext } from '../ports.ts';
 import { describeAction, formatProgress, plural, requestFacts } from '../render/summary.ts';
+import { requireVisibleRequest, visibleOrgOf } from '../requests/request-access.ts';
 import type { ResolvedUser } from '../users/user-types.ts';
 
 type Cmd<K extends Command['kind']> = Extract<Command, { kind: K }>;
@@ -49,6 +51,7 @@ export function createInspectHandlers(deps: BotDeps) {
       policy.requireRequester(user);
       if (cmd.ref) {
         const v = await requests.getView(cmd.ref);
+        await requireVisibleRequest(db, user, v);
         const lines = [`${v.ref}: ${describeAction(v)} — ${v.state.replace('_', ' ')}`];
         for (const f of requestFacts(v, 20)) {
           if (f.label === 'Action') continue;
@@ -90,6 +93,7 @@ export function createInspectHandlers(deps: BotDeps) {
       policy.requireRequester(user);
       const [ep] = await db.select().from(endpoints).where(eq(endpoints.hostname, cmd.host.toLowerCase()));
       if (!ep) throw new NotFound('queue.unknown_endpoint', `No endpoint called "${cmd.host}" is enrolled.`);
+      const org = visibleOrgOf(user);
       const rows = await db
         .select({
           id: deliveries.id,
@@ -100,10 +104,12 @@ export function createInspectHandlers(deps: BotDeps) {
         })
         .from(deliveries)
         .innerJoin(actionRequests, eq(actionRequests.id, deliveries.requestId))
+        .innerJoin(users, eq(users.id, actionRequests.requesterId))
         .where(
           and(
             eq(deliveries.endpointId, ep.id),
             inArray(deliveries.state, ['queued', 'sent', 'acknowledged']),
+            org ? eq(users.orgId, org) : undefined,
           ),
         )
         .orderBy(asc(deliveries.seq))
@@ -127,30 +133,33 @@ export function createInspectHandlers(deps: BotDeps) {
     },
 
     async audit(ctx: ChatContext, user: ResolvedUser, cmd: Cmd<'audit'>) {
-      // Reading the audit log needs the Active Response role.
+      // Reading the audit log needs the Active Response role; an external organisation's people read only
+      // the records of their own organisation's requests and users.
       policy.requireRequester(user);
+      const org = visibleOrgOf(user);
       let label = 'everything';
       let records: AuditRecord[];
       const subject = cmd.subject;
-      if (!subject) records = await audit.list({ limit: 20 });
+      if (!subject) records = await audit.list({ limit: 20, visibleToOrg: org });
       else if (REF_PATTERN.test(subject.toUpperCase())) {
         const v = await requests.getView(subject.toUpperCase());
+        await requireVisibleRequest(db, user, v);
         label = v.ref;
-        records = await audit.list({ requestId: v.id, limit: 50 });
+        records = await audit.list({ requestId: v.id, limit: 50, visibleToOrg: org });
       } else {
         const [ep] = await db.select().from(endpoints).where(eq(endpoints.hostname, subject.toLowerCase()));
+        const u = ep ? null : await userService.getUser(subject).catch(() => null);
         if (ep) {
           label = ep.reportedHostname ?? ep.hostname;
-          records = await audit.listForSubject({ endpointId: ep.id }, 20);
-        } else {
-          const u = await userService.getUser(subject).catch(() => null);
-          if (!u)
-            throw new NotFound(
-              'audit.unknown_subject',
-              `"${subject}" is neither an enrolled endpoint, a user nor a request ref (R-XXXXXX).`,
-            );
+          records = await audit.list({ endpointId: ep.id, limit: 20, visibleToOrg: org });
+        } else if (u && (!org || u.orgId === org)) {
           label = u.username;
-          records = await audit.listForSubject({ userId: u.id }, 20);
+          records = await audit.list({ actorId: u.id, limit: 20, visibleToOrg: org });
+        } else {
+          throw new NotFound(
+            'audit.unknown_subject',
+            `"${subject}" is neither an enrolled endpoint, a user nor a request ref (R-XXXXXX).`,
+          );
         }
       }
       await audit.append({

@@ -1,48 +1,22 @@
-// What happens when a person completes a step-up: the approval, confirmation, role change or session the
-// link was for is carried out in the same transaction that consumes the link and opens the window, and chat
-// hears about it after the commit.
+// What happens when a person completes a step-up: the approval, confirmation, role change, session or cancel
+// the link was for is carried out in the same transaction that consumes the link and opens the window, and
+// chat hears about it after the commit. Who the person is (their roles, their organisation) is read inside
+// that transaction too: a link carries out only what its owner may still do when they use it.
 import type { BotDeps } from '../bot-service.ts';
 import type { StepUpOutcome, StepUpPageView } from '../bot-types.ts';
-import { BadRequest } from '../errors.ts';
-import type { ChatContext, RequestView } from '../ports.ts';
+import type { RequestView } from '../ports.ts';
 import { describeAction } from '../render/summary.ts';
+import {
+  type CancelSubject,
+  contextFromLocation,
+  decodeSubject,
+  type RoleChangeSubject,
+  type SessionSubject,
+} from '../stepup/stepup-binding.ts';
 import type { ChallengeView, StepUpAttempt } from '../stepup/stepup-types.ts';
 import type { ActionHandlers } from './action-handlers.ts';
 import { requestContextOf } from './chat-ref.ts';
 import { announceSession } from './session-thread.ts';
-
-/** Subjects of role and session challenges carry where to answer, so the page's completion can reply in chat. */
-export interface ChatLocation {
-  platform: ChatContext['identity']['platform'];
-  tenantId: string;
-  chatUserId: string;
-  channelId: string;
-  threadId?: string;
-}
-
-export function encodeSubject(kind: 'grant' | 'revoke' | 'session', body: Record<string, unknown>): string {
-  return `${kind}:${JSON.stringify(body)}`;
-}
-
-export function decodeSubject<T>(subject: string): { kind: string; body: T } {
-  const i = subject.indexOf(':');
-  try {
-    return { kind: subject.slice(0, i), body: JSON.parse(subject.slice(i + 1)) as T };
-  } catch {
-    throw new BadRequest(
-      'stepup.bad_subject',
-      'This link does not describe anything this platform can carry out.',
-    );
-  }
-}
-
-export function contextFromLocation(loc: ChatLocation): ChatContext {
-  return {
-    identity: { platform: loc.platform, tenantId: loc.tenantId, chatUserId: loc.chatUserId },
-    channelId: loc.channelId,
-    threadId: loc.threadId,
-  };
-}
 
 function summarise(ch: ChallengeView, request?: RequestView): string {
   switch (ch.purpose) {
@@ -57,8 +31,15 @@ function summarise(ch: ChallengeView, request?: RequestView): string {
       return `${kind === 'revoke' ? 'Revoke' : 'Grant'} the ${body.role} role ${kind === 'revoke' ? 'from' : 'to'} ${body.username}`;
     }
     case 'session': {
-      const { body } = decodeSubject<{ hostname: string }>(ch.subject);
-      return `Start an Active Response session with ${body.hostname}`;
+      const { body } = decodeSubject<SessionSubject>(ch.subject);
+      return `Start an Active Response session with ${body.hostname}${body.reason ? ` (${body.reason})` : ''}`;
+    }
+    case 'cancel': {
+      const { body } = decodeSubject<CancelSubject>(ch.subject);
+      const what = body.deliveryId ? `delivery ${body.deliveryId} of ` : '';
+      return request
+        ? `Cancel ${what}${request.ref}: ${describeAction(request)}, already dispatched`
+        : `Cancel ${body.target}`;
     }
     case 'download':
       return 'Download a fetched evidence file';
@@ -86,24 +67,17 @@ export async function runConfirmedStepUp(
   let message = 'Confirmed. You can return to the chat.';
   let request: RequestView | undefined;
 
-  // Read what the callback needs before the transaction opens: on PGlite a query outside the open
-  // transaction would wait for it forever. `complete` re-checks the link under a row lock.
-  const pending = await deps.stepup.inspectChallenge(attempt.token).catch(() => null);
-  const approver = pending?.purpose === 'approve' ? await deps.users.getUser(pending.userId) : undefined;
-
   const done = await deps.stepup.complete(attempt, async (challenge, window, tx) => {
+    // The person as they are now, read in this transaction (`complete` holds their user row locked): a role
+    // taken away since the link was sent is gone here too, and each step below re-checks it.
+    const actor = await deps.users.getUser(challenge.userId, tx);
     switch (challenge.purpose) {
       case 'approve': {
-        if (!approver || approver.id !== challenge.userId)
-          throw new BadRequest(
-            'stepup.bad_subject',
-            'This link changed while it was being used; ask for a new one.',
-          );
         const decision = attempt.decision ?? 'approve';
         const res = await deps.requests.decide(
           {
             requestId: challenge.requestId!,
-            approver,
+            approver: actor,
             decision,
             reason: decision === 'deny' ? attempt.reason : undefined,
             digest: challenge.subject,
@@ -118,15 +92,16 @@ export async function runConfirmedStepUp(
           : `You had already ${done} ${res.request.ref}.`;
         after = async () => {
           if (decision === 'approve' && res.changed)
-            await actions.announceThenWake(res.request, approver, res.dispatchedEndpointIds);
+            await actions.announceThenWake(res.request, actor, res.dispatchedEndpointIds);
           else {
             if (res.dispatchedEndpointIds?.length) await deps.dispatcher.wake(res.dispatchedEndpointIds);
-            if (res.changed) await actions.announceDecision(res.request, approver, decision, attempt.reason);
+            if (res.changed) await actions.announceDecision(res.request, actor, decision, attempt.reason);
           }
         };
         return;
       }
       case 'confirm': {
+        deps.policy.requireRequester(actor);
         const res = await deps.requests.confirmRequester(
           challenge.requestId!,
           challenge.userId,
@@ -143,13 +118,9 @@ export async function runConfirmedStepUp(
         return;
       }
       case 'grant': {
-        const { kind, body } = decodeSubject<{
-          userId: string;
-          username: string;
-          role: string;
-          at: ChatLocation;
-        }>(challenge.subject);
-        const change = { actorId: challenge.userId, userId: body.userId, role: body.role as never };
+        const { kind, body } = decodeSubject<RoleChangeSubject>(challenge.subject);
+        // The role service checks, under its locks, that the actor is still an admin.
+        const change = { actorId: actor.id, userId: body.userId, role: body.role as never };
         if (kind === 'revoke') await deps.users.revokeRole(change, tx);
         else await deps.users.grantRole(change, tx);
         message = `${kind === 'revoke' ? 'Revoked' : 'Granted'} ${body.role} ${kind === 'revoke' ? 'from' : 'to'} ${body.username}.`;
@@ -157,12 +128,15 @@ export async function runConfirmedStepUp(
         return;
       }
       case 'session': {
-        const { body } = decodeSubject<{ hostname: string; at: ChatLocation }>(challenge.subject);
+        const { body } = decodeSubject<SessionSubject>(challenge.subject);
+        deps.policy.requireRequester(actor);
         const session = await deps.sessions.open(
           {
-            userId: challenge.userId,
+            userId: actor.id,
             hostname: body.hostname,
             stepUpWindowId: window.id,
+            reason: body.reason,
+            caseId: body.caseId,
             chat: { platform: body.at.platform, channelId: body.at.channelId, threadId: body.at.threadId },
           },
           tx,
@@ -176,6 +150,19 @@ export async function runConfirmedStepUp(
             session.hostname,
             challenge.displayName,
           );
+        return;
+      }
+      case 'cancel': {
+        const { body } = decodeSubject<CancelSubject>(challenge.subject);
+        const res = await deps.requests.cancel(
+          body.deliveryId ?? body.requestId,
+          actor,
+          { stepUpWindowId: window.id },
+          tx,
+        );
+        request = res.request;
+        message = `Cancelled ${body.target}: ${res.cancelledDeliveries} queued ${res.cancelledDeliveries === 1 ? 'delivery' : 'deliveries'} withdrawn.`;
+        after = () => actions.announceCancel(contextFromLocation(body.at), actor, body.target, res);
         return;
       }
       default:
@@ -194,5 +181,11 @@ export async function runConfirmedStepUp(
       );
     }
   }
-  return { challenge: done.challenge, windowExpiresAt: done.window.expiresAt, message, request };
+  return {
+    challenge: done.challenge,
+    window: done.window,
+    windowExpiresAt: done.window.expiresAt,
+    message,
+    request,
+  };
 }

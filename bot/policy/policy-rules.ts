@@ -120,6 +120,11 @@ export interface PolicyConfig {
   approvalsDefault: number;
   /** Whether read-only investigation scripts need approval too. */
   readOnlyNeedsApproval: boolean;
+  /**
+   * Read-only work on more endpoints than this needs one approval even when `readOnlyNeedsApproval` is off:
+   * an investigation script on a whole fleet is a decision, not a lookup.
+   */
+  readOnlyApprovalAbove: number;
   /** A request by a member of an external organisation needs an in-house approver. */
   externalNeedsInHouse: boolean;
   /**
@@ -147,6 +152,8 @@ export function approvalRule(
   else if (rule.handsOutEvidence) approvals = cfg.fetchNeedsApproval ? cfg.approvalsDefault : 0;
   else approvals = cfg.readOnlyNeedsApproval ? cfg.approvalsDefault : 0;
   if (approvals > 0 && targetCount > cfg.blastRadiusThreshold) approvals = Math.max(approvals, 2);
+  const readOnly = !rule.changesEndpoint && !rule.handsOutEvidence;
+  if (readOnly && targetCount > cfg.readOnlyApprovalAbove) approvals = Math.max(approvals, 1);
   // An external requester's request is never self-service, even a read-only one: someone in-house decides.
   const inHouseRequired = actor.external && cfg.externalNeedsInHouse;
   if (inHouseRequired) approvals = Math.max(approvals, 1);
@@ -225,4 +232,66 @@ export function quorumReached(request: ApprovalSubject): boolean {
   if (approves.length < request.approvalsRequired) return false;
   if (request.inHouseApprovalRequired && !approves.some((a) => a.approverExternal === false)) return false;
   return true;
+}
+
+/** Who a request belongs to and who approved it: what cancel and evidence downloads are decided on. */
+export interface RequestParties {
+  ref: string;
+  requesterId: string;
+  requesterExternal: boolean;
+  /** Users who recorded an approval (decision approve) on the request. */
+  approverIds: readonly string[];
+}
+
+const inHouseAdmin = (u: ResolvedUser) => u.roles.includes('admin') && !u.external;
+
+/**
+ * Throws Forbidden unless `actor` may cancel the request (or one of its deliveries): its requester, one of
+ * its approvers, or an in-house admin, with enrolled MFA, and never an external user on an in-house
+ * request. Whether a live step-up is needed (after dispatch) is the caller's check.
+ */
+export function canCancel(actor: ResolvedUser, request: RequestParties): { ok: true } {
+  if (actor.disabled) throw new Forbidden('cancel.disabled', 'Your account is disabled.');
+  if (actor.external && !request.requesterExternal) {
+    throw new Forbidden(
+      'cancel.external_not_allowed',
+      `${request.ref} was asked for in-house; only in-house people can cancel it.`,
+    );
+  }
+  const party =
+    actor.id === request.requesterId || request.approverIds.includes(actor.id) || inHouseAdmin(actor);
+  if (!party) {
+    throw new Forbidden(
+      'request.cancel_forbidden',
+      `Only the person who asked for ${request.ref}, its approvers or an in-house admin can cancel it.`,
+    );
+  }
+  if (!actor.mfaEnrolled) {
+    throw new Forbidden(
+      'cancel.mfa_required',
+      'MFA is enforced for cancelling: enrol an authenticator app (TOTP) first. Ask a platform admin for a link.',
+    );
+  }
+  return { ok: true };
+}
+
+/**
+ * Throws Forbidden unless `user` may download evidence fetched by `request` (null: a file tied to no
+ * request): the requester while they hold the Active Response role, an approver of that request while
+ * they hold the approver role, or an in-house admin.
+ */
+export function canDownloadEvidence(user: ResolvedUser, request: RequestParties | null): { ok: true } {
+  if (user.disabled) throw new Forbidden('file.disabled', 'Your account is disabled.');
+  if (inHouseAdmin(user)) return { ok: true };
+  const requester = request && user.id === request.requesterId && user.roles.includes('active_response');
+  const approver = request?.approverIds.includes(user.id) && user.roles.includes('approver');
+  if (!requester && !approver) {
+    throw new Forbidden(
+      'file.not_yours',
+      request
+        ? `This evidence was fetched for ${request.ref}: only its requester, its approvers and in-house admins can download it.`
+        : 'This file belongs to no request: only in-house admins can download it.',
+    );
+  }
+  return { ok: true };
 }

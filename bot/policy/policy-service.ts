@@ -8,6 +8,8 @@ import {
   approvalRule,
   type Candidate,
   canApprove,
+  canCancel,
+  canDownloadEvidence,
   evaluateTargets,
   type PolicyConfig,
   quorumReached,
@@ -21,6 +23,7 @@ export function createPolicy(opts: Partial<PolicyConfig> = {}) {
     blastRadiusThreshold: opts.blastRadiusThreshold ?? 10,
     approvalsDefault: opts.approvalsDefault ?? 1,
     readOnlyNeedsApproval: opts.readOnlyNeedsApproval ?? false,
+    readOnlyApprovalAbove: opts.readOnlyApprovalAbove ?? 50,
     externalNeedsInHouse: opts.externalNeedsInHouse ?? true,
     fetchNeedsApproval: opts.fetchNeedsApproval ?? true,
   };
@@ -29,6 +32,9 @@ export function createPolicy(opts: Partial<PolicyConfig> = {}) {
   }
   if (!Number.isInteger(config.blastRadiusThreshold) || config.blastRadiusThreshold < 1) {
     throw new Error('policy: blastRadiusThreshold must be an integer of at least 1');
+  }
+  if (!Number.isInteger(config.readOnlyApprovalAbove) || config.readOnlyApprovalAbove < 1) {
+    throw new Error('policy: readOnlyApprovalAbove must be an integer of at least 1');
   }
 
   return {
@@ -56,6 +62,10 @@ export function createPolicy(opts: Partial<PolicyConfig> = {}) {
       return canApprove(approver, request, decision);
     },
     quorumReached,
+    /** Throws Forbidden unless `actor` may cancel the request: its requester, its approvers, in-house admins. */
+    canCancel,
+    /** Throws Forbidden 'file.not_yours' unless `user` may download evidence fetched by `request`. */
+    canDownloadEvidence,
   };
 }
 

@@ -1,14 +1,17 @@
 // What happens to a request after it is decided: cancellation (before or after dispatch), expiry of
 // undecided requests, and completion once every delivery is final. Same rules as the service: lock the row,
 // one audit record per transition, nothing sent to chat from here.
-import { eq } from 'drizzle-orm';
+import { and, eq, gt } from 'drizzle-orm';
 import { z } from 'zod';
-import type { Db } from '../../db/client.ts';
-import { deliveries } from '../../db/schema.ts';
+import type { Db, DbOrTx } from '../../db/client.ts';
+import { deliveries, stepUpWindows } from '../../db/schema.ts';
 import type { AuditService } from '../audit/audit-service.ts';
 import { BadRequest, Conflict, Forbidden, NotFound } from '../errors.ts';
+import type { PolicyService } from '../policy/policy-service.ts';
 import type { Clock, Dispatcher, RequestView } from '../ports.ts';
+import { bindTo } from '../stepup/stepup-binding.ts';
 import type { ResolvedUser } from '../users/user-types.ts';
+import { partiesOf } from './request-access.ts';
 import * as dal from './request-dal.ts';
 import { isFinal } from './request-states.ts';
 import type { Transitions } from './request-transitions.ts';
@@ -21,58 +24,120 @@ export function createLifecycle(deps: {
   audit: AuditService;
   clock: Clock;
   dispatcher: Dispatcher;
+  policy: Pick<PolicyService, 'canCancel'>;
   transitions: Transitions;
 }) {
-  const { db, audit, clock, dispatcher } = deps;
+  const { db, audit, clock, dispatcher, policy } = deps;
   const { transition, requireRow, expireIfLapsed, completeIfDone } = deps.transitions;
+
+  /** The request `target` names (a ref, a request id or a delivery id), and the delivery when it names one. */
+  async function resolveTarget(t: DbOrTx, target: string, lock: boolean) {
+    const parsed = z.string().min(1).max(64).safeParse(target);
+    if (!parsed.success)
+      throw new BadRequest('request.invalid', 'Give a request ref (R-7K3QXM) or a delivery id.');
+    const find = (id: string) => (lock ? dal.lockRequest(t, id) : dal.findRequest(t, id));
+    let row = await find(target);
+    let deliveryId: string | undefined;
+    if (!row && dal.isUuid(target)) {
+      const [d] = await t.select().from(deliveries).where(eq(deliveries.id, target.toLowerCase()));
+      if (d) {
+        deliveryId = d.id;
+        row = await find(d.requestId);
+      }
+    }
+    if (!row)
+      throw new NotFound('request.not_found', `There is no request or delivery "${target.slice(0, 64)}".`);
+    return { row, deliveryId };
+  }
+
+  /** Who may cancel and whether there is anything left to cancel; Forbidden or Conflict otherwise. */
+  async function checkCancel(t: DbOrTx, row: Row, deliveryId: string | undefined, actor: ResolvedUser) {
+    policy.canCancel(actor, await partiesOf(t, row));
+    if (isFinal(row.state)) {
+      throw new Conflict(
+        'request.already_final',
+        `${row.ref} is already ${row.state}; there is nothing to cancel.`,
+      );
+    }
+    if (row.state !== 'dispatched' && deliveryId)
+      throw new Conflict('request.not_dispatched', `${row.ref} has not been dispatched.`);
+  }
+
+  /** Records a refused cancel in its own transaction (the caller's, if any, is about to roll back). */
+  async function auditRefusal(actor: ResolvedUser, target: string, err: unknown, requestId?: string) {
+    if (!(err instanceof Forbidden || err instanceof Conflict)) return;
+    await audit.append({
+      actorType: 'user',
+      actorId: actor.id,
+      action: 'request.cancel_refused',
+      outcome: 'refused',
+      requestId: requestId ?? null,
+      details: { target: target.slice(0, 64), code: err.code },
+    });
+  }
 
   return {
     /**
-     * Cancels a request (before dispatch: → cancelled; after: its queued deliveries) or one delivery by id.
-     * The requester, approvers and admins may cancel.
+     * What cancelling `target` would act on, checked against the rules without locking or changing anything,
+     * so a chat command can refuse, or send a step-up link, before anything else. A refusal is audited.
+     * `stepUpRequired`: the request is dispatched, so cancelling needs a step-up bound to it
+     * (`bindTo.cancel(requestId, deliveryId)`).
+     */
+    async prepareCancel(target: string, actor: ResolvedUser) {
+      let requestId: string | undefined;
+      try {
+        const { row, deliveryId } = await resolveTarget(db, target, false);
+        requestId = row.id;
+        await checkCancel(db, row, deliveryId, actor);
+        return { requestId: row.id, ref: row.ref, deliveryId, stepUpRequired: row.state === 'dispatched' };
+      } catch (err) {
+        await auditRefusal(actor, target, err, requestId);
+        throw err;
+      }
+    },
+
+    /**
+     * Cancels a request (before dispatch: → cancelled; after: its queued deliveries) or one delivery by id,
+     * re-checking under the row lock who may (policy `canCancel`). After dispatch it needs
+     * `stepUpWindowId`: the actor's live window opened to cancel this request (or this delivery); without
+     * one it throws Forbidden 'cancel.stepup_required'. Without a caller `tx` a refusal is audited here;
+     * with one (a step-up completion) the step-up's own record covers it.
      */
     async cancel(
       target: string,
       actor: ResolvedUser,
+      opts: { stepUpWindowId?: string } = {},
+      tx?: DbOrTx,
     ): Promise<{ request?: RequestView; cancelledDeliveries: number }> {
-      const t0 = z.string().min(1).max(64).safeParse(target);
-      if (!t0.success)
-        throw new BadRequest('request.invalid', 'Give a request ref (R-7K3QXM) or a delivery id.');
-      const out = await db.transaction(async (tx) => {
-        let row = await dal.lockRequest(tx, target);
-        let deliveryId: string | undefined;
-        if (!row && dal.isUuid(target)) {
-          const [d] = await tx.select().from(deliveries).where(eq(deliveries.id, target.toLowerCase()));
-          if (d) {
-            deliveryId = d.id;
-            row = await dal.lockRequest(tx, d.requestId);
-          }
-        }
-        if (!row)
-          throw new NotFound(
-            'request.not_found',
-            `There is no request or delivery "${target.slice(0, 64)}".`,
-          );
-        const mayCancel =
-          row.requesterId === actor.id || actor.roles.includes('admin') || actor.roles.includes('approver');
-        if (!mayCancel || actor.disabled) {
-          throw new Forbidden(
-            'request.cancel_forbidden',
-            `Only the requester, an approver or an admin can cancel ${row.ref}.`,
-          );
-        }
-        if (isFinal(row.state)) {
-          throw new Conflict(
-            'request.already_final',
-            `${row.ref} is already ${row.state}; there is nothing to cancel.`,
-          );
-        }
+      let requestId: string | undefined;
+      const run = async (t: DbOrTx) => {
+        const { row, deliveryId } = await resolveTarget(t, target, true);
+        requestId = row.id;
+        await checkCancel(t, row, deliveryId, actor);
         const who = { type: 'user' as const, id: actor.id };
-        if (row.state !== 'dispatched') {
-          if (deliveryId) throw new Conflict('request.not_dispatched', `${row.ref} has not been dispatched.`);
-          return { row: await transition(tx, row, 'cancelled', who), n: 0 };
+        if (row.state !== 'dispatched') return { row: await transition(t, row, 'cancelled', who), n: 0 };
+        // After dispatch, withdrawing work is as weighty as approving it: a step-up bound to this cancel.
+        const [win] = opts.stepUpWindowId
+          ? await t
+              .select({ id: stepUpWindows.id })
+              .from(stepUpWindows)
+              .where(
+                and(
+                  eq(stepUpWindows.id, opts.stepUpWindowId),
+                  eq(stepUpWindows.userId, actor.id),
+                  gt(stepUpWindows.expiresAt, clock.now()),
+                  eq(stepUpWindows.purpose, 'cancel'),
+                  eq(stepUpWindows.subject, bindTo.cancel(row.id, deliveryId)),
+                ),
+              )
+          : [];
+        if (!win) {
+          throw new Forbidden(
+            'cancel.stepup_required',
+            `${row.ref} is already dispatched, so cancelling it needs a fresh step-up.`,
+          );
         }
-        const n = await dispatcher.cancel(tx, deliveryId ? { deliveryId } : { requestId: row.id });
+        const n = await dispatcher.cancel(t, deliveryId ? { deliveryId } : { requestId: row.id });
         await audit.append(
           {
             actorType: 'user',
@@ -80,13 +145,20 @@ export function createLifecycle(deps: {
             action: 'request.deliveries_cancelled',
             outcome: 'ok',
             requestId: row.id,
-            details: { ref: row.ref, deliveryId, cancelled: n },
+            details: { ref: row.ref, deliveryId, cancelled: n, stepUpWindowId: win.id },
           },
-          tx,
+          t,
         );
-        return { row: (await completeIfDone(tx, row)).row, n };
-      });
-      return { request: await loadView(db, out.row), cancelledDeliveries: out.n };
+        return { row: (await completeIfDone(t, row)).row, n };
+      };
+      let out: Awaited<ReturnType<typeof run>>;
+      try {
+        out = tx ? await run(tx) : await db.transaction(run);
+      } catch (err) {
+        if (!tx) await auditRefusal(actor, target, err, requestId);
+        throw err;
+      }
+      return { request: await loadView(tx ?? db, out.row), cancelledDeliveries: out.n };
     },
 
     /** Expires undecided requests past their approval TTL; returns them so their cards can be updated. */

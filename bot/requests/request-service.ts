@@ -10,6 +10,7 @@ import { actionCommandSchema, type Command, reasonSchema } from '../commands/com
 import { BadRequest, Conflict, describeZodIssues, Forbidden } from '../errors.ts';
 import type { PolicyService } from '../policy/policy-service.ts';
 import type { ChatContext, ChatMessageRef, Clock, Dispatcher, RequestView } from '../ports.ts';
+import { bindTo } from '../stepup/stepup-binding.ts';
 import type { ResolvedUser } from '../users/user-types.ts';
 import { buildRequest } from './request-builder.ts';
 import * as dal from './request-dal.ts';
@@ -46,7 +47,10 @@ export interface DecideInput {
   reason?: string;
   /** The digest the approver saw; a different stored digest means the request changed under them. */
   digest?: string;
-  /** The approver's live step-up window (required to approve). */
+  /**
+   * The approver's live step-up window, opened to approve this request at this digest (required to
+   * approve; see stepup-binding.ts).
+   */
   stepUpWindowId?: string;
 }
 
@@ -75,7 +79,7 @@ export function createRequestService(deps: {
   const maxScriptBytes = deps.maxScriptBytes ?? 1024 * 1024;
   const maxTargets = deps.maxTargets ?? 10_000;
   const transitions = createTransitions({ audit, clock, dispatcher, approvalTtlMs });
-  const lifecycle = createLifecycle({ db, audit, clock, dispatcher, transitions });
+  const lifecycle = createLifecycle({ db, audit, clock, dispatcher, policy, transitions });
   const { transition, approvedScriptBody, dispatch, advance, requireRow, expiredConflict, expireIfLapsed } =
     transitions;
 
@@ -284,13 +288,16 @@ export function createRequestService(deps: {
                     eq(stepUpWindows.id, v.data.stepUpWindowId),
                     eq(stepUpWindows.userId, approver.id),
                     gt(stepUpWindows.expiresAt, now),
+                    // A window opened for anything else (the history, another request) approves nothing.
+                    eq(stepUpWindows.purpose, 'approve'),
+                    eq(stepUpWindows.subject, bindTo.request(row.id, row.digest)),
                   ),
                 )
             : [];
           if (!win) {
             throw new Forbidden(
               'approval.stepup_required',
-              `Approving ${row.ref} needs a live step-up; click Approve again.`,
+              `Approving ${row.ref} needs a step-up for this request; click Approve again for a link.`,
             );
           }
           await approvedScriptBody(t, row);

@@ -1,13 +1,19 @@
 // Interactive Active Response sessions with one endpoint. A session is a chat thread; its start and stop
-// are audited, and starting one needs a live step-up window.
+// are audited with the reason and case given, and starting one needs a live step-up window. Whether the
+// endpoint may have one (Active Response on in its segment, certificate not revoked) is checked again in
+// the transaction that opens it.
 import { and, eq, isNull } from 'drizzle-orm';
+import { z } from 'zod';
 import type { Db, DbOrTx } from '../../db/client.ts';
-import { endpoints, sessions } from '../../db/schema.ts';
+import { endpoints, segments, sessions } from '../../db/schema.ts';
 import type { AuditService } from '../audit/audit-service.ts';
-import { Conflict, NotFound } from '../errors.ts';
+import { caseIdSchema, reasonSchema } from '../commands/command-types.ts';
+import { BadRequest, Conflict, describeZodIssues, Forbidden, NotFound } from '../errors.ts';
 import type { Clock } from '../ports.ts';
 
 export type SessionRow = typeof sessions.$inferSelect;
+
+const whySchema = z.object({ reason: reasonSchema.optional(), caseId: caseIdSchema.optional() });
 
 export function createSessionService(deps: { db: Db; audit: AuditService; clock: Clock }) {
   const { db, audit, clock } = deps;
@@ -18,20 +24,48 @@ export function createSessionService(deps: { db: Db; audit: AuditService; clock:
     return ep;
   }
 
+  /** The endpoint, if it may have a session: Active Response on in its segment, certificate not revoked. */
+  async function sessionTarget(tx: DbOrTx, hostname: string) {
+    const ep = await findEndpoint(tx, hostname);
+    if (ep.revokedAt)
+      throw new Forbidden(
+        'session.endpoint_revoked',
+        `${ep.hostname}'s certificate is revoked; re-enrol it first.`,
+      );
+    const [seg] = await tx.select().from(segments).where(eq(segments.id, ep.segmentId));
+    if (!seg?.activeResponseEnabled) {
+      throw new Forbidden(
+        'policy.segment_disabled',
+        `${ep.hostname} is in segment ${seg?.name ?? '?'}, which does not have Active Response enabled.`,
+      );
+    }
+    return ep;
+  }
+
   return {
     findEndpoint: (hostname: string) => findEndpoint(db, hostname),
+
+    /** Throws NotFound / Forbidden unless `hostname` may have a session; checked again when one opens. */
+    sessionTarget: (hostname: string) => sessionTarget(db, hostname),
 
     async open(
       input: {
         userId: string;
         hostname: string;
         stepUpWindowId: string;
+        /** Why, and the case: shown in the history's sessions and recorded with `session.started`. */
+        reason?: string;
+        caseId?: string;
         chat?: { platform: SessionRow['chatPlatform']; channelId: string; threadId?: string };
       },
       tx?: DbOrTx,
     ): Promise<SessionRow & { hostname: string }> {
+      const why = whySchema.safeParse({ reason: input.reason, caseId: input.caseId });
+      if (!why.success)
+        throw new BadRequest('session.invalid', `Invalid session: ${describeZodIssues(why.error.issues)}.`);
+      const { reason, caseId } = why.data;
       const run = async (t: DbOrTx) => {
-        const ep = await findEndpoint(t, input.hostname);
+        const ep = await sessionTarget(t, input.hostname);
         const [open] = await t
           .select()
           .from(sessions)
@@ -45,6 +79,8 @@ export function createSessionService(deps: { db: Db; audit: AuditService; clock:
             userId: input.userId,
             endpointId: ep.id,
             stepUpWindowId: input.stepUpWindowId,
+            reason: reason ?? null,
+            caseId: caseId ?? null,
             chatPlatform: input.chat?.platform ?? null,
             chatChannelId: input.chat?.channelId ?? null,
             chatThreadId: input.chat?.threadId ?? null,
@@ -58,7 +94,12 @@ export function createSessionService(deps: { db: Db; audit: AuditService; clock:
             action: 'session.started',
             outcome: 'ok',
             endpointId: ep.id,
-            details: { sessionId: row!.id, hostname: ep.hostname },
+            details: {
+              sessionId: row!.id,
+              hostname: ep.hostname,
+              reason: reason ?? null,
+              caseId: caseId ?? null,
+            },
           },
           t,
         );

@@ -2,7 +2,7 @@
 // the row it is about to change; the caller owns the transaction.
 import { and, count, desc, eq, gt, inArray } from 'drizzle-orm';
 import type { DbOrTx } from '../../db/client.ts';
-import { auditLog, stepUpChallenges, stepUpWindows, users } from '../../db/schema.ts';
+import { auditLog, type StepUpPurpose, stepUpChallenges, stepUpWindows, users } from '../../db/schema.ts';
 import type { ChallengeView, StepUpWindow } from './stepup-types.ts';
 
 export type ChallengeRow = typeof stepUpChallenges.$inferSelect;
@@ -42,7 +42,7 @@ export function toChallengeView(ch: ChallengeRow, user: UserRow): ChallengeView 
 }
 
 export function toWindow(w: typeof stepUpWindows.$inferSelect): StepUpWindow {
-  return { id: w.id, userId: w.userId, expiresAt: w.expiresAt };
+  return { id: w.id, userId: w.userId, purpose: w.purpose, subject: w.subject, expiresAt: w.expiresAt };
 }
 
 /**
@@ -59,11 +59,29 @@ export async function countAttemptsSince(db: DbOrTx, userId: string, since: Date
   return Number(row?.n ?? 0);
 }
 
-export async function latestLiveWindow(db: DbOrTx, userId: string, now: Date) {
+/**
+ * The user's newest live window opened for one of `purposes` (and bound to `subject` when given), or null.
+ * There is deliberately no "any live window": a window only ever unlocks what it was opened for.
+ */
+export async function latestLiveWindow(
+  db: DbOrTx,
+  userId: string,
+  now: Date,
+  purposes: readonly StepUpPurpose[],
+  subject?: string,
+) {
+  if (!purposes.length) return null;
   const [row] = await db
     .select()
     .from(stepUpWindows)
-    .where(and(eq(stepUpWindows.userId, userId), gt(stepUpWindows.expiresAt, now)))
+    .where(
+      and(
+        eq(stepUpWindows.userId, userId),
+        gt(stepUpWindows.expiresAt, now),
+        inArray(stepUpWindows.purpose, [...purposes]),
+        subject === undefined ? undefined : eq(stepUpWindows.subject, subject),
+      ),
+    )
     .orderBy(desc(stepUpWindows.expiresAt))
     .limit(1);
   return row ? toWindow(row) : null;

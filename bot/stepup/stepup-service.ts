@@ -6,21 +6,14 @@
 import { eq, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import type { Db, DbOrTx } from '../../db/client.ts';
-import { STEPUP_PURPOSES, stepUpChallenges, stepUpWindows, users } from '../../db/schema.ts';
+import { type StepUpPurpose, stepUpChallenges, stepUpWindows, users } from '../../db/schema.ts';
 import type { AuditService } from '../audit/audit-service.ts';
 import { verifyPassword } from '../crypto/passwords.ts';
 import { deriveKey, open } from '../crypto/secret-box.ts';
 import { hashToken, newToken } from '../crypto/tokens.ts';
-import {
-  type AppError,
-  BadRequest,
-  Conflict,
-  describeZodIssues,
-  Forbidden,
-  isAppError,
-  NotFound,
-} from '../errors.ts';
+import { type AppError, Conflict, Forbidden, isAppError, NotFound } from '../errors.ts';
 import type { Clock } from '../ports.ts';
+import { windowSubject } from './stepup-binding.ts';
 import {
   type ChallengeRow,
   findChallenge,
@@ -30,7 +23,16 @@ import {
   toWindow,
   type UserRow,
 } from './stepup-dal.ts';
-import { createAttemptGuard, formatUtc, type Refusal } from './stepup-guard.ts';
+import { createAttemptGuard, formatUtc } from './stepup-guard.ts';
+import {
+  ASK_AGAIN,
+  attemptSchema,
+  createSchema,
+  enrolmentRefusal,
+  linkRefusal,
+  parse,
+  tokenSchema,
+} from './stepup-rules.ts';
 import type { ChallengeView, CreatedChallenge, StepUpAttempt, StepUpWindow } from './stepup-types.ts';
 import { verifyTotp } from './totp.ts';
 import { createTotpEnrolment } from './totp-enrolment.ts';
@@ -58,72 +60,6 @@ export interface StepUpDeps {
  * nothing to chat or agents here: do that after `complete` returns.
  */
 export type OnConfirmed = (challenge: ChallengeView, window: StepUpWindow, tx: DbOrTx) => Promise<void>;
-
-const createSchema = z.object({
-  userId: z.string().uuid('must be a user id'),
-  purpose: z.enum(STEPUP_PURPOSES),
-  subject: z.string().min(1, 'must not be empty').max(512, 'too long (max 512)'),
-  requestId: z.string().uuid('must be a request id').nullish(),
-});
-const tokenSchema = z.string().min(1, 'is missing').max(200, 'is too long');
-const attemptSchema = z.object({
-  token: tokenSchema,
-  // Over-long factors are not rejected here: they are simply wrong, and count as a failed attempt.
-  password: z.string(),
-  totpCode: z.string(),
-  sourceIp: z.string().max(100).optional(),
-  userAgent: z
-    .string()
-    .optional()
-    .transform((s) => s?.slice(0, 300)),
-});
-
-function parse<T extends z.ZodType>(schema: T, input: unknown, code: string): z.output<T> {
-  const res = schema.safeParse(input);
-  if (!res.success)
-    throw new BadRequest(code, `Invalid step-up input: ${describeZodIssues(res.error.issues)}.`);
-  return res.data;
-}
-
-const ASK_AGAIN = 'Ask the bot for a new link (repeat the command or click the button again).';
-
-function linkRefusal(ch: ChallengeRow, now: Date): Refusal | null {
-  if (ch.usedAt) {
-    return {
-      reason: 'link_used',
-      error: new Conflict('stepup.link_used', `This link was already used. ${ASK_AGAIN}`),
-    };
-  }
-  if (ch.expiresAt <= now) {
-    return {
-      reason: 'link_expired',
-      error: new Conflict('stepup.link_expired', `This link has expired. ${ASK_AGAIN}`),
-    };
-  }
-  return null;
-}
-
-function enrolmentRefusal(u: UserRow, ch: ChallengeRow): Refusal | null {
-  if (ch.purpose === 'enrol_totp') {
-    return {
-      reason: 'wrong_purpose',
-      error: new BadRequest(
-        'stepup.wrong_purpose',
-        'This is an enrolment link: open it to set up your authenticator.',
-      ),
-    };
-  }
-  if (!u.totpEnrolledAt) {
-    return {
-      reason: 'mfa_not_enrolled',
-      error: new Forbidden(
-        'stepup.mfa_not_enrolled',
-        'You have not enrolled an authenticator app yet, so you cannot confirm. Ask the bot or an admin for an enrolment link.',
-      ),
-    };
-  }
-  return null;
-}
 
 export function createStepUpService(deps: StepUpDeps) {
   const { db, audit, clock, secretKey } = deps;
@@ -354,6 +290,8 @@ export function createStepUpService(deps: StepUpDeps) {
             .values({
               userId: u.id,
               challengeId: ch.id,
+              purpose: ch.purpose,
+              subject: windowSubject(ch),
               openedAt: now,
               expiresAt: new Date(now.getTime() + windowSeconds * 1000),
               sourceIp: meta.sourceIp ?? null,
@@ -368,8 +306,10 @@ export function createStepUpService(deps: StepUpDeps) {
         });
       } catch (e) {
         // `onConfirmed` (or the database) failed, so nothing above committed. Burn the code anyway (each
-        // code once) and record that the factors were right but the confirmation did not go through.
-        // A failure here must not hide the original error, which is what the caller needs to see.
+        // code once) and record that the factors were right but the confirmation did not go through: as a
+        // refusal when the person no longer has the authority the link was for (a demoted admin's grant
+        // link, say), else as a failure. A failure here must not hide the original error, which is what
+        // the caller needs to see.
         await db
           .transaction(async (tx) => {
             if (passwordOk && totp.valid) {
@@ -378,9 +318,17 @@ export function createStepUpService(deps: StepUpDeps) {
                 .set({ totpLastStep: sql`greatest(coalesce(${users.totpLastStep}, -1), ${totp.timeStep!})` })
                 .where(eq(users.id, pre.user.id));
             }
-            await auditAttempt(tx, pre, 'failed', 'confirm_failed', meta, {
-              error: isAppError(e) ? e.code : 'internal',
-            });
+            const refused = isAppError(e) && e.status === 403;
+            await auditAttempt(
+              tx,
+              pre,
+              refused ? 'refused' : 'failed',
+              refused ? 'not_allowed' : 'confirm_failed',
+              meta,
+              {
+                error: isAppError(e) ? e.code : 'internal',
+              },
+            );
           })
           .catch(() => undefined);
         throw e;
@@ -389,9 +337,22 @@ export function createStepUpService(deps: StepUpDeps) {
       return result;
     },
 
-    /** The user's live window (expiresAt > now), or null. */
-    activeWindow: (userId: string): Promise<StepUpWindow | null> =>
-      latestLiveWindow(db, parse(z.string().uuid(), userId, 'stepup.invalid'), clock.now()),
+    /**
+     * The user's live window opened for one of `purposes`, bound to `subject` when given (build it with
+     * stepup-binding's `bindTo`), or null. A window of any other purpose or subject does not count.
+     */
+    windowFor: (
+      userId: string,
+      purposes: StepUpPurpose | readonly StepUpPurpose[],
+      subject?: string,
+    ): Promise<StepUpWindow | null> =>
+      latestLiveWindow(
+        db,
+        parse(z.string().uuid(), userId, 'stepup.invalid'),
+        clock.now(),
+        typeof purposes === 'string' ? [purposes] : purposes,
+        subject,
+      ),
 
     /** A window by id if it is still live, e.g. for a cookie tied to one window; else null. */
     async windowById(windowId: string): Promise<StepUpWindow | null> {

@@ -13,9 +13,13 @@ export interface ChallengeView {
   expiresAt: Date;
 }
 
+/** A live step-up: it unlocks its purpose for its subject only (stepup-binding.ts), until it expires. */
 export interface StepUpWindow {
   id: string;
   userId: string;
+  purpose: StepUpPurpose;
+  /** What the window is bound to within its purpose, e.g. `<request id>@<digest>` or a file id. */
+  subject: string;
   expiresAt: Date;
 }
 

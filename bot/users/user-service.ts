@@ -1,7 +1,8 @@
-// Users, organisations, chat identities and role grants. Who may call what (admin + live step-up window)
-// is the router's job; this service enforces the data rules: a role must be allowed for the user's
-// organisation, a chat identity must be linked and its tenant mapped, and every change is audited.
-import { and, eq, gt, isNull } from 'drizzle-orm';
+// Users, organisations, chat identities and role grants. Who may call what (admin + a step-up for that
+// change) is the router's job; this service enforces the data rules: a role must be allowed for the user's
+// organisation, the actor of a role change must still be an admin when it is applied (role-changes.ts), a
+// chat identity must be linked and its tenant mapped, and every change is audited.
+import { and, eq, gt } from 'drizzle-orm';
 import { z } from 'zod';
 import type { Db, DbOrTx } from '../../db/client.ts';
 import {
@@ -10,7 +11,6 @@ import {
   orgTenants,
   ROLES,
   type Role,
-  roleGrants,
   stepUpWindows,
   users,
 } from '../../db/schema.ts';
@@ -18,13 +18,13 @@ import type { AuditService } from '../audit/audit-service.ts';
 import { hashPassword } from '../crypto/passwords.ts';
 import { Conflict, Forbidden, NotFound } from '../errors.ts';
 import type { ChatIdentity, Clock } from '../ports.ts';
+import { createRoleChanges } from './role-changes.ts';
 import {
   findIdentity,
   findOrgByName,
   findTenantOrg,
   findUserRow,
   isUuid,
-  lockUserRow,
   resolveUser,
   resolveUsers,
 } from './user-dal.ts';
@@ -40,7 +40,6 @@ import {
   optionalActor,
   parse,
   platform,
-  roleInput,
   userRef,
 } from './user-inputs.ts';
 import type { ResolvedUser } from './user-types.ts';
@@ -92,51 +91,7 @@ export function createUserService(deps: { db: Db; audit: AuditService; clock: Cl
     return new Forbidden(code, message);
   }
 
-  async function changeRole(kind: 'grant' | 'revoke', input: unknown, tx?: DbOrTx) {
-    const p = parse(roleInput, input, 'role change');
-    const run = async (t: DbOrTx) => {
-      const target = await mustResolve(t, p.userId);
-      // Lock the user so a concurrent disable or org change cannot interleave with the check below.
-      await lockUserRow(t, target.id);
-      const now = clock.now();
-      if (kind === 'grant') {
-        const [org] = await t.select().from(organizations).where(eq(organizations.id, target.orgId));
-        if (!org?.allowedRoles.includes(p.role)) {
-          throw new Forbidden(
-            'role.not_allowed_for_org',
-            `${target.username} belongs to organisation "${target.orgName}", which may not hold the ${p.role} role` +
-              ` (allowed: ${org?.allowedRoles.join(', ') || 'none'}).`,
-          );
-        }
-        const rows = await t
-          .insert(roleGrants)
-          .values({ userId: target.id, role: p.role, grantedBy: p.actorId ?? null, grantedAt: now })
-          .onConflictDoNothing()
-          .returning({ id: roleGrants.id });
-        if (!rows.length) return { changed: false, user: target };
-      } else {
-        const rows = await t
-          .update(roleGrants)
-          .set({ revokedAt: now, revokedBy: p.actorId ?? null })
-          .where(
-            and(eq(roleGrants.userId, target.id), eq(roleGrants.role, p.role), isNull(roleGrants.revokedAt)),
-          )
-          .returning({ id: roleGrants.id });
-        if (!rows.length) return { changed: false, user: target };
-      }
-      await audit.append(
-        {
-          ...actor(p.actorId),
-          action: kind === 'grant' ? 'role.granted' : 'role.revoked',
-          outcome: 'ok',
-          details: { userId: target.id, username: target.username, role: p.role },
-        },
-        t,
-      );
-      return { changed: true, user: (await resolveUser(t, target.id))! };
-    };
-    return tx ? run(tx) : db.transaction(run);
-  }
+  const roles = createRoleChanges({ db, audit, clock, resolve: mustResolve });
 
   return {
     ensureHomeOrganization: () => ensureHomeOrganization(),
@@ -353,11 +308,15 @@ export function createUserService(deps: { db: Db; audit: AuditService; clock: Cl
 
     /** Idempotent: granting a role already held returns `{ changed: false }` and writes nothing. */
     grantRole: (input: { actorId?: string | null; userId: string; role: Role }, tx?: DbOrTx) =>
-      changeRole('grant', input, tx),
+      roles.changeRole('grant', input, tx),
 
-    /** Idempotent: revoking a role not held returns `{ changed: false }` and writes nothing. */
+    /**
+     * Idempotent: revoking a role not held returns `{ changed: false }` and writes nothing. A revoke ends the
+     * user's open step-up links and windows. With `actorId`, the actor must be an enabled admin when the
+     * change is applied (Forbidden 'role.actor_not_admin'), for grants too.
+     */
     revokeRole: (input: { actorId?: string | null; userId: string; role: Role }, tx?: DbOrTx) =>
-      changeRole('revoke', input, tx),
+      roles.changeRole('revoke', input, tx),
 
     requireRole,
 

@@ -14,6 +14,7 @@ import {
   organizations,
   type Role,
   roleGrants,
+  type StepUpPurpose,
   scripts,
   segments,
   stepUpWindows,
@@ -152,12 +153,25 @@ export function createFixtures(db: Db, clock: Clock) {
       return row!;
     },
 
-    /** An open step-up window for the user (default 10 minutes from now on the test clock). */
-    async stepUpWindow(userId: string, minutes = 10): Promise<string> {
+    /**
+     * An open step-up window for the user (default 10 minutes from now on the test clock), opened for
+     * `purpose` and bound to `subject` as a completed link would (stepup-binding.ts `bindTo`).
+     */
+    async stepUpWindow(
+      userId: string,
+      bound: { purpose: StepUpPurpose; subject: string },
+      minutes = 10,
+    ): Promise<string> {
       const now = clock.now();
       const [row] = await db
         .insert(stepUpWindows)
-        .values({ userId, openedAt: now, expiresAt: new Date(now.getTime() + minutes * 60_000) })
+        .values({
+          userId,
+          purpose: bound.purpose,
+          subject: bound.subject,
+          openedAt: now,
+          expiresAt: new Date(now.getTime() + minutes * 60_000),
+        })
         .returning();
       return row!.id;
     },

@@ -6,6 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { eq } from 'drizzle-orm';
 import type { FastifyInstance } from 'fastify';
 import { generate } from 'otplib';
 import { buildHttpApp, type HttpAppOptions } from '../../app/http-app.ts';
@@ -19,7 +20,14 @@ import { decodeTotpSecret } from '../../bot/stepup/totp.ts';
 import { createUserService } from '../../bot/users/user-service.ts';
 import type { ResolvedUser } from '../../bot/users/user-types.ts';
 import { createLocalFileStore } from '../../broker/files/local-file-store.ts';
-import { files, type Role, type StepUpPurpose } from '../../db/schema.ts';
+import {
+  actionRequests,
+  approvals,
+  files,
+  organizations,
+  type Role,
+  type StepUpPurpose,
+} from '../../db/schema.ts';
 import { registerStepUpPages } from '../../web-stepup/stepup-plugin.ts';
 import type { StepUpPagesConfig, StepUpPagesDeps } from '../../web-stepup/web-types.ts';
 import { createTestClock } from './clock.ts';
@@ -74,7 +82,12 @@ export function stepUpOnlyBot(stepup: StepUpService, request?: RequestView): Pag
     },
     async completeStepUp(attempt): Promise<StepUpOutcome> {
       const { window, challenge } = await stepup.complete(attempt);
-      return { challenge, windowExpiresAt: window.expiresAt, message: `Confirmed ${challenge.purpose}.` };
+      return {
+        challenge,
+        window,
+        windowExpiresAt: window.expiresAt,
+        message: `Confirmed ${challenge.purpose}.`,
+      };
     },
   };
 }
@@ -88,10 +101,21 @@ export interface WebFixture {
   audit: ReturnType<typeof createAuditService>;
   fileStore: FileStore;
   secretKey: Buffer;
-  makeUser(username: string, opts?: { roles?: Role[]; enrol?: boolean }): Promise<TestUser>;
+  /** A user with roles and an enrolled authenticator; in organisation `org` (created first) when given. */
+  makeUser(username: string, opts?: { roles?: Role[]; enrol?: boolean; org?: string }): Promise<TestUser>;
   link(user: { id: string }, purpose: StepUpPurpose, subject?: string, requestId?: string): Promise<string>;
-  /** A fetched-evidence row with its bytes in the file store; returns the file id. */
-  storeEvidence(name: string, bytes: Buffer, kind?: 'fetched' | 'library'): Promise<string>;
+  /** A fetched-evidence row with its bytes in the file store (of request `requestId`); returns the file id. */
+  storeEvidence(
+    name: string,
+    bytes: Buffer,
+    kind?: 'fetched' | 'library',
+    requestId?: string,
+  ): Promise<string>;
+  /**
+   * A completed fetch request asked for by `requester` and approved by `approvers`, for evidence and audit
+   * records to belong to; returns its id. `ref` defaults to a fresh R-XXXXXX.
+   */
+  fetchRequest(requester: TestUser, approvers?: TestUser[], ref?: string): Promise<string>;
   close(): Promise<void>;
 }
 
@@ -163,10 +187,18 @@ export async function createWebFixture(driver: Driver, opts: WebFixtureOptions =
     app,
     fileStore,
     async makeUser(username, o = {}) {
+      if (o.org && !(await tdb.db.select().from(organizations).where(eq(organizations.name, o.org))).length) {
+        await users.createOrganization({
+          name: o.org,
+          external: true,
+          allowedRoles: ['active_response', 'approver'],
+        });
+      }
       const user = await users.createUser({
         username,
         displayName: `${username[0]!.toUpperCase()}${username.slice(1)} Tester`,
         password: PASSWORD,
+        orgName: o.org,
       });
       for (const role of o.roles ?? ['active_response']) await users.grantRole({ userId: user.id, role });
       let secret: Uint8Array | undefined;
@@ -182,12 +214,40 @@ export async function createWebFixture(driver: Driver, opts: WebFixtureOptions =
     async link(user, purpose, subject = 'subject', requestId) {
       return (await stepup.createChallenge({ userId: user.id, purpose, subject, requestId })).token;
     },
-    async storeEvidence(name, bytes, kind = 'fetched') {
+    async storeEvidence(name, bytes, kind = 'fetched', requestId) {
       const put = await fileStore.put(Readable.from([bytes]));
       const [row] = await tdb.db
         .insert(files)
-        .values({ kind, name, size: put.size, sha256: put.sha256, storageKey: put.key })
+        .values({ kind, name, size: put.size, sha256: put.sha256, storageKey: put.key, requestId })
         .returning({ id: files.id });
+      return row!.id;
+    },
+    async fetchRequest(requester, approvers = [], ref) {
+      const digest = randomBytes(32).toString('hex');
+      const [row] = await tdb.db
+        .insert(actionRequests)
+        .values({
+          ref: ref ?? `R-${randomBytes(4).toString('hex').toUpperCase().slice(0, 6)}`,
+          action: 'fetch',
+          params: { path: '/tmp/sample.bin' },
+          targets: [],
+          digest,
+          reason: 'collect the sample',
+          requesterId: requester.id,
+          requesterExternal: requester.external,
+          state: 'completed',
+          deliveryTtlSeconds: 3600,
+        })
+        .returning({ id: actionRequests.id });
+      for (const a of approvers) {
+        await tdb.db.insert(approvals).values({
+          requestId: row!.id,
+          approverId: a.id,
+          digest,
+          decision: 'approve',
+          approverExternal: a.external,
+        });
+      }
       return row!.id;
     },
     async close() {
