@@ -66,7 +66,7 @@ describe('npm run demo', () => {
         .getSetCookie()
         .map((c) => c.split(';')[0])
         .join('; ');
-      const code = await generate({ secret: secrets[who]!.secret });
+      const code = await freshCode(who);
       const res = await fetch(link, {
         method: 'POST',
         headers: { 'content-type': 'application/x-www-form-urlencoded', cookie },
@@ -77,6 +77,22 @@ describe('npm run demo', () => {
       return html;
     }
     const link = /http:\/\/localhost:\d+\/stepup\/[A-Za-z0-9_-]+/;
+    /**
+     * A code not used before: each is accepted once, and every approval needs its own step-up, so quick
+     * successive ones take the next 30-second step's code (accepted one step early), or wait for it.
+     */
+    const lastStep: Record<string, number> = {};
+    async function freshCode(who: string): Promise<string> {
+      for (;;) {
+        const now = Math.floor(Date.now() / 1000 / 30);
+        const step = Math.max((lastStep[who] ?? 0) + 1, now);
+        if (step <= now + 1) {
+          lastStep[who] = step;
+          return generate({ secret: secrets[who]!.secret, epoch: step * 30 });
+        }
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
 
     await until(/Console chat on #incident/);
     for (const who of ['analyst', 'commander']) {

@@ -137,7 +137,12 @@ export async function startE2E(
       const confirm = fresh().find(
         (m) => m.kind === 'private' && m.to === 'analyst' && /\/stepup\//.test(m.text),
       );
-      if (confirm) await t.stepUp(t.lastLinkFor('analyst'), analyst);
+      // Each TOTP code works once: a step-up in the next 30-second step has a fresh one.
+      const nextCode = () => t.clock.advance(30_000);
+      if (confirm) {
+        nextCode();
+        await t.stepUp(t.lastLinkFor('analyst'), analyst);
+      }
       const card = await t.chat.waitFor(
         (m) => m.kind === 'card' && t.chat.transcript.indexOf(m) >= before,
         10_000,
@@ -150,7 +155,10 @@ export async function startE2E(
         const linked = t.chat.transcript
           .slice(click)
           .some((m) => m.kind === 'private' && m.to === 'commander' && /\/stepup\//.test(m.text));
-        if (linked) await t.stepUp(t.lastLinkFor('commander'), commander);
+        if (linked) {
+          nextCode();
+          await t.stepUp(t.lastLinkFor('commander'), commander);
+        }
       }
       await waitFor(
         () => ['completed', 'denied', 'cancelled', 'expired'].includes(cardOf(ref)!.view.state),
