@@ -71,6 +71,8 @@ export function createAgentClient(deps: {
   let ws: WebSocket | undefined;
   let attempt = 0;
   let heartbeatSeconds = 30;
+  /** Restarts the live connection's silence check (the broker's `welcome` may change the period). */
+  let rewatch: (() => void) | undefined;
   let stopped = false;
   let work: Promise<unknown> = Promise.resolve();
 
@@ -256,6 +258,7 @@ export function createAgentClient(deps: {
       case 'welcome':
         attempt = 0;
         heartbeatSeconds = f.heartbeatSeconds;
+        rewatch?.();
         log('connected', { endpointId: f.endpointId, brokerId: f.brokerId, heartbeatSeconds });
         return;
       case 'delivery':
@@ -332,6 +335,10 @@ export function createAgentClient(deps: {
         capabilities: options.capabilities,
         isolated: state.isolation().isolated,
       });
+      rewatch = () => {
+        clearTimeout(heartbeat);
+        watch();
+      };
       watch();
     });
     sock.on('ping', () => {
@@ -365,6 +372,7 @@ export function createAgentClient(deps: {
     sock.on('error', (e) => log('connection error', { err: e.message }));
     sock.on('close', (code, reason) => {
       if (heartbeat) clearTimeout(heartbeat);
+      if (ws === sock) rewatch = undefined;
       const wasLink = link;
       if (ws === sock) {
         link = undefined;
@@ -377,7 +385,10 @@ export function createAgentClient(deps: {
         w.resolve({ go: false, reason: 'disconnected' });
       }
       if (stopped) return;
-      const delay = Math.random() * Math.min(options.backoffMaxMs, options.backoffBaseMs * 2 ** attempt);
+      // Never longer than a heartbeat period: with one attempt of at most a period, the agent is back
+      // within two periods of the broker becoming reachable again.
+      const cap = Math.min(options.backoffMaxMs, heartbeatSeconds * 1000);
+      const delay = Math.random() * Math.min(cap, options.backoffBaseMs * 2 ** attempt);
       attempt = Math.min(attempt + 1, 30);
       log('disconnected', { code, reason: reason.toString(), retryInMs: Math.round(delay) });
       setTimeout(connect, delay);
