@@ -45,7 +45,7 @@ type Decision = { go: boolean; reason?: string; refused?: AgentRefusal };
  * broker pings every period, and the agent pings it too after one silent period, so a live broker is never
  * silent that long.
  */
-export const SILENT_HEARTBEATS = 2;
+const SILENT_HEARTBEATS = 2;
 /** How long a connection attempt may take: one heartbeat period, within these bounds. */
 const HANDSHAKE_MIN_MS = 2_000;
 const HANDSHAKE_MAX_MS = 10_000;
