@@ -2,13 +2,15 @@
 // cannot journal a delivery must not run it (a decoy process stays alive, a script leaves no marker) and must
 // say why in a failed result; once space is freed the next delivery runs. With a single page free the start
 // is journalled but the result is not: the action ran, so its real result is reported at once and written
-// to the journal when space comes back, with no restart.
+// to the journal when space comes back, with no restart. A script whose output fills the disk still has its
+// exit recorded (in a status file written in place), and the result says that output is missing.
 import { spawn } from 'node:child_process';
 import {
   closeSync,
   existsSync,
   mkdirSync,
   openSync,
+  readdirSync,
   readFileSync,
   rmSync,
   statfsSync,
@@ -16,6 +18,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describeResult } from '../bot/render/results.ts';
 import {
   type AgentProcess,
   deliveryState,
@@ -203,6 +206,32 @@ describe.skipIf(cannot !== undefined).each(drivers)(
         'the result to reach the journal',
       );
       expect(entry().result).toMatchObject({ ok: true, result: { killed: [{ pid }] } });
+    });
+
+    it('finishes a script whose output filled the disk, reports its real exit and that output is missing', async () => {
+      // Three pages: the journal entry, the run's preallocated status file, and one page of output.
+      fill(state.dir, 3);
+      const body = 'import sys\nsys.stdout.write("x" * 20000)\nsys.stdout.flush()\nprint("after")\n';
+      const [d] = await dispatch(tdb, tb.broker.dispatcher, tb.clock, [
+        { endpointId, ...scriptDelivery('chatty', body) },
+      ]);
+      const row = await final(d!.id);
+      expect(row.state).toBe('succeeded');
+      expect(row.result).toMatchObject({ exitCode: 0, outputLost: true });
+      const stdout = (row.result as { stdout: string }).stdout;
+      expect(stdout.length).toBeLessThan(20000);
+      expect(stdout).toMatch(/^x+$/);
+      expect(
+        describeResult({
+          host: 'full-01',
+          action: 'run',
+          state: row.state,
+          result: row.result,
+          error: row.error,
+        }),
+      ).toContain("Part of the output is missing: the agent's disk was full.");
+      freeAll(state.dir);
+      await waitFor(() => readdirSync(join(state.dir, 'runs')).length === 0, 'the run files to be removed');
     });
   },
 );
