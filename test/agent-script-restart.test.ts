@@ -102,7 +102,7 @@ describe.each(drivers)('scripts across an agent crash on %s', (driver) => {
     expect(existsSync(s.rec.tempDir)).toBe(false);
   });
 
-  it('reports "outcome unknown", not a failure, when the script and its runner left no trace of their end', async () => {
+  it('says "outcome unknown" in the thread, not "failed", when the script and its runner left no trace of their end', async () => {
     const s = await scriptThenCrash('crash-03');
     // The runner and the script die with the agent (as in a power cut): nothing records how the script ended.
     const status = await waitFor(() => {
