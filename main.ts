@@ -82,6 +82,7 @@ async function main() {
       publicHost: config.BROKER_PUBLIC_HOST,
       dataDir: config.DATA_DIR,
       maxFileBytes: config.MAX_FILE_BYTES,
+      heartbeatSeconds: config.BROKER_HEARTBEAT,
     },
   });
   const unfollow = await platform.followDeliveries();

@@ -3,7 +3,9 @@
 // ack with a fresh nonce, wait for the broker's go-ahead signed over that nonce, journal (fsync'd), execute,
 // journal the result, send it. Whoever holds the broker's TLS certificate but not the platform's signing key
 // can therefore replay nothing: not an expired delivery, not one already run, not a go-ahead given to
-// another ack. Reconnects with full-jitter exponential backoff.
+// another ack. A delivery the journal cannot record is not run, and is reported failed with the reason.
+// After a restart, a script that kept running is found through the journal and its real outcome reported.
+// A broker silent for two heartbeat periods is taken as gone; reconnects use full-jitter exponential backoff.
 import { createPublicKey, randomBytes, verify } from 'node:crypto';
 import WebSocket from 'ws';
 import { canonicalJson } from '../protocol/canonical-json.ts';
@@ -18,10 +20,13 @@ import {
   signedProceedFields,
   splitChunk,
 } from '../protocol/frames.ts';
-import { type AgentOptions, execute } from './actions/execute.ts';
+import { type AgentOptions, type ExecContext, execute } from './actions/execute.ts';
+import { removeRun } from './actions/script-files.ts';
 import type { AgentState } from './agent-state.ts';
-import type { ActionOutcome, Journal } from './journal.ts';
+import type { ActionOutcome, Journal, JournalEntry } from './journal.ts';
+import { createJournalWriter } from './journal-writer.ts';
 import { createLink, type Link } from './link.ts';
+import { createUnfinishedDeliveries } from './unfinished-deliveries.ts';
 import { AGENT_VERSION } from './version.ts';
 
 export interface ClientOptions extends AgentOptions {
@@ -35,6 +40,16 @@ type Delivery = Extract<BrokerFrame, { type: 'delivery' }>;
 type Proceed = Extract<BrokerFrame, { type: 'proceed' }>;
 type Decision = { go: boolean; reason?: string; refused?: AgentRefusal };
 
+/**
+ * A connection that brings nothing (no ping, no frame, no pong) for this many heartbeat periods is dead. The
+ * broker pings every period, and the agent pings it too after one silent period, so a live broker is never
+ * silent that long.
+ */
+const SILENT_HEARTBEATS = 2;
+/** How long a connection attempt may take: one heartbeat period, within these bounds. */
+const HANDSHAKE_MIN_MS = 2_000;
+const HANDSHAKE_MAX_MS = 10_000;
+
 export function createAgentClient(deps: {
   state: AgentState;
   journal: Journal;
@@ -46,11 +61,18 @@ export function createAgentClient(deps: {
   const tls = state.tls();
   const signingKey = createPublicKey(state.signingPublicKey());
   const running = new Set<string>();
+  const writer = createJournalWriter({
+    journal,
+    log,
+    onRecorded: (entry) => entry.script && removeRun(entry.script),
+  });
   const proceedWaiters = new Map<string, { nonce: string; resolve: (d: Decision) => void }>();
   let link: Link | undefined;
   let ws: WebSocket | undefined;
   let attempt = 0;
   let heartbeatSeconds = 30;
+  /** Restarts the live connection's silence check (the broker's `welcome` may change the period). */
+  let rewatch: (() => void) | undefined;
   let stopped = false;
   let work: Promise<unknown> = Promise.resolve();
 
@@ -92,6 +114,49 @@ export function createAgentClient(deps: {
     });
   }
 
+  /** Records a result (or keeps retrying it) and sends it. */
+  function finishDelivery(id: string, outcome: ActionOutcome) {
+    writer.finish(id, outcome);
+    sendResult(id, outcome);
+  }
+
+  function execContext(deliveryId: string, startedAt: string): ExecContext {
+    return {
+      deliveryId,
+      journal: {
+        startedAt,
+        recordScript: async (rec) => void (await writer.recordScript(deliveryId, rec)),
+      },
+      link: () => link,
+      options,
+      state,
+      brokerUrl: identity.broker,
+      log,
+    };
+  }
+
+  const unfinished = createUnfinishedDeliveries({
+    journal,
+    stateDir: state.dir,
+    maxOutputBytes: options.maxOutputBytes,
+    execContext,
+    log,
+  });
+
+  /** At start: the scripts the last run of this agent left behind, settled before any new delivery runs. */
+  async function settleLeftoverScripts() {
+    for (const entry of unfinished.leftoverScripts()) {
+      running.add(entry.id);
+      try {
+        const outcome = await unfinished.settle(entry);
+        log('script settled after a restart', { id: entry.id, ok: outcome.ok, error: outcome.error });
+        finishDelivery(entry.id, outcome);
+      } finally {
+        running.delete(entry.id);
+      }
+    }
+  }
+
   async function handleDelivery(d: Delivery, on: Link) {
     if (!on.isOpen()) return; // the broker sends it again after we reconnect
     if (!verifySignature(d)) {
@@ -103,18 +168,21 @@ export function createAgentClient(deps: {
       );
     }
     const seen = journal.get(d.id);
-    if (seen?.result) {
+    const kept = seen?.result ?? writer.unrecorded(d.id);
+    if (kept) {
       log('delivery already done; sending the stored result again', { id: d.id });
-      return sendResult(d.id, seen.result);
+      return sendResult(d.id, kept);
     }
     if (seen) {
       if (running.has(d.id)) return;
-      // Started before a crash or restart and never finished: report it, never run it twice.
-      const done = journal.finish(seen, {
-        ok: false,
-        error: 'interrupted: the agent stopped before this action finished; it was not run again',
-      });
-      return sendResult(d.id, done.result!);
+      // Started before a crash or restart and never finished: report what became of it, never run it twice.
+      running.add(d.id);
+      try {
+        finishDelivery(d.id, await unfinished.settle(seen));
+      } finally {
+        running.delete(d.id);
+      }
+      return;
     }
     // Checked only for a delivery that would run now: a finished one still gets its stored result above.
     const expiresAt = Date.parse(d.expiresAt);
@@ -157,26 +225,32 @@ export function createAgentClient(deps: {
       log('broker said not to run the delivery', { id: d.id, reason: decision.reason });
       return;
     }
-    const entry = journal.start(d.id, d.action);
-    running.add(d.id);
-    log('running delivery', { id: d.id, action: d.action });
-    let outcome: ActionOutcome;
+    let entry: JournalEntry;
     try {
-      outcome = await execute(d.action, d.payload, {
-        deliveryId: d.id,
-        link: () => link,
-        options,
-        state,
-        brokerUrl: identity.broker,
-        log,
-      });
+      entry = await writer.start(d.id, d.action);
     } catch (e) {
-      outcome = { ok: false, error: (e as Error).message };
+      // Not in the journal, so not run: a crash now could not tell whether it ran. Nothing ran, so a
+      // redelivery may try again once there is room.
+      const error =
+        `not run: the agent could not write this delivery to its journal (${(e as Error).message}); ` +
+        `it runs nothing it has not recorded first. Free space in ${journal.dir}`;
+      log('delivery not run: the journal cannot be written', { id: d.id, action: d.action, error });
+      return sendResult(d.id, { ok: false, error });
     }
-    journal.finish(entry, outcome);
-    running.delete(d.id);
-    log('delivery done', { id: d.id, action: d.action, ok: outcome.ok, error: outcome.error });
-    sendResult(d.id, outcome);
+    running.add(d.id);
+    try {
+      log('running delivery', { id: d.id, action: d.action });
+      let outcome: ActionOutcome;
+      try {
+        outcome = await execute(d.action, d.payload, execContext(d.id, entry.startedAt));
+      } catch (e) {
+        outcome = { ok: false, error: (e as Error).message };
+      }
+      log('delivery done', { id: d.id, action: d.action, ok: outcome.ok, error: outcome.error });
+      finishDelivery(d.id, outcome);
+    } finally {
+      running.delete(d.id);
+    }
   }
 
   function onFrame(f: BrokerFrame, on: Link) {
@@ -184,7 +258,8 @@ export function createAgentClient(deps: {
       case 'welcome':
         attempt = 0;
         heartbeatSeconds = f.heartbeatSeconds;
-        log('connected', { endpointId: f.endpointId, brokerId: f.brokerId });
+        rewatch?.();
+        log('connected', { endpointId: f.endpointId, brokerId: f.brokerId, heartbeatSeconds });
         return;
       case 'delivery':
         work = work
@@ -226,11 +301,27 @@ export function createAgentClient(deps: {
       ca: tls.ca,
       perMessageDeflate: false,
       maxPayload: MAX_WS_PAYLOAD,
-      handshakeTimeout: 10_000,
+      // A broker that cannot finish the handshake within a heartbeat period is not there (packets dropped);
+      // the next attempt may find it.
+      handshakeTimeout: Math.min(HANDSHAKE_MAX_MS, Math.max(HANDSHAKE_MIN_MS, heartbeatSeconds * 1000)),
     });
     ws = sock;
     let lastHeard = Date.now();
     let heartbeat: NodeJS.Timeout | undefined;
+    // Checked four times a period: a dead connection is dropped within 2¼ heartbeat periods of its last
+    // sign of life.
+    const watch = () => {
+      const periodMs = heartbeatSeconds * 1000;
+      const silentMs = Date.now() - lastHeard;
+      if (silentMs > SILENT_HEARTBEATS * periodMs) {
+        log('the broker went silent; reconnecting', { silentMs, heartbeatSeconds });
+        sock.terminate();
+        return;
+      }
+      // One silent period: ask. A live broker answers a ping at once, even if its own pings are late.
+      if (silentMs > periodMs) sock.ping();
+      heartbeat = setTimeout(watch, Math.max(250, periodMs / 4));
+    };
     sock.on('open', () => {
       const l = createLink(sock);
       link = l;
@@ -244,12 +335,16 @@ export function createAgentClient(deps: {
         capabilities: options.capabilities,
         isolated: state.isolation().isolated,
       });
-      // A broker that has gone silent for three heartbeats is gone; drop the socket and reconnect.
-      heartbeat = setInterval(() => {
-        if (Date.now() - lastHeard > 3 * heartbeatSeconds * 1000 + 5_000) sock.terminate();
-      }, 5_000);
+      rewatch = () => {
+        clearTimeout(heartbeat);
+        watch();
+      };
+      watch();
     });
     sock.on('ping', () => {
+      lastHeard = Date.now();
+    });
+    sock.on('pong', () => {
       lastHeard = Date.now();
     });
     sock.on('message', (data, isBinary) => {
@@ -276,7 +371,8 @@ export function createAgentClient(deps: {
     });
     sock.on('error', (e) => log('connection error', { err: e.message }));
     sock.on('close', (code, reason) => {
-      if (heartbeat) clearInterval(heartbeat);
+      if (heartbeat) clearTimeout(heartbeat);
+      if (ws === sock) rewatch = undefined;
       const wasLink = link;
       if (ws === sock) {
         link = undefined;
@@ -289,7 +385,10 @@ export function createAgentClient(deps: {
         w.resolve({ go: false, reason: 'disconnected' });
       }
       if (stopped) return;
-      const delay = Math.random() * Math.min(options.backoffMaxMs, options.backoffBaseMs * 2 ** attempt);
+      // Never longer than a heartbeat period: with one attempt of at most a period, the agent is back
+      // within two periods of the broker becoming reachable again.
+      const cap = Math.min(options.backoffMaxMs, heartbeatSeconds * 1000);
+      const delay = Math.random() * Math.min(cap, options.backoffBaseMs * 2 ** attempt);
       attempt = Math.min(attempt + 1, 30);
       log('disconnected', { code, reason: reason.toString(), retryInMs: Math.round(delay) });
       setTimeout(connect, delay);
@@ -297,9 +396,15 @@ export function createAgentClient(deps: {
   }
 
   return {
-    start: connect,
+    start() {
+      work = work
+        .then(settleLeftoverScripts)
+        .catch((e) => log('settling earlier scripts failed', { err: String(e) }));
+      connect();
+    },
     async stop() {
       stopped = true;
+      writer.stop();
       ws?.close(1001, 'agent stopping');
     },
   };

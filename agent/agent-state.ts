@@ -2,7 +2,16 @@
 // enrolment, the journal of deliveries it has run, and its isolation state. Writes are atomic and fsync'd,
 // because the journal and isolation state are what keep a restarted agent from running anything twice or
 // forgetting it was isolated.
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
 
@@ -22,17 +31,29 @@ export const isolationSchema = z.object({
 });
 export type IsolationState = z.infer<typeof isolationSchema>;
 
-/** Writes a file atomically: temp file, fsync, rename, fsync the directory. */
+/**
+ * Writes a file atomically: temp file, fsync, rename, fsync the directory. Throws when any step fails (a
+ * full disk: ENOSPC), leaving the old file as it was and no temp file behind: a half-written temp file would
+ * hold on to the very space the next attempt needs.
+ */
 export function writeFileDurable(file: string, data: string | Buffer, mode = 0o600) {
   const tmp = `${file}.tmp-${process.pid}`;
-  const fd = openSync(tmp, 'w', mode);
   try {
-    writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+    const fd = openSync(tmp, 'w', mode);
+    try {
+      const buf = typeof data === 'string' ? Buffer.from(data) : data;
+      // writeSync may write less than asked (a nearly full disk): loop, so a short write is an error, not a
+      // truncated file renamed into place.
+      for (let at = 0; at < buf.length; ) at += writeSync(fd, buf, at, buf.length - at);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, file);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
   }
-  renameSync(tmp, file);
   try {
     const dfd = openSync(dirname(file), 'r');
     fsyncSync(dfd);

@@ -27,7 +27,8 @@ Options:
   --hostname NAME         the name to enrol under (default: this machine's host name)
   --reenroll              enrol this (already enrolled) agent again with a new key: with --enroll TOKEN
                           using that re-enrolment token, otherwise proving its current key to the broker
-  --state-dir DIR         key, certificate, journal and isolation state (default ./agent-state)
+  --state-dir DIR         key, certificate, journal, running scripts' output and isolation state
+                          (default ./agent-state)
   --allowed-root DIR      fetch, put and script file access must stay inside DIR
   --dry-run               change nothing on this host: isolation is only logged, and everything else
                           happens inside a sandbox directory (--sandbox, default <state-dir>/sandbox)

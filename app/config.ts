@@ -144,6 +144,13 @@ export const configSchema = z
     /** Hostname agents use to reach the broker; goes into the broker's certificate. */
     BROKER_PUBLIC_HOST: z.string().min(1).default('localhost'),
     BROKER_ID: z.string().min(1).max(100).default(`${hostname()}-${process.pid}`),
+    /**
+     * The broker pings every agent this often and drops one that missed a ping; agents take two silent
+     * periods as a dead connection (docs/agent-protocol.md §1). Shorter finds cut connections sooner.
+     */
+    BROKER_HEARTBEAT: duration('30s').refine((s) => s <= 600, {
+      message: 'must be at most 10m (agents take two silent periods as a dead connection)',
+    }),
     PUBLIC_URL: z
       .url({ protocol: /^https?$/, message: 'must be an http(s) URL such as https://ar.example.com' })
       .optional(),

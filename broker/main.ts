@@ -37,6 +37,7 @@ const broker = createBroker({
     publicHost: config.BROKER_PUBLIC_HOST,
     dataDir: config.DATA_DIR,
     maxFileBytes: config.MAX_FILE_BYTES,
+    heartbeatSeconds: config.BROKER_HEARTBEAT,
   },
 });
 const { port } = await broker.start();

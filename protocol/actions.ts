@@ -203,6 +203,19 @@ export const ACTIONS = {
       stderr: z.string(),
       stdoutTruncated: z.boolean(),
       stderrTruncated: z.boolean(),
+      /**
+       * The agent restarted while the script ran (a crash, a kill, an upgrade) and collected its end
+       * afterwards: the script ran once, to its end, and this is how it ended.
+       */
+      adopted: z.boolean().optional(),
+      /**
+       * `unknown`: the agent restarted and found no trace of how the script ended (its runner was gone and
+       * recorded no exit); exitCode and signal are null, the output is what it wrote before, and durationMs
+       * runs until the agent found it gone. The delivery is failed with an error starting "outcome unknown".
+       */
+      outcome: z.literal('unknown').optional(),
+      /** Part of the output could not be written to the agent's disk (it was full) and is missing. */
+      outputLost: z.boolean().optional(),
     }),
     changesEndpoint: true,
     handsOutEvidence: false,

@@ -1,4 +1,4 @@
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
@@ -10,6 +10,7 @@ import {
   spawnAgent,
   startTestBroker,
   type TestBroker,
+  tempDir,
   waitFor,
 } from './helpers/agents.ts';
 import { drivers, openTestDatabase, type TestDatabase } from './helpers/db.ts';
@@ -104,23 +105,59 @@ describe.each(drivers)('durable outbox on %s', (driver) => {
     ).toBe(0);
   });
 
-  it('reports a delivery interrupted by an agent crash as failed and does not run it again', async () => {
+  it('reports the real end of a script that kept running through an agent crash, and does not run it again', async () => {
     const { agent, endpointId, stateDir } = await enrolAgent(tb, tdb, 'crash-01');
     agents.push(agent);
-    const script = 'import time\ntime.sleep(30)\n';
+    const work = tempDir('ar-crash-');
+    const release = join(work.dir, 'release');
+    const runs = join(work.dir, 'runs.log');
+    // Waits for the test's word, so the agent is down and back up while it runs; then calls the helper,
+    // which works again only if the restarted agent serves it.
+    const script = [
+      'import os, sys, time',
+      'import active_response as ar',
+      'p = ar.params()',
+      'open(p["runs"], "a").write("ran\\n")',
+      'print("started", flush=True)',
+      'while not os.path.exists(p["release"]):',
+      '    time.sleep(0.05)',
+      'ar.progress("still here")',
+      'print("finished after the restart")',
+      'sys.exit(3)',
+    ].join('\n');
     const [d] = await dispatch(tdb, tb.broker.dispatcher, tb.clock, [
-      { endpointId, ...scriptDelivery('sleepy', script) },
+      { endpointId, ...scriptDelivery('patient', script, { release, runs }) },
     ]);
-    await agent.waitForLog((l) => l.msg === 'running delivery', 'the script to start');
+    await waitFor(() => existsSync(runs), 'the script to start');
     await agent.kill();
     expect((await deliveryState(tdb, d!.id)).state).toBe('acknowledged');
     const again = spawnAgent({ stateDir });
     agents.push(again);
+    await again.waitForLog(
+      (l) => l.msg === 'adopting a script that kept running while the agent was down',
+      'the adoption',
+    );
+    writeFileSync(release, '');
     const row = await waitFor(async () => {
       const r = await deliveryState(tdb, d!.id);
       return r.state === 'failed' ? r : undefined;
-    }, 'the interrupted delivery to be reported');
-    expect(row.error).toMatch(/interrupted/);
+    }, "the script's real end to be reported");
+    // Exit code 3, not a traceback's 1: the helper call after the restart was answered.
+    expect(row.error).toBe('the script exited with 3');
+    expect(row.result).toMatchObject({
+      exitCode: 3,
+      signal: null,
+      timedOut: false,
+      adopted: true,
+      stdout: 'started\nfinished after the restart\n',
+    });
+    expect(readFileSync(runs, 'utf8')).toBe('ran\n');
     expect(again.count((l) => l.msg === 'running delivery')).toBe(0);
+    // The run's files and its temporary directory are gone once the journal holds the result.
+    await waitFor(() => readdirSync(join(stateDir, 'runs')).length === 0, 'the run files to be removed');
+    const entry = JSON.parse(readFileSync(join(stateDir, 'journal', `${d!.id}.json`), 'utf8'));
+    expect(entry.result).toMatchObject({ ok: false, result: { exitCode: 3, adopted: true } });
+    expect(existsSync(entry.script.tempDir)).toBe(false);
+    work.remove();
   });
 });

@@ -87,6 +87,13 @@ describe('config', () => {
     expect(() => loadConfig({ DB_START_TIMEOUT: 'forever' })).toThrow(/DB_START_TIMEOUT expected a duration/);
   });
 
+  it('takes the broker heartbeat as a duration (default 30 s, at most 10 minutes)', () => {
+    expect(loadConfig({}).BROKER_HEARTBEAT).toBe(30);
+    expect(loadConfig({ BROKER_HEARTBEAT: '5s' }).BROKER_HEARTBEAT).toBe(5);
+    expect(() => loadConfig({ BROKER_HEARTBEAT: '1h' })).toThrow(/BROKER_HEARTBEAT must be at most 10m/);
+    expect(() => loadConfig({ BROKER_HEARTBEAT: '0s' })).toThrow(/BROKER_HEARTBEAT expected a duration/);
+  });
+
   it('parses durations', () => {
     expect(parseDuration('30s')).toBe(30);
     expect(parseDuration('7d')).toBe(604800);

@@ -3,7 +3,7 @@
 import { lookup } from 'node:dns/promises';
 import { type ParsedDelivery, parseDelivery } from '../../protocol/actions.ts';
 import type { AgentState } from '../agent-state.ts';
-import type { ActionOutcome } from '../journal.ts';
+import type { ActionOutcome, ScriptRecord } from '../journal.ts';
 import type { Link } from '../link.ts';
 import { downloadFile, uploadFile } from '../transfers.ts';
 import { type Allow, IsolationUnsupported, setIsolation } from './isolation.ts';
@@ -31,6 +31,12 @@ export interface AgentOptions {
 
 export interface ExecContext {
   deliveryId: string;
+  /** The delivery's journal entry, for actions that record more in it before they act (a script's process). */
+  journal?: {
+    startedAt: string;
+    /** Durable, or throws: a script's runner is not told to start it unless this succeeded. */
+    recordScript(rec: ScriptRecord): Promise<void>;
+  };
   link: () => Link | undefined;
   options: AgentOptions;
   state: AgentState;
@@ -166,7 +172,9 @@ async function run(d: ParsedDelivery, ctx: ExecContext): Promise<ActionOutcome> 
       });
       return { ok: true, result: got };
     }
-    case 'run':
+    case 'run': {
+      const journal = ctx.journal;
+      if (!journal) throw new Error('a script runs only for a delivery in the journal');
       return runScript(
         { name: d.params.script.name, sha256: d.params.script.sha256, body: d.payload.scriptBody ?? '' },
         d.params.args,
@@ -176,7 +184,14 @@ async function run(d: ParsedDelivery, ctx: ExecContext): Promise<ActionOutcome> 
           workDir: o.sandbox,
         },
         (op, args) => helperCall(ctx, op, args),
+        {
+          stateDir: ctx.state.dir,
+          deliveryId: ctx.deliveryId,
+          startedAt: journal.startedAt,
+          record: (rec) => journal.recordScript(rec),
+        },
       );
+    }
   }
 }
 

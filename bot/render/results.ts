@@ -36,22 +36,33 @@ function parsed<A extends ActionName>(action: A, result: unknown): ActionResult<
 function runLines(host: string, state: string, result: unknown, error: string | null): string {
   const r = parsed('run', result);
   if (!r) return `${host}: run ${state}${error ? ` — ${error}` : ''}`;
-  const how = r.timedOut
-    ? `was stopped after ${Math.round(r.durationMs / 1000)} s (time limit)`
-    : r.exitCode !== null
-      ? `exited with code ${r.exitCode}`
-      : `was killed by ${r.signal}`;
-  const out = [`${host}: script ${how} after ${(r.durationMs / 1000).toFixed(1)} s.`];
+  const out: string[] = [];
+  if (r.outcome === 'unknown') {
+    const why = r.adopted
+      ? 'the agent restarted while the script ran and found no trace of how it ended'
+      : "the script's runner stopped without recording how the script ended";
+    out.push(`${host}: outcome unknown — ${why}; it was not run again.`);
+  } else {
+    const how = r.timedOut
+      ? `was stopped after ${Math.round(r.durationMs / 1000)} s (time limit)`
+      : r.exitCode !== null
+        ? `exited with code ${r.exitCode}`
+        : `was killed by ${r.signal}`;
+    const restarted = r.adopted ? 'the agent restarted while the script ran; the ' : '';
+    out.push(`${host}: ${restarted}script ${how} after ${(r.durationMs / 1000).toFixed(1)} s.`);
+  }
+  const partial = r.outcome === 'unknown' ? ' (what it wrote before the agent lost track of it)' : '';
   if (r.stdout.trim()) {
     out.push(
-      `stdout${r.stdoutTruncated ? ' (cut at the output limit)' : ''}:\n\`\`\`\n${firstLines(r.stdout)}\n\`\`\``,
+      `stdout${partial}${r.stdoutTruncated ? ' (cut at the output limit)' : ''}:\n\`\`\`\n${firstLines(r.stdout)}\n\`\`\``,
     );
   } else out.push('No output on stdout.');
   if (r.stderr.trim()) {
     out.push(
-      `stderr${r.stderrTruncated ? ' (cut at the output limit)' : ''}:\n\`\`\`\n${firstLines(r.stderr, 15)}\n\`\`\``,
+      `stderr${partial}${r.stderrTruncated ? ' (cut at the output limit)' : ''}:\n\`\`\`\n${firstLines(r.stderr, 15)}\n\`\`\``,
     );
   }
+  if (r.outputLost) out.push("Part of the output is missing: the agent's disk was full.");
   return out.join('\n');
 }
 

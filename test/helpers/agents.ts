@@ -63,6 +63,7 @@ export async function startTestBroker(
     host?: string;
     publicHost?: string;
     metrics?: Registry;
+    heartbeatSeconds?: number;
   } = {},
 ) {
   const clock = opts.clock ?? wallClock();
@@ -86,7 +87,7 @@ export async function startTestBroker(
       publicHost: opts.publicHost ?? 'localhost',
       dataDir,
       maxFileBytes: opts.maxFileBytes ?? 64 * 1024 * 1024,
-      heartbeatSeconds: 5,
+      heartbeatSeconds: opts.heartbeatSeconds ?? 5,
     },
   });
   const { port } = await broker.start();
