@@ -8,6 +8,7 @@ import {
   chatIdentities,
   organizations,
   orgTenants,
+  type Platform,
   ROLES,
   type Role,
   roleGrants,
@@ -19,6 +20,7 @@ import { hashPassword } from '../crypto/passwords.ts';
 import { Conflict, Forbidden, NotFound } from '../errors.ts';
 import type { ChatIdentity, Clock } from '../ports.ts';
 import {
+  chatIdentitiesWithRole,
   findIdentity,
   findOrgByName,
   findTenantOrg,
@@ -253,6 +255,9 @@ export function createUserService(deps: { db: Db; audit: AuditService; clock: Cl
       mustResolve(tx ?? db, parse(userRef, idOrUsername, 'user reference')),
 
     listUsers: () => resolveUsers(db),
+
+    /** Chat identities on `platform` of enabled users holding `role` (who a chat card offers a decision). */
+    chatIdentitiesWithRole: (p: Platform, role: Role) => chatIdentitiesWithRole(db, p, role),
 
     async linkChatIdentity(input: {
       userId: string;
