@@ -1,0 +1,171 @@
+// Universal Actions on request cards and private notes (invoke `adaptiveCard/action`):
+// - `ar.refresh`: a viewer's client asks for their own view of a card. Approvers who may still decide get
+//   Approve and Deny, everyone else the read-only card. Nothing is decided, so the core is not involved.
+// - `ar.approve` / `ar.deny`: a click. The clicker is identified afresh (their tenant and guest status from
+//   the member lookup) and the core re-checks everything under the request's row lock; what the core says
+//   to the clicker comes back in this invoke's answer, which only they see. Teams expects that answer
+//   within a few seconds, so the answer waits for the core's first word (or `answerWithinMs`), while card
+//   edits and thread replies carry on afterwards.
+// - `ar.note`: a private note's recipient opens it; anyone else gets the closed note back.
+import type { App } from '@microsoft/teams.apps';
+import type { IAdaptiveCard } from '@microsoft/teams.cards';
+import type { BotCore } from '../../../bot/bot-types.ts';
+import { isAppError } from '../../../bot/errors.ts';
+import type { Logger, RequestView } from '../../../bot/ports.ts';
+import {
+  REASON_INPUT,
+  renderOpenedNoteCard,
+  renderSealedNoteCard,
+  VERB_APPROVE,
+  VERB_DENY,
+  VERB_NOTE,
+  VERB_REFRESH,
+} from '../cards.ts';
+import { sleep, type TimerPort } from '../outbound-gate.ts';
+import type { NoteSealer } from '../private-notes.ts';
+import type { TeamsChat } from '../teams-chat.ts';
+import {
+  addressOf,
+  type CardActionActivity,
+  cardActionActivity,
+  contextOf,
+  hostTenantOf,
+  invokeEventId,
+  targetOf,
+  threadOf,
+} from '../teams-context.ts';
+import type { TeamsIdentity } from '../teams-identity.ts';
+import type { WorkTracker } from './work-tracker.ts';
+
+type InvokeAnswer =
+  | { statusCode: 200; type: 'application/vnd.microsoft.card.adaptive'; value: IAdaptiveCard }
+  | {
+      statusCode: 400;
+      type: 'application/vnd.microsoft.error';
+      value: { code: string; message: string; innerHttpError: { statusCode: number; body: unknown } };
+    };
+
+const cardAnswer = (value: IAdaptiveCard): InvokeAnswer => ({
+  statusCode: 200,
+  type: 'application/vnd.microsoft.card.adaptive',
+  value,
+});
+
+const badRequest = (message: string): InvokeAnswer => ({
+  statusCode: 400,
+  type: 'application/vnd.microsoft.error',
+  value: { code: 'BadRequest', message, innerHttpError: { statusCode: 400, body: { message } } },
+});
+
+export interface CardActionDeps {
+  bot: BotCore;
+  chat: TeamsChat;
+  identity: TeamsIdentity;
+  notes: NoteSealer;
+  /** The request as the core shows it now (by id or R-ref); throws NotFound for an unknown one. */
+  views: (requestId: string) => Promise<RequestView>;
+  work: WorkTracker;
+  logger: Logger;
+  timers: TimerPort;
+  /** How long a click's answer waits for the core (Teams gives up after a few seconds). Default 1,500 ms. */
+  answerWithinMs?: number;
+}
+
+export function registerCardActionListener(app: App, deps: CardActionDeps): void {
+  app.on('card.action', async ({ activity }) => {
+    const parsed = cardActionActivity.safeParse(activity);
+    if (!parsed.success) return badRequest('unexpected card action');
+    const a = parsed.data;
+    deps.identity.learn(a.from.aadObjectId, a.from.id);
+    const { verb, data } = a.value.action;
+    try {
+      switch (verb) {
+        case VERB_NOTE:
+          return cardAnswer(openNote(deps, a, data));
+        case VERB_REFRESH:
+          return await refresh(deps, a, data);
+        case VERB_APPROVE:
+        case VERB_DENY:
+          return await decide(deps, a, verb === VERB_APPROVE ? 'approve' : 'deny', data);
+        default:
+          return badRequest(`unknown action ${String(verb).slice(0, 40)}`);
+      }
+    } catch (err) {
+      deps.logger.error({ err, verb }, 'could not answer a Teams card action');
+      return badRequest('Something went wrong on our side; try again.');
+    }
+  });
+}
+
+function requestIdOf(data: Record<string, unknown>): string | undefined {
+  const id = data.requestId;
+  return typeof id === 'string' && /^[A-Za-z0-9-]{1,64}$/.test(id) ? id : undefined;
+}
+
+function openNote(deps: CardActionDeps, a: CardActionActivity, data: Record<string, unknown>): IAdaptiveCard {
+  const text = a.from.aadObjectId ? deps.notes.open(data.note, a.from.aadObjectId) : undefined;
+  if (text !== undefined) return renderOpenedNoteCard(text);
+  // Not theirs: the closed note again, as it was.
+  const recipientName = typeof data.for === 'string' ? data.for.slice(0, 200) : 'someone else';
+  return renderSealedNoteCard({ recipientName, sealed: String(data.note ?? ''), recipientMri: '' });
+}
+
+async function refresh(deps: CardActionDeps, a: CardActionActivity, data: Record<string, unknown>) {
+  const requestId = requestIdOf(data);
+  if (!requestId) return badRequest('this card names no request');
+  const view = await deps.views(requestId);
+  return cardAnswer(await deps.chat.viewerCard(addressOf(a), threadOf(a), view, a.from));
+}
+
+async function decide(
+  deps: CardActionDeps,
+  a: CardActionActivity,
+  decision: 'approve' | 'deny',
+  data: Record<string, unknown>,
+): Promise<InvokeAnswer> {
+  const requestId = requestIdOf(data);
+  if (!requestId) return badRequest('this card names no request');
+  const address = addressOf(a);
+  const root = threadOf(a);
+  const reason =
+    typeof data[REASON_INPUT] === 'string' ? (data[REASON_INPUT] as string).trim().slice(0, 500) : '';
+
+  let notice: string | undefined;
+  let view: RequestView | undefined;
+  try {
+    const identity = await deps.identity.identify({
+      target: targetOf(address, root),
+      hostTenant: hostTenantOf(a),
+      from: a.from,
+    });
+    const ctx = contextOf(a, identity, invokeEventId(a));
+    const capture = deps.chat.capture();
+    const work = deps.work.track(
+      capture.run(() =>
+        deps.bot.handleDecision(ctx, {
+          requestId,
+          decision,
+          reason: decision === 'deny' && reason ? reason : undefined,
+        }),
+      ),
+    );
+    let timedOut = false;
+    await Promise.race([
+      work,
+      capture.said,
+      sleep(deps.timers, deps.answerWithinMs ?? 1500).then(() => {
+        timedOut = true;
+      }),
+    ]);
+    capture.close();
+    view = capture.view;
+    notice =
+      capture.notices.join('\n\n') ||
+      (timedOut && !view ? 'Still working on it: the card shows the result when it is done.' : undefined);
+  } catch (err) {
+    if (!isAppError(err)) throw err;
+    notice = err.message;
+  }
+  view ??= await deps.views(requestId);
+  return cardAnswer(await deps.chat.viewerCard(address, root, view, a.from, notice));
+}
