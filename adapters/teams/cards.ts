@@ -51,8 +51,8 @@ const STATE_LABEL: Record<RequestView['state'], string> = {
  */
 export function escapeMarkdown(text: string): string {
   return text
-    .replace(/[\\`*_[\]()<>~#|]/g, (c) => `\\${c}`)
-    .replace(/^(\s*)([-+]|\d+\.)(\s)/gm, (_m, sp, mark, s) => `${sp}\\${mark}${s}`);
+    .replace(/[\\`*_[\]<>~]/g, (c) => `\\${c}`)
+    .replace(/^(\s*)(#|[-+]|\d+\.)(\s)/gm, (_m, sp, mark, s) => `${sp}\\${mark}${s}`);
 }
 
 function clip(text: string, max = TEXT_MAX): string {
@@ -78,8 +78,14 @@ export function linkIn(text: string): string | undefined {
   return text.match(/https?:\/\/[^\s<>"')]+/)?.[0];
 }
 
+/** Escapes a notice but leaves its links as they are, so Teams still shows them as links. */
+function escapeKeepingLinks(text: string): string {
+  const parts = text.split(/(https?:\/\/[^\s<>"')]+)/);
+  return parts.map((p, i) => (i % 2 === 1 ? p : escapeMarkdown(p))).join('');
+}
+
 function noticeBlock(notice: string): Container {
-  const items: CardElementArray = [new TextBlock(escapeMarkdown(clip(notice)), { wrap: true })];
+  const items: CardElementArray = [new TextBlock(escapeKeepingLinks(clip(notice)), { wrap: true })];
   const url = linkIn(notice);
   if (url) {
     const title = url.includes('/stepup/') ? 'Open the step-up page' : 'Open the link';
