@@ -157,6 +157,7 @@ export function createOutboundGate(opts: GateOptions) {
   });
   const perApp = createRateLimiter({ timers, limits: opts.appLimits ?? APP_LIMITS });
   const waits: number[] = [];
+  let inflight = 0;
 
   return {
     /**
@@ -167,36 +168,43 @@ export function createOutboundGate(opts: GateOptions) {
       for (let attempt = 1; ; attempt++) {
         await perConversation.acquire(key);
         await perApp.acquire('app');
+        let failure: unknown;
+        inflight++;
         try {
           return await call();
         } catch (err) {
-          const f = failureOf(err);
-          const asked = retryAfterMs(f.retryAfter, timers.now());
-          const retryable = RETRYABLE.has(f.status);
-          if (!retryable || attempt >= maxAttempts || (asked !== undefined && asked > maxRetryAfter)) {
-            const why = f.status ? `HTTP ${f.status}` : (f.code ?? 'no answer');
-            throw new TeamsApiError(
-              `${what} failed: ${why}${retryable ? ` after ${attempt} attempt${attempt === 1 ? '' : 's'}` : ''}`,
-              f.status,
-              attempt,
-            );
-          }
-          // Exponential backoff when the server gave no Retry-After; jitter up to a fifth on top (at least
-          // 50 ms), so a crowd of senders that were told the same time spreads out.
-          const base = asked ?? Math.min(30_000, 500 * 2 ** (attempt - 1));
-          const wait = Math.round(base + random() * Math.max(50, base * 0.2));
-          waits.push(wait);
-          opts.logger.warn(
-            { call: what, status: f.status, attempt, waitMs: wait, retryAfterMs: asked },
-            'Teams connector asked us to slow down or failed for a moment; retrying',
-          );
-          await sleep(timers, wait);
+          failure = err;
+        } finally {
+          inflight--;
         }
+        const f = failureOf(failure);
+        const asked = retryAfterMs(f.retryAfter, timers.now());
+        const retryable = RETRYABLE.has(f.status);
+        if (!retryable || attempt >= maxAttempts || (asked !== undefined && asked > maxRetryAfter)) {
+          const why = f.status ? `HTTP ${f.status}` : (f.code ?? 'no answer');
+          throw new TeamsApiError(
+            `${what} failed: ${why}${retryable ? ` after ${attempt} attempt${attempt === 1 ? '' : 's'}` : ''}`,
+            f.status,
+            attempt,
+          );
+        }
+        // Exponential backoff when the server gave no Retry-After; jitter up to a fifth on top (at least
+        // 50 ms), so a crowd of senders that were told the same time spreads out.
+        const base = asked ?? Math.min(30_000, 500 * 2 ** (attempt - 1));
+        const wait = Math.round(base + random() * Math.max(50, base * 0.2));
+        waits.push(wait);
+        opts.logger.warn(
+          { call: what, status: f.status, attempt, waitMs: wait, retryAfterMs: asked },
+          'Teams connector asked us to slow down or failed for a moment; retrying',
+        );
+        await sleep(timers, wait);
       }
     },
     /** Every retry wait so far, in ms (tests and the benchmark). */
     retryWaits: () => [...waits],
     backlogMs: (key: string) => perConversation.backlogMs(key),
+    /** Connector calls under way (waiting for a slot or a retry not included). */
+    inflight: () => inflight,
   };
 }
 
