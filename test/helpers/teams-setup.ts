@@ -52,6 +52,8 @@ export interface TeamsHarness {
 export async function startTeamsHarness(
   tp: TestPlatform,
   overrides: Partial<TeamsDeps> = {},
+  /** Mounts more on the same server before it is ready (the step-up pages). */
+  mountAlso?: (http: FastifyInstance) => Promise<void>,
 ): Promise<TeamsHarness> {
   const teams = await startFakeTeams({
     clientId: CLIENT_ID,
@@ -70,6 +72,7 @@ export async function startTeamsHarness(
     ...overrides,
   });
   tp.platform.router.register('teams', adapter.chat);
+  await mountAlso?.(http);
   await http.ready();
   return {
     teams,
