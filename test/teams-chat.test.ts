@@ -12,7 +12,14 @@ import type { ChatContext, ChatMessageRef, RequestView } from '../bot/ports.ts';
 import { requestFacts } from '../bot/render/summary.ts';
 import { openTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { sampleRequestView } from './helpers/fake-slack.ts';
-import { BOT_SCOPE, cardOf, startFakeTeams, textOf } from './helpers/fake-teams.ts';
+import {
+  BOT_SCOPE,
+  cardAction,
+  cardOf,
+  signedActivity,
+  startFakeTeams,
+  textOf,
+} from './helpers/fake-teams.ts';
 import { TEST_SECRET_KEY } from './helpers/keys.ts';
 import { createManualTimers, type ManualTimers, until } from './helpers/manual-timers.ts';
 import { buildTestPlatform, type TestPlatform } from './helpers/platform.ts';
@@ -22,6 +29,8 @@ import {
   CLIENT_SECRET,
   HOME_TENANT,
   join,
+  notesIn,
+  openNoteAs,
   people,
   silent,
   startTeamsHarness,
@@ -196,6 +205,76 @@ describe('Teams ChatPort against the connector stand-in', { timeout: 60_000 }, (
       /not an allowed service URL/,
     );
     expect(h.teams.calls.filter((c) => c.kind !== 'member')).toEqual([]);
+  });
+});
+
+describe('Teams card clicks when the core is slow', { timeout: 60_000 }, () => {
+  it('answers within the budget with what it last showed, and the late word reaches the clicker privately', async () => {
+    const tdb = await openTestDatabase('pglite');
+    const tp = await buildTestPlatform(tdb);
+    const timers = createManualTimers();
+    let release!: () => void;
+    const slow = new Promise<void>((r) => {
+      release = r;
+    });
+    let h!: TeamsHarness;
+    // A core that takes its time, then tells the clicker something only they may see.
+    const bot = {
+      ...tp.platform.bot,
+      async handleDecision(ctx: ChatContext) {
+        await slow;
+        await h.adapter.chat.notifyPrivately(ctx, 'You asked for this; another approver must decide.');
+      },
+    };
+    h = await startTeamsHarness(tp, { bot, timers: timers.port, random: () => 0, answerWithinMs: 1500 });
+    try {
+      join(h.teams, CHANNEL, people.ian);
+      const view = sampleRequestView();
+      const ctx: ChatContext = {
+        identity: { platform: 'teams', tenantId: HOME_TENANT, chatUserId: people.ana.aadObjectId },
+        channelId: encodeAddress({
+          kind: 'channel',
+          serviceUrl: h.teams.serviceUrl,
+          conversationId: CHANNEL.id,
+        }),
+        threadId: '1800000000001',
+      };
+      const card = await h.adapter.chat.postRequestCard(ctx, view);
+      const click = h.http.inject(
+        signedActivity(
+          h.teams.key,
+          CLIENT_ID,
+          cardAction({
+            clientId: CLIENT_ID,
+            serviceUrl: h.teams.serviceUrl,
+            from: people.ian,
+            conversation: CHANNEL,
+            verb: 'ar.approve',
+            data: { requestId: view.id },
+            replyToId: card.messageId,
+            threadId: '1800000000001',
+          }),
+        ),
+      );
+      await until(() => timers.waiting().includes(1500), 'the answer budget');
+      timers.advance(1500);
+      const answer = await click;
+      expect(answer.statusCode).toBe(200);
+      const shown = JSON.stringify(answer.json());
+      expect(shown).toContain('Still working on it');
+      expect(shown).toContain('R-7K3QXM · isolate');
+
+      release();
+      await h.adapter.idle();
+      const note = notesIn(h.teams).at(-1)!;
+      expect(await openNoteAs(h, note, people.ian, CHANNEL)).toContain('another approver must decide');
+    } finally {
+      release();
+      await h.adapter.close();
+      await h.http.close();
+      await h.teams.close();
+      await tdb.destroy();
+    }
   });
 });
 

@@ -169,6 +169,11 @@ export function renderSealedNoteCard(opts: { recipientName: string; sealed: stri
   return card;
 }
 
+/** Just a notice, for an answer given before the request could be read. */
+export function renderNoticeCard(text: string) {
+  return new AdaptiveCard(noticeBlock(text)).withVersion('1.5').withFallbackText(clip(text, 300));
+}
+
 /** The note as its recipient sees it. */
 export function renderOpenedNoteCard(text: string) {
   return new AdaptiveCard(

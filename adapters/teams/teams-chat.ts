@@ -11,12 +11,15 @@ import { MessageActivityInput } from '@microsoft/teams.api';
 import type { ChatContext, ChatMessageRef, ChatPort, Logger, RequestView } from '../../bot/ports.ts';
 import { createUpdateScheduler } from '../slack/update-scheduler.ts';
 import type { ApproverDirectory } from './approver-directory.ts';
-import { renderRequestCard, renderSealedNoteCard } from './cards.ts';
+import { renderNoticeCard, renderRequestCard, renderSealedNoteCard } from './cards.ts';
 import type { ConversationTarget, OutboundActivity, TeamsConnector } from './connector.ts';
 import { systemTimers, type TimerPort } from './outbound-gate.ts';
 import type { NoteSealer } from './private-notes.ts';
 import { decodeAddress, targetOf } from './teams-context.ts';
 import type { TeamsIdentity } from './teams-identity.ts';
+
+/** How many requests' latest views are kept for answers that cannot wait for the database. */
+const RECENT_VIEWS = 1000;
 
 /** Teams refuses messages over about 28 KB; long listings are cut well before, visibly. */
 const TEXT_MAX = 12_000;
@@ -24,6 +27,8 @@ const TEXT_MAX = 12_000;
 function clipText(text: string): string {
   return text.length <= TEXT_MAX ? text : `${text.slice(0, TEXT_MAX - 30)}\n… (message shortened)`;
 }
+
+const STILL_LOADING = 'This request is still loading; the card shows it in a moment.';
 
 export function textActivity(text: string): OutboundActivity {
   // Plain text: what the core says (host names, reasons people typed) must not render as Markdown.
@@ -73,6 +78,15 @@ export function createTeamsChat(deps: {
     return renderRequestCard(view, { refreshUserIds });
   }
 
+  // The latest view of each request this process rendered: a click answered when the database is slow
+  // (the embedded one serves a burst of clicks one query at a time) shows this instead of waiting.
+  const recent = new Map<string, RequestView>();
+  function remember(view: RequestView) {
+    recent.delete(view.id);
+    recent.set(view.id, view);
+    if (recent.size > RECENT_VIEWS) recent.delete(recent.keys().next().value as string);
+  }
+
   function capturing() {
     const store = clicks.getStore();
     return store?.capture.open ? store.capture : undefined;
@@ -80,6 +94,7 @@ export function createTeamsChat(deps: {
 
   const chat: ChatPort = {
     async postRequestCard(ctx: ChatContext, view: RequestView): Promise<ChatMessageRef> {
+      remember(view);
       const address = decodeAddress(ctx.channelId);
       const target = targetOf(address, ctx.threadId);
       const { id } = await connector.create(target, cardActivity(await sharedCard(target, view)));
@@ -89,6 +104,7 @@ export function createTeamsChat(deps: {
     },
 
     updateRequestCard(ref: ChatMessageRef, view: RequestView): Promise<void> {
+      remember(view);
       const cap = capturing();
       if (cap) {
         cap.view = view;
@@ -178,6 +194,7 @@ export function createTeamsChat(deps: {
       viewer: { aadObjectId?: string },
       notice?: string,
     ) {
+      remember(view);
       const target = targetOf(address, rootId);
       const [refreshUserIds, decide] = await Promise.all([
         view.state === 'pending_approval'
@@ -186,6 +203,15 @@ export function createTeamsChat(deps: {
         deps.directory.mayDecide(viewer.aadObjectId, view),
       ]);
       return renderRequestCard(view, { refreshUserIds, decide, notice });
+    },
+
+    /**
+     * The read-only card from the last view this process saw of `requestId` (by id or R-ref), or just the
+     * notice; touches neither the database nor Teams.
+     */
+    lastKnownCard(requestId: string, notice?: string) {
+      const view = recent.get(requestId) ?? [...recent.values()].find((v) => v.ref === requestId);
+      return view ? renderRequestCard(view, { notice }) : renderNoticeCard(notice ?? STILL_LOADING);
     },
 
     /** Sends card edits still waiting for their slot; call before shutting down. */

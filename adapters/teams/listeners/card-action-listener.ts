@@ -110,12 +110,31 @@ function openNote(deps: CardActionDeps, a: CardActionActivity, data: Record<stri
   return renderSealedNoteCard({ recipientName, sealed: String(data.note ?? ''), recipientMri: '' });
 }
 
+/**
+ * `work` (which renders the answer) against the answer budget. When the budget runs out first the answer is
+ * `late()`, built without the database from what this process last showed of the request.
+ */
+async function withinBudget(
+  deps: CardActionDeps,
+  work: Promise<IAdaptiveCard>,
+  late: () => IAdaptiveCard,
+): Promise<IAdaptiveCard> {
+  let settled = false;
+  const budget = sleep(deps.timers, deps.answerWithinMs ?? 1500).then(() => (settled ? undefined : late()));
+  const answer = await Promise.race([work.finally(() => (settled = true)), budget]);
+  return answer ?? (await work);
+}
+
 async function refresh(deps: CardActionDeps, a: CardActionActivity, data: Record<string, unknown>) {
   const requestId = requestIdOf(data);
   if (!requestId) return badRequest('this card names no request');
-  const view = await deps.views(requestId);
-  return cardAnswer(await deps.chat.viewerCard(addressOf(a), threadOf(a), view, a.from));
+  const render = (async () =>
+    deps.chat.viewerCard(addressOf(a), threadOf(a), await deps.views(requestId), a.from))();
+  deps.work.track(render.catch(() => {}));
+  return cardAnswer(await withinBudget(deps, render, () => deps.chat.lastKnownCard(requestId)));
 }
+
+const STILL_WORKING = 'Still working on it: the card shows the result when it is done.';
 
 async function decide(
   deps: CardActionDeps,
@@ -129,43 +148,43 @@ async function decide(
   const root = threadOf(a);
   const reason =
     typeof data[REASON_INPUT] === 'string' ? (data[REASON_INPUT] as string).trim().slice(0, 500) : '';
+  const capture = deps.chat.capture();
+  const notices = (extra?: string) =>
+    [...capture.notices, ...(extra ? [extra] : [])].join('\n\n') || undefined;
 
-  let notice: string | undefined;
-  let view: RequestView | undefined;
-  try {
-    const identity = await deps.identity.identify({
-      target: targetOf(address, root),
-      hostTenant: hostTenantOf(a),
-      from: a.from,
-    });
-    const ctx = contextOf(a, identity, invokeEventId(a));
-    const capture = deps.chat.capture();
-    const work = deps.work.track(
-      capture.run(() =>
-        deps.bot.handleDecision(ctx, {
-          requestId,
-          decision,
-          reason: decision === 'deny' && reason ? reason : undefined,
-        }),
-      ),
-    );
-    let timedOut = false;
-    await Promise.race([
-      work,
-      capture.said,
-      sleep(deps.timers, deps.answerWithinMs ?? 1500).then(() => {
-        timedOut = true;
-      }),
-    ]);
+  const render = (async (): Promise<IAdaptiveCard> => {
+    let refused: string | undefined;
+    try {
+      const identity = await deps.identity.identify({
+        target: targetOf(address, root),
+        hostTenant: hostTenantOf(a),
+        from: a.from,
+      });
+      const ctx = contextOf(a, identity, invokeEventId(a));
+      const work = deps.work.track(
+        capture.run(() =>
+          deps.bot.handleDecision(ctx, {
+            requestId,
+            decision,
+            reason: decision === 'deny' && reason ? reason : undefined,
+          }),
+        ),
+      );
+      // The core's first word (a notice for the clicker, or the card it updated) is the answer.
+      await Promise.race([work, capture.said]);
+    } catch (err) {
+      if (!isAppError(err)) throw err;
+      refused = err.message;
+    }
+    const view = capture.view ?? (await deps.views(requestId));
+    return deps.chat.viewerCard(address, root, view, a.from, notices(refused));
+  })();
+  deps.work.track(render.catch(() => {}));
+  const card = await withinBudget(deps, render, () => {
+    // What the core said so far is in the answer; anything later reaches the clicker as a private note.
     capture.close();
-    view = capture.view;
-    notice =
-      capture.notices.join('\n\n') ||
-      (timedOut && !view ? 'Still working on it: the card shows the result when it is done.' : undefined);
-  } catch (err) {
-    if (!isAppError(err)) throw err;
-    notice = err.message;
-  }
-  view ??= await deps.views(requestId);
-  return cardAnswer(await deps.chat.viewerCard(address, root, view, a.from, notice));
+    return deps.chat.lastKnownCard(requestId, notices() ?? STILL_WORKING);
+  });
+  capture.close();
+  return cardAnswer(card);
 }
