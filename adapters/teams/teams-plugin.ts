@@ -55,7 +55,7 @@ export interface TeamsDeps {
   random?: () => number;
   /** Commands worked on at once after their answer (default 2; use 1 with PGlite). */
   maxConcurrentWork?: number;
-  /** How long a click's answer waits for the core's first word (default 1,500 ms). */
+  /** How long a click's answer waits for the core's first word (default 1,000 ms). */
   answerWithinMs?: number;
   /** Minimum time between card edits in one conversation (default 1,000 ms). */
   updateIntervalMs?: number;

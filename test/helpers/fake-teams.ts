@@ -4,7 +4,15 @@
 // - a Bot Framework connector (`/v3/conversations/...`: create and update activities, member lookup) that
 //   checks the bearer token on every call, records every call, and can be told to answer 429 (or anything);
 // - builders for activities as Teams sends them, genuinely signed (RS256) for POST /api/messages.
-import { generateKeyPairSync, type KeyObject, randomUUID, sign, verify } from 'node:crypto';
+import {
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  type KeyObject,
+  randomUUID,
+  sign,
+  verify,
+} from 'node:crypto';
 import formbody from '@fastify/formbody';
 import Fastify from 'fastify';
 
@@ -20,6 +28,11 @@ export interface TestKey {
 export function testKey(kid: string): TestKey {
   const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   return { kid, privateKey, publicKey };
+}
+
+export function keyFromPem(kid: string, pem: string): TestKey {
+  const privateKey = createPrivateKey(pem);
+  return { kid, privateKey, publicKey: createPublicKey(privateKey) };
 }
 
 const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
@@ -68,10 +81,14 @@ export interface FakeTeamsOptions {
   clientId: string;
   clientSecret: string;
   tenantId: string;
+  /** Signing key (PKCS#8 PEM), when the caller signs activities in another process (the benchmark). */
+  privateKeyPem?: string;
 }
 
 export async function startFakeTeams(opts: FakeTeamsOptions) {
-  const key = testKey('fake-teams-key');
+  const key = opts.privateKeyPem
+    ? keyFromPem('fake-teams-key', opts.privateKeyPem)
+    : testKey('fake-teams-key');
   const nowS = () => Math.floor(Date.now() / 1000);
 
   // ---- identity: JWKS + token endpoint ----

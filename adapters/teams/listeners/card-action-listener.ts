@@ -67,7 +67,7 @@ export interface CardActionDeps {
   work: WorkTracker;
   logger: Logger;
   timers: TimerPort;
-  /** How long a click's answer waits for the core (Teams gives up after a few seconds). Default 1,500 ms. */
+  /** How long a click's answer waits for the core (Teams gives up after a few seconds). Default 1,000 ms: under load the answer still leaves within the 2 s Teams is promised. */
   answerWithinMs?: number;
 }
 
@@ -120,7 +120,7 @@ async function withinBudget(
   late: () => IAdaptiveCard,
 ): Promise<IAdaptiveCard> {
   let settled = false;
-  const budget = sleep(deps.timers, deps.answerWithinMs ?? 1500).then(() => (settled ? undefined : late()));
+  const budget = sleep(deps.timers, deps.answerWithinMs ?? 1000).then(() => (settled ? undefined : late()));
   const answer = await Promise.race([work.finally(() => (settled = true)), budget]);
   return answer ?? (await work);
 }
