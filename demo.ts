@@ -110,6 +110,12 @@ async function main() {
   say('Then open the link you are sent, sign in as that person; /codes prints the current TOTP codes.');
   say('       /as commander   then   /approve R-XXXXXX   (and follow its link)');
   say('');
+  say(
+    config.teamsEnabled
+      ? `Microsoft Teams is connected too: point the Azure Bot's messaging endpoint at ${config.PUBLIC_URL}/api/messages (README, "Connecting Microsoft Teams").`
+      : 'Microsoft Teams: the same flow runs there. README, "Connecting Microsoft Teams", goes from an Azure Bot to a sideloaded app (npm run teams:package); npx vitest run test/teams-flow.test.ts replays it against a local stand-in of Teams.',
+  );
+  say('');
 
   const people = seeded.people.map((p) => p.name);
   const codes = async () => {

@@ -70,7 +70,10 @@ const common = {
     tenantId: z.string().max(100).optional(),
   }),
   channelData: z
-    .object({ tenant: z.object({ id: z.string().max(100) }).optional() })
+    .object({
+      tenant: z.object({ id: z.string().max(100) }).optional(),
+      team: z.object({ id: z.string().max(512) }).optional(),
+    })
     .passthrough()
     .optional(),
   replyToId: z.string().max(512).optional(),
@@ -107,6 +110,11 @@ function kindOf(a: AnyActivity): ConversationKind {
   // Older payloads omit the type; the id's shape says it.
   if (a.conversation.id.startsWith('a:')) return 'personal';
   return /@thread\.(tacv2|skype)/.test(a.conversation.id) ? 'channel' : 'groupChat';
+}
+
+/** The team a channel belongs to (its General channel's conversation id), when in a channel. */
+export function teamOf(a: AnyActivity): string | undefined {
+  return a.channelData?.team?.id;
 }
 
 /** The tenant that hosts the conversation (a shared channel's owner, the chat's organisation). */

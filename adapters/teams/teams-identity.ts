@@ -95,11 +95,25 @@ export function createTeamsIdentity(deps: {
     if (map.size > CACHE_MAX) map.delete(map.keys().next().value as K);
   }
 
-  async function member(target: ConversationTarget, host: string, memberId: string, aad?: string) {
+  async function member(
+    target: ConversationTarget,
+    host: string,
+    memberId: string,
+    aad?: string,
+    teamId?: string,
+  ) {
     const key = `${host}|${(aad ?? memberId).toLowerCase()}`;
     const hit = members.get(key);
     if (hit && deps.timers.now() - hit.at < ttl) return hit.info;
-    const found = await deps.connector.member(target, memberId);
+    // The channel's own roster first (a shared channel's external members are there, not in the team's);
+    // a channel the connector does not look members up in falls back to its team.
+    let found = await deps.connector.member(target, memberId);
+    if (!found && teamId && teamId !== target.conversationId) {
+      found = await deps.connector.member(
+        { serviceUrl: target.serviceUrl, conversationId: teamId },
+        memberId,
+      );
+    }
     const info: MemberInfo | null = found
       ? {
           mri: found.id,
@@ -136,13 +150,15 @@ export function createTeamsIdentity(deps: {
     async identify(a: {
       target: ConversationTarget;
       hostTenant?: string;
+      /** The channel's team, for a roster lookup the channel itself does not answer. */
+      teamId?: string;
       from: { id: string; aadObjectId?: string; name?: string };
     }): Promise<ChatIdentity> {
       const aad = a.from.aadObjectId?.toLowerCase();
       if (!aad) return refuse('teams.no_entra_account', { tenantId: a.hostTenant });
       let info: MemberInfo | null;
       try {
-        info = await member(a.target, a.hostTenant ?? '-', a.from.id, aad);
+        info = await member(a.target, a.hostTenant ?? '-', a.from.id, aad, a.teamId);
       } catch (err) {
         deps.logger.warn({ err: (err as Error).message }, 'Teams member lookup failed');
         return refuse('teams.identity_unavailable', { tenantId: a.hostTenant, aadObjectId: aad });

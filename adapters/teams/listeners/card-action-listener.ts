@@ -32,6 +32,7 @@ import {
   hostTenantOf,
   invokeEventId,
   targetOf,
+  teamOf,
   threadOf,
 } from '../teams-context.ts';
 import type { TeamsIdentity } from '../teams-identity.ts';
@@ -158,6 +159,7 @@ async function decide(
       const identity = await deps.identity.identify({
         target: targetOf(address, root),
         hostTenant: hostTenantOf(a),
+        teamId: teamOf(a),
         from: a.from,
       });
       const ctx = contextOf(a, identity, invokeEventId(a));

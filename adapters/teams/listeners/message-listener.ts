@@ -15,6 +15,7 @@ import {
   messageActivity,
   messageEventId,
   targetOf,
+  teamOf,
   threadOf,
 } from '../teams-context.ts';
 import type { TeamsIdentity } from '../teams-identity.ts';
@@ -58,6 +59,7 @@ export function registerMessageListener(
           const identity = await deps.identity.identify({
             target: targetOf(addressOf(a), threadOf(a)),
             hostTenant,
+            teamId: teamOf(a),
             from: a.from,
           });
           ctx = { ...provisional, identity };
