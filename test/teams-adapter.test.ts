@@ -102,6 +102,19 @@ describe('Teams adapter: the messaging endpoint', { timeout: 60_000 }, () => {
     expect(commands).toEqual([]);
   });
 
+  it('does not let tokens with made-up key ids turn into a stream of key fetches', async () => {
+    // A genuine activity first: its key id is known good from then on.
+    expect((await h.send(say('help', CHANNEL, { id: '1700000000900' }))).statusCode).toBe(200);
+    const fetches = h.teams.keyFetches();
+    for (let i = 0; i < 30; i++) {
+      const forged = signedActivity(testKey(`made-up-${i}`), CLIENT_ID, say('help'));
+      expect((await h.http.inject(forged)).statusCode).toBe(401);
+    }
+    expect(h.teams.keyFetches() - fetches).toBeLessThanOrEqual(10);
+    // Genuine activities still get through.
+    expect((await h.send(say('help', CHANNEL, { id: '1700000000901' }))).statusCode).toBe(200);
+  });
+
   it('answers a signed @mention in a channel at once and replies in the same thread', async () => {
     const activity = say('help', CHANNEL, { id: '1700000000001' });
     const res = await h.send(activity);

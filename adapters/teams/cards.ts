@@ -153,16 +153,20 @@ export function renderRequestCard(view: RequestView, opts: CardOptions = {}): IA
  * recipient's client, listed in `refresh.userIds`, asks for the content, which travels sealed in the
  * refresh data and is opened for them alone (private-notes.ts).
  */
-export function renderSealedNoteCard(opts: { recipientName: string; sealed: string; recipientMri: string }) {
-  const who = escapeMarkdown(opts.recipientName);
-  const card = new AdaptiveCard(
-    new TextBlock(`🔒 A private note for ${who}. Only ${who} can open it.`, { wrap: true, isSubtle: true }),
-  )
+export function renderSealedNoteCard(opts: { recipientName?: string; sealed: string; recipientMri: string }) {
+  const who = opts.recipientName ? escapeMarkdown(opts.recipientName) : undefined;
+  const text = who
+    ? `🔒 A private note for ${who}. Only ${who} can open it.`
+    : '🔒 A private note. Only the person it is for can open it.';
+  const card = new AdaptiveCard(new TextBlock(text, { wrap: true, isSubtle: true }))
     .withVersion('1.5')
-    .withFallbackText(`A private note for ${opts.recipientName}`);
+    .withFallbackText(opts.recipientName ? `A private note for ${opts.recipientName}` : 'A private note');
   if (opts.recipientMri) {
     card.withRefresh({
-      action: new ExecuteAction({ verb: VERB_NOTE, data: { note: opts.sealed, for: opts.recipientName } }),
+      action: new ExecuteAction({
+        verb: VERB_NOTE,
+        data: { note: opts.sealed, for: opts.recipientName ?? '' },
+      }),
       userIds: [opts.recipientMri],
     });
   }

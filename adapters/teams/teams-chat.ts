@@ -143,7 +143,7 @@ export function createTeamsChat(deps: {
         return;
       }
       const card = renderSealedNoteCard({
-        recipientName: ctx.identity.displayName ?? 'you',
+        recipientName: ctx.identity.displayName,
         sealed: deps.notes.seal(aad, text),
         recipientMri: mri,
       });

@@ -99,9 +99,11 @@ export async function startFakeTeams(opts: FakeTeamsOptions) {
     issuer: BOT_FRAMEWORK_ISSUER,
     jwks_uri: `${identityUrl}/v1/.well-known/keys`,
   }));
-  identity.get('/v1/.well-known/keys', async () => ({
-    keys: [{ ...key.publicKey.export({ format: 'jwk' }), kid: key.kid, use: 'sig', alg: 'RS256' }],
-  }));
+  let keyFetches = 0;
+  identity.get('/v1/.well-known/keys', async () => {
+    keyFetches++;
+    return { keys: [{ ...key.publicKey.export({ format: 'jwk' }), kid: key.kid, use: 'sig', alg: 'RS256' }] };
+  });
   identity.post('/:tenant/oauth2/v2.0/token', async (req, reply) => {
     tokenRequests++;
     const { tenant } = req.params as { tenant: string };
@@ -248,6 +250,8 @@ export async function startFakeTeams(opts: FakeTeamsOptions) {
     calls,
     rejected,
     callsOf: (kind: TeamsCall['kind']) => calls.filter((c) => c.kind === kind),
+    /** How many times the key set was fetched. */
+    keyFetches: () => keyFetches,
     /** How many client-credentials grants were asked for. */
     tokenRequests: () => tokenRequests,
     /** Connector calls refused for a missing or bad bearer token. */

@@ -107,7 +107,7 @@ function openNote(deps: CardActionDeps, a: CardActionActivity, data: Record<stri
   const text = a.from.aadObjectId ? deps.notes.open(data.note, a.from.aadObjectId) : undefined;
   if (text !== undefined) return renderOpenedNoteCard(text);
   // Not theirs: the closed note again, as it was.
-  const recipientName = typeof data.for === 'string' ? data.for.slice(0, 200) : 'someone else';
+  const recipientName = typeof data.for === 'string' && data.for ? data.for.slice(0, 200) : undefined;
   return renderSealedNoteCard({ recipientName, sealed: String(data.note ?? ''), recipientMri: '' });
 }
 
