@@ -102,6 +102,20 @@ describe('Teams adapter: the messaging endpoint', { timeout: 60_000 }, () => {
     expect(commands).toEqual([]);
   });
 
+  it('takes a burst of genuine activities signed with a key it has not seen yet (after a restart)', async () => {
+    const burst = Array.from({ length: 30 }, (_, i) =>
+      h.http.inject(
+        signedActivity(
+          h.teams.key,
+          CLIENT_ID,
+          say('help', CHANNEL, { id: `17000000005${String(i).padStart(2, '0')}` }),
+        ),
+      ),
+    );
+    expect((await Promise.all(burst)).map((r) => r.statusCode)).toEqual(Array(30).fill(200));
+    await h.adapter.idle();
+  });
+
   it('does not let tokens with made-up key ids turn into a stream of key fetches', async () => {
     // A genuine activity first: its key id is known good from then on.
     expect((await h.send(say('help', CHANNEL, { id: '1700000000900' }))).statusCode).toBe(200);

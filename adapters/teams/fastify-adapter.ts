@@ -6,8 +6,8 @@
 //   sent to whatever URL an activity names: an activity without one, or with a host that is not allowed,
 //   is refused with 401 too.
 // - A token signed with a key id the SDK has not seen makes it fetch Bot Framework's key set again. Tokens
-//   that are not RS256 with a key id are refused here, and only a few unknown key ids a minute are passed
-//   on, so made-up tokens cannot turn this endpoint into a stream of key fetches. Key ids that validated
+//   that are not RS256 with a key id are refused here, and only a few distinct unknown key ids a minute are
+//   passed on, so made-up tokens cannot turn this endpoint into a stream of key fetches. Key ids that validated
 //   once always pass (Microsoft rotates keys rarely; a new one gets through the first time it is seen).
 import type { HttpRouteHandler, IHttpServerAdapter } from '@microsoft/teams.apps';
 import type { FastifyInstance } from 'fastify';
@@ -16,7 +16,7 @@ import type { TeamsCloud } from './teams-cloud.ts';
 
 /** Bot Framework activities are small; a card action with inputs stays far below this. */
 const BODY_LIMIT = 256 * 1024;
-/** Unknown signing-key ids passed on to the SDK per minute. */
+/** Distinct unknown signing-key ids passed on to the SDK per minute. */
 const UNKNOWN_KIDS_PER_MINUTE = 10;
 
 function headersOf(raw: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
@@ -46,11 +46,12 @@ export function bearerKeyId(authorization: unknown): string | null | undefined {
 export function createFastifyAdapter(
   fastify: FastifyInstance,
   deps: { cloud: TeamsCloud; logger: Logger; nowMs?: () => number },
-): IHttpServerAdapter & { paths(): string[] } {
+): IHttpServerAdapter & { paths(): string[]; answering(): number } {
   const now = deps.nowMs ?? Date.now;
   const paths: string[] = [];
   const goodKids = new Set<string>();
-  let window = { start: 0, unknown: 0 };
+  let window = { start: 0, unknown: new Set<string>() };
+  let answering = 0;
 
   const refuse = (reply: { status(n: number): { send(b: unknown): unknown } }, reason: string) => {
     deps.logger.warn({ reason }, 'refused a Teams activity');
@@ -69,12 +70,23 @@ export function createFastifyAdapter(
         const kid = bearerKeyId(req.headers.authorization);
         if (kid === null) return refuse(reply, 'not an RS256 token with a key id');
         if (kid !== undefined && !goodKids.has(kid)) {
+          // Distinct key ids count, not requests: a burst signed with one new key (after a restart, or
+          // Microsoft's rotation) passes; a stream of made-up ones does not.
           const t = now();
-          if (t - window.start >= 60_000) window = { start: t, unknown: 0 };
-          if (++window.unknown > UNKNOWN_KIDS_PER_MINUTE)
-            return refuse(reply, 'too many unknown signing keys');
+          if (t - window.start >= 60_000) window = { start: t, unknown: new Set() };
+          if (!window.unknown.has(kid)) {
+            if (window.unknown.size >= UNKNOWN_KIDS_PER_MINUTE)
+              return refuse(reply, 'too many unknown signing keys');
+            window.unknown.add(kid);
+          }
         }
-        const res = await handler({ body, headers: headersOf(req.headers) });
+        answering++;
+        let res: Awaited<ReturnType<HttpRouteHandler>>;
+        try {
+          res = await handler({ body, headers: headersOf(req.headers) });
+        } finally {
+          answering--;
+        }
         if (res.status === 401)
           deps.logger.warn(
             { type: String(body?.type ?? '?').slice(0, 40) },
@@ -86,5 +98,6 @@ export function createFastifyAdapter(
       });
     },
     paths: () => [...paths],
+    answering: () => answering,
   };
 }

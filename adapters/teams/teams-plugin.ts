@@ -109,8 +109,9 @@ export async function registerTeams(fastify: FastifyInstance, deps: TeamsDeps): 
     messagingEndpoint: MESSAGING_ENDPOINT,
     httpServerAdapter: httpAdapter,
     logger: toTeamsLogger(logger),
-    // A connector that never answers must not hold a send (and its rate-limit slot) forever.
-    client: { timeout: 15_000 },
+    // A connector that never answers must not hold a send (and its rate-limit slot) forever. The HTTP
+    // client logs through ours too: left alone it makes a console logger that reads LOG_LEVEL itself.
+    client: { timeout: 15_000, logger: toTeamsLogger(logger, 'teams/http') },
     activity: { mentions: { stripText: false } },
   });
   if (app.credentials?.clientId !== config.clientId || !('token' in (app.credentials ?? {}))) {
@@ -136,7 +137,12 @@ export async function registerTeams(fastify: FastifyInstance, deps: TeamsDeps): 
     timers,
     updateIntervalMs: deps.updateIntervalMs,
   });
-  const work = createWorkTracker({ chat: teamsChat.chat, logger, maxConcurrent: deps.maxConcurrentWork });
+  const work = createWorkTracker({
+    chat: teamsChat.chat,
+    logger,
+    maxConcurrent: deps.maxConcurrentWork,
+    answering: () => httpAdapter.answering(),
+  });
   registerMessageListener(app, { bot: deps.bot, chat: teamsChat.chat, identity, logger, work });
   registerCardActionListener(app, {
     bot: deps.bot,

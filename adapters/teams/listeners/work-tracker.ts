@@ -6,7 +6,16 @@
 import { randomBytes } from 'node:crypto';
 import type { ChatContext, ChatPort, Logger } from '../../../bot/ports.ts';
 
-export function createWorkTracker(deps: { chat: ChatPort; logger: Logger; maxConcurrent?: number }) {
+/** Loop turns a queued job waits for answers in progress before it starts anyway (no starvation). */
+const MAX_YIELDS = 200;
+
+export function createWorkTracker(deps: {
+  chat: ChatPort;
+  logger: Logger;
+  maxConcurrent?: number;
+  /** Requests being answered right now: queued work lets them go first (their answers have deadlines). */
+  answering?: () => number;
+}) {
   const limit = Math.max(1, deps.maxConcurrent ?? 2);
   const inflight = new Set<Promise<unknown>>();
   const waiting: (() => void)[] = [];
@@ -57,6 +66,9 @@ export function createWorkTracker(deps: { chat: ChatPort; logger: Logger; maxCon
       return track(
         (async () => {
           await slot();
+          for (let i = 0; i < MAX_YIELDS && (deps.answering?.() ?? 0) > 0; i++) {
+            await new Promise<void>((resolve) => setImmediate(resolve));
+          }
           try {
             await work();
           } catch (err) {
