@@ -31,6 +31,12 @@ import { CHANNEL, CLIENT_ID, CLIENT_SECRET, HOME_TENANT, people } from '../test/
 const TOTAL = Number(process.env.BENCH_TOTAL ?? 500);
 const CLICKS = Math.min(TOTAL, Number(process.env.BENCH_CLICKS ?? 200));
 const PROGRESS_EVENTS = 100;
+/**
+ * Commands are spread over this many channels (incidents in parallel): Teams paces each conversation at
+ * 60 sends in 30 s, which the adapter obeys, so one channel alone would measure Teams' limit, not ours.
+ */
+const CHANNELS = 10;
+const channel = (i: number) => ({ ...CHANNEL, id: CHANNEL.id.replace('@', `-${i % CHANNELS}@`) });
 const IN_FLIGHT = 50;
 const WARMUP = 50;
 const silent = { info() {}, warn() {}, error() {}, debug() {} };
@@ -100,10 +106,10 @@ const t = await startFakeTeams({ clientId: '${CLIENT_ID}', clientSecret: '${CLIE
 for (const [conv, who] of JSON.parse(process.env.BENCH_MEMBERS)) t.addMember(conv, who);
 process.stdin.on('data', (b) => { if (String(b).trim() === 'tokens') console.log(JSON.stringify({ tokens: t.tokenRequests(), updates: t.callsOf('update').length })); });
 console.log(JSON.stringify(t.cloud));`;
-  const members = [
-    [CHANNEL.id, { ...people.ana, tenantId: HOME_TENANT, userRole: 'user' }],
-    [CHANNEL.id, { ...people.ian, tenantId: HOME_TENANT, userRole: 'user' }],
-  ];
+  const members = Array.from({ length: CHANNELS }, (_, i) => [
+    [channel(i).id, { ...people.ana, tenantId: HOME_TENANT, userRole: 'user' }],
+    [channel(i).id, { ...people.ian, tenantId: HOME_TENANT, userRole: 'user' }],
+  ]).flat();
   const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
     stdio: ['pipe', 'pipe', 'inherit'],
     env: { ...process.env, BENCH_KEY: PEM, BENCH_MEMBERS: JSON.stringify(members) },
@@ -137,7 +143,7 @@ const mention = (serviceUrl: string, i: number) =>
       clientId: CLIENT_ID,
       serviceUrl,
       from: people.ana,
-      conversation: CHANNEL,
+      conversation: channel(i),
       text: `isolate web-01 --reason bench-${i}`,
       id: String(1_800_000_000_000 + i),
     }),
@@ -216,7 +222,7 @@ async function run(driver: Driver, remote: Awaited<ReturnType<typeof startRemote
   await adapter.idle();
   const tailMs = performance.now() - t0;
   const stored = await tdb.db
-    .select({ id: actionRequests.id, ref: actionRequests.ref, msg: actionRequests.chatMessageId })
+    .select({ id: actionRequests.id, msg: actionRequests.chatMessageId, thread: actionRequests.chatThreadId })
     .from(actionRequests);
   const p99m = report(
     `@mention commands on ${driver}`,
@@ -234,11 +240,11 @@ async function run(driver: Driver, remote: Awaited<ReturnType<typeof startRemote
         clientId: CLIENT_ID,
         serviceUrl,
         from: people.ian,
-        conversation: CHANNEL,
+        conversation: channel(Number(r.thread) - 1_800_000_000_000),
         verb: 'ar.approve',
         data: { requestId: r.id },
         replyToId: r.msg!,
-        threadId: String(1_800_000_000_000 + i),
+        threadId: r.thread!,
         id: `f:bench-${i}`,
       }),
     ),
@@ -256,9 +262,13 @@ async function run(driver: Driver, remote: Awaited<ReturnType<typeof startRemote
   const view = await tp.platform.requests.getView(cards[0]!.id);
   const ref = {
     platform: 'teams' as const,
-    channelId: encodeAddress({ kind: 'channel', serviceUrl, conversationId: CHANNEL.id }),
+    channelId: encodeAddress({
+      kind: 'channel',
+      serviceUrl,
+      conversationId: channel(Number(cards[0]!.thread) - 1_800_000_000_000).id,
+    }),
     messageId: cards[0]!.msg!,
-    threadId: '1800000000000',
+    threadId: cards[0]!.thread!,
   };
   const started = performance.now();
   for (let i = 1; i <= PROGRESS_EVENTS; i++) {
