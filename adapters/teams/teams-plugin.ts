@@ -144,13 +144,14 @@ export async function registerTeams(fastify: FastifyInstance, deps: TeamsDeps): 
     answering: () => httpAdapter.answering(),
   });
   registerMessageListener(app, { bot: deps.bot, chat: teamsChat.chat, identity, logger, work });
+  const clicks = createWorkTracker({ chat: teamsChat.chat, logger, maxConcurrent: deps.maxConcurrentWork });
   registerCardActionListener(app, {
     bot: deps.bot,
     chat: teamsChat,
     identity,
     notes,
     views: deps.views,
-    work,
+    clicks,
     logger,
     timers,
     answerWithinMs: deps.answerWithinMs,
@@ -175,9 +176,11 @@ export async function registerTeams(fastify: FastifyInstance, deps: TeamsDeps): 
     tokens,
     gate,
     pendingUpdates: () => teamsChat.pendingUpdates(),
-    idle: () => work.idle(),
+    async idle() {
+      await Promise.all([work.idle(), clicks.idle()]);
+    },
     async close() {
-      await work.idle();
+      await Promise.all([work.idle(), clicks.idle()]);
       await teamsChat.flush();
     },
   };

@@ -65,7 +65,8 @@ export interface CardActionDeps {
   notes: NoteSealer;
   /** The request as the core shows it now (by id or R-ref); throws NotFound for an unknown one. */
   views: (requestId: string) => Promise<RequestView>;
-  work: WorkTracker;
+  /** Bounded queue for the decisions and reads behind clicks. */
+  clicks: WorkTracker;
   logger: Logger;
   timers: TimerPort;
   /** How long a click's answer waits for the core (Teams gives up after a few seconds). Default 1,000 ms: under load the answer still leaves within the 2 s Teams is promised. */
@@ -129,9 +130,11 @@ async function withinBudget(
 async function refresh(deps: CardActionDeps, a: CardActionActivity, data: Record<string, unknown>) {
   const requestId = requestIdOf(data);
   if (!requestId) return badRequest('this card names no request');
-  const render = (async () =>
-    deps.chat.viewerCard(addressOf(a), threadOf(a), await deps.views(requestId), a.from))();
-  deps.work.track(render.catch(() => {}));
+  const render = (async () => {
+    const view = await deps.clicks.queue(() => deps.views(requestId));
+    return deps.chat.viewerCard(addressOf(a), threadOf(a), view, a.from);
+  })();
+  deps.clicks.track(render.catch(() => {}));
   return cardAnswer(await withinBudget(deps, render, () => deps.chat.lastKnownCard(requestId)));
 }
 
@@ -163,7 +166,7 @@ async function decide(
         from: a.from,
       });
       const ctx = contextOf(a, identity, invokeEventId(a));
-      const work = deps.work.track(
+      const work = deps.clicks.queue(() =>
         capture.run(() =>
           deps.bot.handleDecision(ctx, {
             requestId,
@@ -178,10 +181,10 @@ async function decide(
       if (!isAppError(err)) throw err;
       refused = err.message;
     }
-    const view = capture.view ?? (await deps.views(requestId));
+    const view = capture.view ?? (await deps.clicks.queue(() => deps.views(requestId)));
     return deps.chat.viewerCard(address, root, view, a.from, notices(refused));
   })();
-  deps.work.track(render.catch(() => {}));
+  deps.clicks.track(render.catch(() => {}));
   const card = await withinBudget(deps, render, () => {
     // What the core said so far is in the answer; anything later reaches the clicker as a private note.
     capture.close();

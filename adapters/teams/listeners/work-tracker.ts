@@ -1,8 +1,9 @@
-// What the adapter does after answering Teams runs through here. Teams waits for the HTTP answer to a
-// message (and redelivers it after about 15 s), so a command's work is queued and the answer goes out at
-// once; at most `maxConcurrent` commands run at a time, so a burst cannot flood the event loop (and an
-// embedded database that runs on it) and delay the next answers. Clicks run at once, because their answer
-// carries their result, but are tracked too, so shutdown and tests can wait for everything in flight.
+// What the adapter does after (or while) answering Teams runs through here. Teams waits for the HTTP answer
+// to a message (and redelivers it after about 15 s), so a command's work is queued and the answer goes out
+// at once; at most `maxConcurrent` jobs run at a time, so a burst cannot flood the event loop (and an
+// embedded database that runs on it) and delay the next answers. Clicks have a tracker of their own: their
+// answer waits for the decision only up to its budget, and a queued click is answered without it.
+// Everything is tracked, so shutdown and tests can wait for what is in flight.
 import { randomBytes } from 'node:crypto';
 import type { ChatContext, ChatPort, Logger } from '../../../bot/ports.ts';
 
@@ -79,7 +80,23 @@ export function createWorkTracker(deps: {
         })(),
       );
     },
-    /** Tracks work that runs now (a click being answered). */
+    /**
+     * Queues `work` like `run`, but hands its result (or failure) back: a click's decision, whose answer
+     * does not wait for it beyond its budget.
+     */
+    queue<T>(work: () => Promise<T>): Promise<T> {
+      return track(
+        (async () => {
+          await slot();
+          try {
+            return await work();
+          } finally {
+            release();
+          }
+        })(),
+      );
+    },
+    /** Tracks work that runs now. */
     track,
     /** Resolves when nothing is running or queued. */
     async idle(): Promise<void> {
