@@ -111,7 +111,8 @@ export function createTeamsChat(deps: {
         cap.signal();
       }
       const address = decodeAddress(ref.channelId);
-      const target = targetOf(address, address.kind === 'channel' ? ref.threadId : undefined);
+      // Edited where it was posted: inside its thread, or at the top of the channel when it is the root.
+      const target = targetOf(address, ref.threadId === ref.messageId ? undefined : ref.threadId);
       // Coalesced: of many progress updates within the interval only the newest view is sent.
       return scheduler.schedule(address.conversationId, ref.messageId, async () => {
         await connector.update(target, ref.messageId, cardActivity(await sharedCard(target, view)));
