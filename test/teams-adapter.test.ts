@@ -8,7 +8,14 @@ import { registerTeams } from '../adapters/teams/teams-plugin.ts';
 import { buildHttpApp } from '../app/http-app.ts';
 import { auditLog, processedEvents } from '../db/schema.ts';
 import { openTestDatabase, type TestDatabase } from './helpers/db.ts';
-import { type Conversation, messageActivity, signedActivity, testKey, textOf } from './helpers/fake-teams.ts';
+import {
+  type Conversation,
+  cardAction,
+  messageActivity,
+  signedActivity,
+  testKey,
+  textOf,
+} from './helpers/fake-teams.ts';
 import { buildTestPlatform, type TestPlatform } from './helpers/platform.ts';
 import {
   CHANNEL,
@@ -171,6 +178,23 @@ describe('Teams adapter: the messaging endpoint', { timeout: 60_000 }, () => {
     expect(await openNoteAs(h, note!, people.ana, CHANNEL)).toMatch(/web-99/);
     const refused = (await tdb.db.select().from(auditLog)).filter((r) => r.action === 'command.rejected');
     expect(refused).toEqual([]);
+  });
+
+  it('answers a click on a card whose request does not exist with a notice, not an error', async () => {
+    const res = await h.send(
+      cardAction({
+        clientId: CLIENT_ID,
+        serviceUrl: h.teams.serviceUrl,
+        from: people.ana,
+        conversation: CHANNEL,
+        verb: 'ar.refresh',
+        data: { requestId: 'R-NOSUCH' },
+      }),
+    );
+    expect(res.statusCode).toBe(200);
+    const answer = res.json() as { statusCode: number; value: unknown };
+    expect(answer.statusCode).toBe(200);
+    expect(JSON.stringify(answer.value)).toContain('R-NOSUCH');
   });
 
   it('asks the token endpoint once for many sends', async () => {

@@ -133,7 +133,11 @@ async function refresh(deps: CardActionDeps, a: CardActionActivity, data: Record
   const render = (async () => {
     const view = await deps.clicks.queue(() => deps.views(requestId));
     return deps.chat.viewerCard(addressOf(a), threadOf(a), view, a.from);
-  })();
+  })().catch((err: unknown) => {
+    // A request that no longer exists (or a ref that never did) is said so, not answered with an error.
+    if (isAppError(err)) return deps.chat.lastKnownCard(requestId, err.message);
+    throw err;
+  });
   deps.clicks.track(render.catch(() => {}));
   return cardAnswer(await withinBudget(deps, render, () => deps.chat.lastKnownCard(requestId)));
 }
@@ -183,7 +187,10 @@ async function decide(
     }
     const view = capture.view ?? (await deps.clicks.queue(() => deps.views(requestId)));
     return deps.chat.viewerCard(address, root, view, a.from, notices(refused));
-  })();
+  })().catch((err: unknown) => {
+    if (isAppError(err)) return deps.chat.lastKnownCard(requestId, notices(err.message));
+    throw err;
+  });
   deps.clicks.track(render.catch(() => {}));
   const card = await withinBudget(deps, render, () => {
     // What the core said so far is in the answer; anything later reaches the clicker as a private note.
