@@ -141,6 +141,12 @@ async function main() {
     '     run sinkhole-domain web-01 domain=evil.example --reason block,  scripts,  files,  status,  audit,  help',
   );
   say('');
+  say(
+    config.teamsEnabled
+      ? `Microsoft Teams is connected too: point the Azure Bot's messaging endpoint at ${config.PUBLIC_URL}/api/messages (README, "Connecting Microsoft Teams").`
+      : 'Microsoft Teams: the same flow runs there. README, "Connecting Microsoft Teams", goes from an Azure Bot to a sideloaded app (npm run teams:package); npx vitest run test/teams-flow.test.ts replays it against a local stand-in of Teams.',
+  );
+  say('');
 
   const people = seeded.people.map((p) => p.name);
   const codes = async () => {

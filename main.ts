@@ -65,7 +65,7 @@ async function main() {
     healthChecks: { database: async () => void (await database.db.execute('select 1')) },
   });
   const surfaces = await attachSurfaces({ http, platform, config, logger, fileStore, database });
-  // After the surfaces, so the first checkpoint already reaches the Slack audit channel.
+  // After the surfaces, so the first checkpoint already reaches the Slack or Teams audit channel.
   await platform.checkpointer.start();
 
   const broker = createBroker({
@@ -97,6 +97,7 @@ async function main() {
   const facts = {
     publicUrl: config.PUBLIC_URL,
     slackEnabled: config.slackEnabled,
+    teamsEnabled: config.teamsEnabled,
     embedded: database.driver === 'pglite',
   };
   logger.info(
@@ -106,6 +107,7 @@ async function main() {
       broker: brokerAddr,
       metrics: metricsHttp ? `http://${config.METRICS_HOST}:${config.METRICS_PORT}/metrics` : undefined,
       slack: config.slackEnabled,
+      teams: config.teamsEnabled,
     },
     `active response platform up. Next: ${nextSteps(facts).join(' ')}`,
   );

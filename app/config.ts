@@ -6,6 +6,7 @@ import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
+import { refineTeams, teamsConfigShape, teamsEnabled } from './config-teams.ts';
 
 const port = (def: number) => z.coerce.number().int().min(0).max(65535).default(def);
 const positiveInt = (def: number) => z.coerce.number().int().positive().default(def);
@@ -184,6 +185,7 @@ export const configSchema = z
       .string()
       .regex(/^\/[a-z0-9_-]{1,31}$/, 'must look like /ar')
       .default('/ar'),
+    ...teamsConfigShape,
     METRICS: bool(true),
     /** The metrics listener (no token): keep it on loopback or an internal interface. */
     METRICS_HOST: z.string().min(1).default('127.0.0.1'),
@@ -230,6 +232,7 @@ export const configSchema = z
         message: 'is set but Slack is not configured; set SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN too',
       });
   })
+  .superRefine(refineTeams)
   .transform((c) => ({
     ...c,
     DATA_DIR: resolve(c.DATA_DIR),
@@ -237,6 +240,7 @@ export const configSchema = z
     /** Cookies get `Secure` only when the public URL is https. */
     secureCookies: (c.PUBLIC_URL ?? '').startsWith('https://'),
     slackEnabled: Boolean(c.SLACK_SIGNING_SECRET && c.SLACK_BOT_TOKEN),
+    teamsEnabled: teamsEnabled(c),
   }));
 
 export type Config = z.output<typeof configSchema>;

@@ -5,6 +5,7 @@ export interface StartFacts {
   /** PUBLIC_URL: where people open the web pages. */
   publicUrl: string;
   slackEnabled: boolean;
+  teamsEnabled?: boolean;
   /** The embedded database admits one process at a time, so the CLI needs the server stopped. */
   embedded: boolean;
 }
@@ -15,10 +16,23 @@ export function nextSteps(f: StartFacts): string[] {
     f.embedded
       ? 'Add a user with the CLI: stop this server (Ctrl-C), run npm run cli -- user add <name>, then npm start again.'
       : 'Add a user with the CLI: npm run cli -- user add <name>.',
-    f.slackEnabled
-      ? 'Slack is connected: type /ar help in a channel the app is in.'
-      : 'Connect Slack: set SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN (README, "Connecting Slack") and restart.',
+    ...chatSteps(f),
   ];
+}
+
+function chatSteps(f: StartFacts): string[] {
+  const steps: string[] = [];
+  if (f.slackEnabled) steps.push('Slack is connected: type /ar help in a channel the app is in.');
+  if (f.teamsEnabled)
+    steps.push(
+      'Microsoft Teams is connected: @mention the bot with help in a channel or chat it was added to.',
+    );
+  if (!steps.length) {
+    steps.push(
+      'Connect Slack: set SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN (README, "Connecting Slack"), or Microsoft Teams: set TEAMS_CLIENT_ID, TEAMS_CLIENT_SECRET and TEAMS_TENANT_ID (README, "Connecting Microsoft Teams"), and restart.',
+    );
+  }
+  return steps;
 }
 
 /** The plain-text block printed to a terminal. */

@@ -1,5 +1,6 @@
-// Mounts what people reach over HTTP on the one Fastify app: the step-up pages always, Slack when its
-// tokens are configured. Returns a close function for what needs stopping (Socket Mode connections).
+// Mounts what people reach over HTTP on the one Fastify app: the step-up pages always, Slack and Teams when
+// their credentials are configured. Returns a close function for what needs stopping (Socket Mode
+// connections, card edits still waiting for their slot).
 import type { FastifyInstance } from 'fastify';
 import type { FileStore, Logger } from '../bot/ports.ts';
 import type { Database } from '../db/client.ts';
@@ -55,6 +56,44 @@ export async function attachSurfaces(deps: SurfaceDeps): Promise<{ close(): Prom
     if (config.SLACK_AUDIT_CHANNEL)
       platform.checkpointer.addSink(slack.auditSink(config.SLACK_AUDIT_CHANNEL));
     closers.push(() => slack.close());
+  }
+  if (config.teamsEnabled) {
+    const { registerTeams } = await import('../adapters/teams/teams-plugin.ts');
+    const teams = await registerTeams(http, {
+      bot: platform.bot,
+      logger: deps.logger,
+      maxConcurrentWork: deps.database.driver === 'pglite' ? 1 : 2,
+      config: {
+        clientId: config.TEAMS_CLIENT_ID!,
+        clientSecret: config.TEAMS_CLIENT_SECRET!,
+        tenantId: config.TEAMS_TENANT_ID!,
+        cloud: {
+          name: config.TEAMS_CLOUD,
+          loginEndpoint: config.TEAMS_LOGIN_ENDPOINT,
+          openIdMetadataUrl: config.TEAMS_OPENID_METADATA_URL,
+          tokenIssuer: config.TEAMS_TOKEN_ISSUER,
+          serviceUrl: config.TEAMS_SERVICE_URL,
+          serviceUrlHosts: config.TEAMS_SERVICE_URL_HOSTS,
+        },
+      },
+      views: (id) => platform.requests.getView(id),
+      approvers: () => platform.users.chatIdentitiesWithRole('teams', 'approver'),
+      secretKey: platform.secretKey,
+      // Refused before the core saw them (no Entra account, member lookup failed): audited the same way.
+      onIdentityRefused: async ({ code, tenantId, aadObjectId }) => {
+        await platform.audit.append({
+          actorType: 'chat',
+          actorId: `teams:${tenantId ?? '-'}:${aadObjectId ?? '-'}`,
+          action: 'identity.refused',
+          outcome: 'refused',
+          details: { reason: code, platform: 'teams', tenantId: tenantId ?? null },
+        });
+      },
+    });
+    platform.router.register('teams', teams.chat);
+    if (config.TEAMS_AUDIT_CONVERSATION)
+      platform.checkpointer.addSink(teams.auditSink(config.TEAMS_AUDIT_CONVERSATION));
+    closers.push(() => teams.close());
   }
   return {
     async close() {

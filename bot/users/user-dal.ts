@@ -118,3 +118,20 @@ export async function resolveUser(db: DbOrTx, userId: string): Promise<ResolvedU
   const [u] = await resolveUsers(db, [userId]);
   return u;
 }
+
+/**
+ * The chat identities on `platform` of enabled users who hold `role`: who may be offered a decision in chat
+ * (a Teams card shows Approve and Deny only to these people; a click is still checked in full).
+ */
+export async function chatIdentitiesWithRole(db: DbOrTx, platform: Platform, role: Role) {
+  return db
+    .select({ userId: users.id, tenantId: chatIdentities.tenantId, chatUserId: chatIdentities.chatUserId })
+    .from(chatIdentities)
+    .innerJoin(users, eq(users.id, chatIdentities.userId))
+    .innerJoin(
+      roleGrants,
+      and(eq(roleGrants.userId, users.id), eq(roleGrants.role, role), isNull(roleGrants.revokedAt)),
+    )
+    .where(and(eq(chatIdentities.platform, platform), eq(users.disabled, false)))
+    .orderBy(asc(chatIdentities.chatUserId));
+}

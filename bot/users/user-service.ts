@@ -9,6 +9,7 @@ import {
   chatIdentities,
   organizations,
   orgTenants,
+  type Platform,
   ROLES,
   type Role,
   stepUpWindows,
@@ -20,6 +21,7 @@ import { Conflict, Forbidden, NotFound } from '../errors.ts';
 import type { ChatIdentity, Clock } from '../ports.ts';
 import { createRoleChanges } from './role-changes.ts';
 import {
+  chatIdentitiesWithRole,
   findIdentity,
   findOrgByName,
   findTenantOrg,
@@ -208,6 +210,9 @@ export function createUserService(deps: { db: Db; audit: AuditService; clock: Cl
       mustResolve(tx ?? db, parse(userRef, idOrUsername, 'user reference')),
 
     listUsers: () => resolveUsers(db),
+
+    /** Chat identities on `platform` of enabled users holding `role` (who a chat card offers a decision). */
+    chatIdentitiesWithRole: (p: Platform, role: Role) => chatIdentitiesWithRole(db, p, role),
 
     async linkChatIdentity(input: {
       userId: string;
