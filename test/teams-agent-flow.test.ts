@@ -73,9 +73,15 @@ describe.skipIf(!hasChromium).each(drivers)(
             users: tp.platform.users,
             audit: tp.platform.audit,
             fileStore: tp.platform.fileStore,
+            library: tp.platform.library,
             db: tp.platform.db,
             clock: tp.clock,
-            config: { publicUrl: 'http://ar.test', secureCookies: false, secretKey: tp.platform.secretKey },
+            config: {
+              publicUrl: 'http://ar.test',
+              secureCookies: false,
+              secretKey: tp.platform.secretKey,
+              maxLibraryFileBytes: 1024 * 1024,
+            },
           }),
       );
       base = await h.http.listen({ host: '127.0.0.1', port: 0 });
@@ -117,7 +123,8 @@ describe.skipIf(!hasChromium).each(drivers)(
       await page.getByLabel('Password').fill(person.password);
       await page.getByLabel('Authenticator code').fill(await tp.code(person));
       await page.screenshot({ path: artifactPath(shot), fullPage: true });
-      await submitWith(page, page.getByRole('button', { name: 'Confirm' }));
+      // An approval page offers Approve (and Deny); the requester's confirmation page has Confirm.
+      await submitWith(page, page.getByRole('button', { name: /^(Confirm|Approve)$/ }));
       const heading = await page.locator('h1').textContent();
       const text = await page.locator('main').textContent();
       await page.close();

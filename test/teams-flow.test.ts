@@ -287,16 +287,8 @@ describe.each(drivers)('Teams flow on the real core (%s)', { timeout: 180_000 },
     expect(notesIn(h.teams)).toHaveLength(1);
   });
 
-  it('records one approval and one dispatch for a double click and a redelivered click', async () => {
-    // Ian opens a step-up window through a first request, so the next clicks decide straight away.
-    const first = await requestIsolation();
-    await tp.stepUp(
-      linkIn(JSON.stringify(await click(people.ian, 'ar.approve', first.requestId, first.at))),
-      ian,
-    );
-
-    await tp.endpoint('web-02');
-    const { requestId, at } = await requestIsolation('web-02');
+  it('records one approval and one dispatch for a double click, a redelivered click and the links they sent', async () => {
+    const { requestId, at } = await requestIsolation();
     const invoke = (id: string) =>
       signedActivity(
         h.teams.key,
@@ -313,7 +305,8 @@ describe.each(drivers)('Teams flow on the real core (%s)', { timeout: 180_000 },
           id,
         }),
       );
-    // Two clicks arriving together, then Teams redelivering the first one.
+    // Two clicks arriving together, then Teams redelivering the first one. Each click is answered with a
+    // step-up link bound to this request; no click decides anything by itself, and the redelivery is one click.
     const [a, b] = await Promise.all([
       h.http.inject(invoke('f:click-a')),
       h.http.inject(invoke('f:click-b')),
@@ -321,15 +314,25 @@ describe.each(drivers)('Teams flow on the real core (%s)', { timeout: 180_000 },
     const c = await h.http.inject(invoke('f:click-a'));
     await h.adapter.idle();
     expect([a.statusCode, b.statusCode, c.statusCode]).toEqual([200, 200, 200]);
+    const links = [a, b].map((r) => linkIn(JSON.stringify(r.json())));
+    expect(new Set(links).size).toBe(2);
+    expect(await tdb.db.select().from(approvals).where(eq(approvals.requestId, requestId))).toHaveLength(0);
+
+    // Ian follows both: the first approves and dispatches, the second finds nothing left to change.
+    const first = await tp.stepUp(links[0]!, ian);
+    tp.clock.advance(30_000);
+    const second = await tp.stepUp(links[1]!, ian);
+    expect(first.message).toMatch(/^Approved R-/);
+    expect(second.message).toMatch(/You had already approved R-/);
+    await h.adapter.idle();
 
     expect(await tdb.db.select().from(approvals).where(eq(approvals.requestId, requestId))).toHaveLength(1);
     expect(await tdb.db.select().from(deliveries).where(eq(deliveries.requestId, requestId))).toHaveLength(1);
     expect(threadTexts(at.thread).filter((t) => /Approved by ian/.test(t))).toHaveLength(1);
-    // The click that lost is told, in its own answer, that there is nothing left to decide.
-    const answers = [a, b].map((r) => JSON.stringify(r.json()));
-    expect(answers.filter((t) => /already|nothing to decide/.test(t))).toHaveLength(1);
-    // Every answer shows the approved card, without buttons.
-    for (const r of [a, b, c]) expect(JSON.stringify(r.json())).not.toContain('ar.approve');
+    // A click after that is told, in its own answer, that there is nothing left to decide.
+    const late = await h.http.inject(invoke('f:click-d'));
+    expect(JSON.stringify(late.json())).toMatch(/already|nothing to decide/);
+    expect(JSON.stringify(late.json())).not.toContain('ar.approve');
   });
 
   it('records a denial with the reason typed on the card, and removes the buttons', async () => {
