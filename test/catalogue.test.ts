@@ -10,6 +10,7 @@ import { parseCommand } from '../bot/commands/command-parser.ts';
 import { ACTION_KINDS } from '../bot/commands/command-types.ts';
 import { createPolicy } from '../bot/policy/policy-service.ts';
 import { createRequestService } from '../bot/requests/request-service.ts';
+import { bindTo } from '../bot/stepup/stepup-binding.ts';
 import { deliveries } from '../db/schema.ts';
 import { ACTION_NAMES, ACTIONS, parseDelivery } from '../protocol/actions.ts';
 import { compareVersions } from '../protocol/semver.ts';
@@ -92,7 +93,10 @@ describe.each(drivers)('what the request side sends, parsed as the agent parses 
           approver: ic,
           decision: 'approve',
           digest: res.request.digest,
-          stepUpWindowId: await f.stepUpWindow(ic.id, { purpose: 'approve', subject: res.request.digest }),
+          stepUpWindowId: await f.stepUpWindow(ic.id, {
+            purpose: 'approve',
+            subject: bindTo.request(res.request.id, res.request.digest),
+          }),
         });
         res = { ...res, request: decided.request };
       }
