@@ -47,6 +47,11 @@ export function createResultHandler(
       );
     const extraAudit = async (row: DeliveryRow, tx: DbOrTx) => {
       if (refusal) await refusalAudit(row, tx);
+      // The endpoint's isolation flag commits with the result that changed it, so nobody reads a succeeded
+      // isolate of an endpoint still marked open.
+      if (frame.ok && (row.action === 'isolate' || row.action === 'unisolate')) {
+        await host.presence.setIsolated(endpointId, row.action === 'isolate', clock.now(), tx);
+      }
       if (row.action !== 'run') return;
       // The full payload (script bytes, parameters) and its output, so an investigator sees exactly what ran.
       await audit.append(
@@ -83,9 +88,6 @@ export function createResultHandler(
       return;
     }
     logger.info({ deliveryId: frame.id, endpointId, state: res.event.state }, 'delivery result recorded');
-    if (frame.ok && (res.row.action === 'isolate' || res.row.action === 'unisolate')) {
-      await host.presence.setIsolated(endpointId, res.row.action === 'isolate', clock.now());
-    }
     host.emit([res.event]);
   };
 }

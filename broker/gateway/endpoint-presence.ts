@@ -1,7 +1,7 @@
 // Presence: which broker holds which agent, and what the agent said about itself on hello.
 import { and, eq, inArray, sql } from 'drizzle-orm';
 import type { z } from 'zod';
-import type { Db } from '../../db/client.ts';
+import type { Db, DbOrTx } from '../../db/client.ts';
 import { endpoints } from '../../db/schema.ts';
 import type { helloFrame } from '../../protocol/frames.ts';
 
@@ -90,8 +90,8 @@ export function createEndpointPresence(deps: { db: Db; brokerId: string }) {
         );
     },
 
-    async setIsolated(endpointId: string, isolated: boolean, now: Date) {
-      await db
+    async setIsolated(endpointId: string, isolated: boolean, now: Date, tx: DbOrTx = db) {
+      await tx
         .update(endpoints)
         .set({ isolated, isolationChangedAt: now })
         .where(eq(endpoints.id, endpointId));

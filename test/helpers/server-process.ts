@@ -33,7 +33,15 @@ export async function startServer(env: Record<string, string>): Promise<ServerPr
   const [http, broker] = [await freePort(), await freePort()];
   const child = spawn(process.execPath, ['--import', 'tsx', 'main.ts'], {
     cwd: REPO,
-    env: { ...process.env, HTTP_PORT: String(http), BROKER_PORT: String(broker), LOG_LEVEL: 'info', ...env },
+    // Its own ports, the metrics listener's included: tests run side by side.
+    env: {
+      ...process.env,
+      HTTP_PORT: String(http),
+      BROKER_PORT: String(broker),
+      METRICS_PORT: String(await freePort()),
+      LOG_LEVEL: 'info',
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
