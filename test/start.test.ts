@@ -3,22 +3,11 @@
 // generates its secret key, keeps its files private, says what to do next, and shuts down cleanly on SIGTERM.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { nextSteps, startBanner } from '../app/start-message.ts';
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
+import { freePort } from './helpers/ports.ts';
 
 async function waitForHealth(url: string, child: ChildProcess, ms: number): Promise<Response> {
   const deadline = Date.now() + ms;

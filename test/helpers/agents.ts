@@ -20,6 +20,8 @@ import type { DeliveryPayload } from '../../protocol/actions.ts';
 import { createTestClock } from './clock.ts';
 import { TEST_SECRET_KEY, testChainKey } from './keys.ts';
 
+export { freePort } from './ports.ts';
+
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const TSX = join(ROOT, 'node_modules', 'tsx', 'dist', 'loader.mjs');
 
@@ -335,18 +337,6 @@ export async function enrolAgent(
   await agent.waitForLog((l) => l.msg === 'connected', `${hostname} to connect`);
   const ep = await endpointByHost(database, hostname);
   return { agent, endpointId: ep!.id, stateDir };
-}
-
-/** A free TCP port (a restarted broker must come back on the port its agents know). */
-export async function freePort(): Promise<number> {
-  const { createServer } = await import('node:net');
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 export interface BrokerProcess {
