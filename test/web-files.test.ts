@@ -6,6 +6,7 @@ import { WINDOW_COOKIE } from '../web-stepup/window-cookie.ts';
 import { drivers } from './helpers/db.ts';
 import {
   codeAt,
+  completeStepUp,
   createWebFixture,
   formState,
   PASSWORD,
@@ -83,28 +84,6 @@ describe.each(drivers)('evidence downloads and session history on %s', (driver) 
     await f.close();
   });
 
-  /** Completes a download or history step-up link and returns the redirect and the window cookie. */
-  async function stepUp(user: TestUser, purpose: 'download' | 'history', subject: string) {
-    f.clock.advance(30_000);
-    const token = await f.link(user, purpose, subject);
-    const page = await f.app.inject({ method: 'GET', url: `/stepup/${token}` });
-    const { token: csrf, cookies } = formState(page);
-    const res = await f.app.inject({
-      method: 'POST',
-      url: `/stepup/${token}`,
-      payload: new URLSearchParams({
-        _csrf: csrf!,
-        password: PASSWORD,
-        code: await codeAt(user.secret!, f.clock.now()),
-      }).toString(),
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      cookies,
-    });
-    const cookie = res.cookies.find((c) => c.name === WINDOW_COOKIE);
-    const jar: Record<string, string> = cookie ? { [WINDOW_COOKIE]: cookie.value } : {};
-    return { res, cookie, cookies: jar };
-  }
-
   it('explains how to get a download link when there is no step-up window', async () => {
     const res = await f.app.inject({ method: 'GET', url: `/files/${evidenceId}` });
     expect(res.statusCode).toBe(401);
@@ -113,7 +92,7 @@ describe.each(drivers)('evidence downloads and session history on %s', (driver) 
   });
 
   it('downloads evidence as an AES zip with the password "infected" after a download step-up, audited', async () => {
-    const { res, cookie, cookies } = await stepUp(analyst, 'download', evidenceId);
+    const { res, cookie, cookies } = await completeStepUp(f, analyst, 'download', evidenceId);
     expect(res.statusCode).toBe(200);
     expect(res.body).toContain(`<meta http-equiv="refresh" content="1;url=/files/${evidenceId}">`);
     expect(res.body).toContain(`<a href="/files/${evidenceId}">`);
@@ -144,7 +123,7 @@ describe.each(drivers)('evidence downloads and session history on %s', (driver) 
   });
 
   it('refuses a tampered or foreign cookie', async () => {
-    const { cookie } = await stepUp(analyst, 'download', evidenceId);
+    const { cookie } = await completeStepUp(f, analyst, 'download', evidenceId);
     const tampered = cookie!.value.replace(/^(.)/, (c) => (c === 'a' ? 'b' : 'a'));
     const res = await f.app.inject({
       method: 'GET',
@@ -161,7 +140,7 @@ describe.each(drivers)('evidence downloads and session history on %s', (driver) 
   });
 
   it('stops honouring the cookie once the step-up window has expired', async () => {
-    const { cookies } = await stepUp(analyst, 'download', evidenceId);
+    const { cookies } = await completeStepUp(f, analyst, 'download', evidenceId);
     f.clock.advance(11 * 60_000);
     const res = await f.app.inject({ method: 'GET', url: `/files/${evidenceId}`, cookies });
     expect(res.statusCode).toBe(401);
@@ -189,7 +168,7 @@ describe.each(drivers)('evidence downloads and session history on %s', (driver) 
       [analyst, otherTeamEvidenceId],
     ] as const) {
       // Even with a step-up made for that very file (a link someone else passed on, say).
-      const { cookies } = await stepUp(who, 'download', file);
+      const { cookies } = await completeStepUp(f, who, 'download', file);
       const res = await f.app.inject({ method: 'GET', url: `/files/${file}`, cookies });
       expect(res.statusCode).toBe(403);
       expect(res.body).toContain('only its requester, its approvers and in-house admins');
@@ -213,7 +192,7 @@ describe.each(drivers)('evidence downloads and session history on %s', (driver) 
       [admin, approvedId],
       [admin, otherTeamEvidenceId],
     ] as const) {
-      const { cookies } = await stepUp(who, 'download', file);
+      const { cookies } = await completeStepUp(f, who, 'download', file);
       const res = await f.app.inject({ method: 'GET', url: `/files/${file}`, cookies });
       expect(res.statusCode).toBe(200);
       expect(res.headers['content-type']).toBe('application/zip');
@@ -222,7 +201,7 @@ describe.each(drivers)('evidence downloads and session history on %s', (driver) 
 
   it('refuses another file, or a history window, where the window was for one download, and audits it', async () => {
     // uma stepped up to read the history, then tries to open a file with that window.
-    const history = await stepUp(analyst, 'history', 'history');
+    const history = await completeStepUp(f, analyst, 'history', 'history');
     const viaHistory = await f.app.inject({
       method: 'GET',
       url: `/files/${evidenceId}`,
@@ -235,7 +214,7 @@ describe.each(drivers)('evidence downloads and session history on %s', (driver) 
     });
     // A download window opens its own file only, even for an in-house admin who may read every file.
     const admin = await f.makeUser('ian', { roles: ['admin'] });
-    const one = await stepUp(admin, 'download', evidenceId);
+    const one = await completeStepUp(f, admin, 'download', evidenceId);
     const other = await f.app.inject({
       method: 'GET',
       url: `/files/${otherTeamEvidenceId}`,
@@ -252,10 +231,10 @@ describe.each(drivers)('evidence downloads and session history on %s', (driver) 
     const unknown = await f.app.inject({
       method: 'GET',
       url: `/files/${missing}`,
-      cookies: (await stepUp(analyst, 'download', missing)).cookies,
+      cookies: (await completeStepUp(f, analyst, 'download', missing)).cookies,
     });
     expect(unknown.statusCode).toBe(404);
-    const { cookies } = await stepUp(analyst, 'download', evidenceId);
+    const { cookies } = await completeStepUp(f, analyst, 'download', evidenceId);
     const notAnId = await f.app.inject({ method: 'GET', url: '/files/..%2F..%2Fsecret.key', cookies });
     expect(notAnId.statusCode).toBe(404);
     expect(notAnId.body).toContain('is not a file id');
@@ -263,13 +242,13 @@ describe.each(drivers)('evidence downloads and session history on %s', (driver) 
     const library = await f.app.inject({
       method: 'GET',
       url: `/files/${libraryId}`,
-      cookies: (await stepUp(analyst, 'download', libraryId)).cookies,
+      cookies: (await completeStepUp(f, analyst, 'download', libraryId)).cookies,
     });
     expect(library.statusCode).toBe(404);
   });
 
   it('opens the session history after a history step-up and lists sessions and audit details', async () => {
-    const { res, cookies } = await stepUp(analyst, 'history', 'history');
+    const { res, cookies } = await completeStepUp(f, analyst, 'history', 'history');
     expect(res.statusCode).toBe(303);
     expect(res.headers.location).toBe('/history');
     const page = await f.app.inject({ method: 'GET', url: '/history', cookies });
@@ -289,7 +268,7 @@ describe.each(drivers)('evidence downloads and session history on %s', (driver) 
   });
 
   it('filters history by user, endpoint and time', async () => {
-    const { cookies } = await stepUp(analyst, 'history', 'history');
+    const { cookies } = await completeStepUp(f, analyst, 'history', 'history');
     const byEndpoint = await f.app.inject({ method: 'GET', url: '/history?endpoint=web-01', cookies });
     expect(byEndpoint.body).toContain('triage beacon');
     expect(byEndpoint.body).not.toContain('check db');
@@ -306,7 +285,7 @@ describe.each(drivers)('evidence downloads and session history on %s', (driver) 
   });
 
   it('explains a filter it cannot read, quoting what was typed', async () => {
-    const { cookies } = await stepUp(analyst, 'history', 'history');
+    const { cookies } = await completeStepUp(f, analyst, 'history', 'history');
     const badTime = await f.app.inject({ method: 'GET', url: '/history?from=yesterday', cookies });
     expect(badTime.statusCode).toBe(400);
     expect(badTime.body).toContain('&quot;yesterday&quot; is not a time');
@@ -322,7 +301,7 @@ describe.each(drivers)('evidence downloads and session history on %s', (driver) 
     const none = await f.app.inject({ method: 'GET', url: '/history' });
     expect(none.statusCode).toBe(401);
     expect(none.body).toContain('step-up link');
-    const { cookies } = await stepUp(approverOnly, 'history', 'history');
+    const { cookies } = await completeStepUp(f, approverOnly, 'history', 'history');
     const res = await f.app.inject({ method: 'GET', url: '/history', cookies });
     expect(res.statusCode).toBe(403);
   });

@@ -8,6 +8,7 @@ import { WINDOW_COOKIE } from '../web-stepup/window-cookie.ts';
 import { drivers } from './helpers/db.ts';
 import {
   codeAt,
+  completeStepUp,
   createWebFixture,
   formState,
   PASSWORD,
@@ -39,25 +40,6 @@ describe.each(drivers)('session history on %s', (driver) => {
   let db01: string;
   let requestId: string;
 
-  async function stepUp(user: TestUser) {
-    f.clock.advance(30_000);
-    const token = await f.link(user, 'history', 'history');
-    const page = await f.app.inject({ method: 'GET', url: `/stepup/${token}` });
-    const { token: csrf, cookies: formCookies } = formState(page);
-    const res = await f.app.inject({
-      method: 'POST',
-      url: `/stepup/${token}`,
-      payload: new URLSearchParams({
-        _csrf: csrf!,
-        password: PASSWORD,
-        code: await codeAt(user.secret!, f.clock.now()),
-      }).toString(),
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      cookies: formCookies,
-    });
-    const cookie = res.cookies.find((c) => c.name === WINDOW_COOKIE)!;
-    return { [WINDOW_COOKIE]: cookie.value };
-  }
   const view = (url: string) => f.app.inject({ method: 'GET', url, cookies });
 
   beforeAll(async () => {
@@ -131,7 +113,7 @@ describe.each(drivers)('session history on %s', (driver) => {
       outcome: 'refused',
       details: { reason: 'link_unknown', sourceIp: '203.0.113.9' },
     });
-    cookies = await stepUp(analyst);
+    cookies = (await completeStepUp(f, analyst, 'history', 'history')).cookies;
   });
   afterAll(async () => {
     await f.close();
@@ -253,27 +235,6 @@ describe.each(drivers)('session history for an external organisation on %s', (dr
   let uma: TestUser;
   let mel: TestUser;
 
-  /** The history window cookie of `user`, through the real step-up page. */
-  async function historyCookies(user: TestUser) {
-    f.clock.advance(30_000);
-    const token = await f.link(user, 'history', 'history');
-    const page = await f.app.inject({ method: 'GET', url: `/stepup/${token}` });
-    const { token: csrf, cookies: formCookies } = formState(page);
-    const res = await f.app.inject({
-      method: 'POST',
-      url: `/stepup/${token}`,
-      payload: new URLSearchParams({
-        _csrf: csrf!,
-        password: PASSWORD,
-        code: await codeAt(user.secret!, f.clock.now()),
-      }).toString(),
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      cookies: formCookies,
-    });
-    const cookie = res.cookies.find((c) => c.name === WINDOW_COOKIE)!;
-    return { [WINDOW_COOKIE]: cookie.value };
-  }
-
   beforeAll(async () => {
     f = await createWebFixture(driver);
     uma = await f.makeUser('uma', { roles: ['active_response'] });
@@ -332,7 +293,7 @@ describe.each(drivers)('session history for an external organisation on %s', (dr
   });
 
   it("shows an external organisation's user their own requests and sessions only, no other organisation's script bodies", async () => {
-    const cookies = await historyCookies(mel);
+    const cookies = (await completeStepUp(f, mel, 'history', 'history')).cookies;
     const page = await f.app.inject({ method: 'GET', url: '/history', cookies });
     expect(page.statusCode).toBe(200);
     expect(page.body).toContain('R-MDR001');
@@ -354,7 +315,7 @@ describe.each(drivers)('session history for an external organisation on %s', (dr
   });
 
   it('shows in-house people every organisation', async () => {
-    const cookies = await historyCookies(uma);
+    const cookies = (await completeStepUp(f, uma, 'history', 'history')).cookies;
     const page = await f.app.inject({ method: 'GET', url: '/history', cookies });
     for (const shown of [
       'R-INH0US',

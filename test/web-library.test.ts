@@ -9,6 +9,7 @@ import { drivers } from './helpers/db.ts';
 import { sha256 } from './helpers/fixtures.ts';
 import {
   codeAt,
+  completeStepUp,
   createWebFixture,
   formState,
   PASSWORD,
@@ -50,27 +51,6 @@ describe.each(drivers)('library upload page on %s', (driver) => {
     await f.close();
   });
 
-  /** Completes a step-up link and returns the window cookie it set (and where it sent the browser). */
-  async function stepUp(user: TestUser, purpose: 'upload' | 'history', subject: string) {
-    f.clock.advance(30_000);
-    const token = await f.link(user, purpose, subject);
-    const page = await f.app.inject({ method: 'GET', url: `/stepup/${token}` });
-    const { token: csrf, cookies } = formState(page);
-    const res = await f.app.inject({
-      method: 'POST',
-      url: `/stepup/${token}`,
-      payload: new URLSearchParams({
-        _csrf: csrf!,
-        password: PASSWORD,
-        code: await codeAt(user.secret!, f.clock.now()),
-      }).toString(),
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      cookies,
-    });
-    const cookie = res.cookies.find((c) => c.name === WINDOW_COOKIE);
-    return { res, cookies: cookie ? { [WINDOW_COOKIE]: cookie.value } : ({} as Record<string, string>) };
-  }
-
   /** The upload form (and its CSRF token and cookies) for a window cookie. */
   async function form(cookies: Record<string, string>) {
     const page = await f.app.inject({ method: 'GET', url: '/library/upload', cookies });
@@ -96,7 +76,7 @@ describe.each(drivers)('library upload page on %s', (driver) => {
   });
 
   it('adds a file after an upload step-up and shows the SHA-256 it computed, audited', async () => {
-    const { res, cookies } = await stepUp(analyst, 'upload', 'library');
+    const { res, cookies } = await completeStepUp(f, analyst, 'upload', 'library');
     expect(res.statusCode).toBe(303);
     expect(res.headers.location).toBe('/library/upload');
     const { page, csrf, cookies: jar } = await form(cookies);
@@ -126,7 +106,7 @@ describe.each(drivers)('library upload page on %s', (driver) => {
 
   it('refuses bytes that do not hash to the expected SHA-256, a file over the cap, and a form without its token', async () => {
     const before = (await libraryRows()).length;
-    const { cookies } = await stepUp(analyst, 'upload', 'library');
+    const { cookies } = await completeStepUp(f, analyst, 'upload', 'library');
     const { csrf, cookies: jar } = await form(cookies);
     const data = Buffer.from('not what was expected');
     const wrong = await upload(
@@ -151,7 +131,7 @@ describe.each(drivers)('library upload page on %s', (driver) => {
   });
 
   it('is not opened by a history window, nor for someone who may not add files', async () => {
-    const history = await stepUp(analyst, 'history', 'history');
+    const history = await completeStepUp(f, analyst, 'history', 'history');
     const viaHistory = await f.app.inject({
       method: 'GET',
       url: '/library/upload',
@@ -160,7 +140,7 @@ describe.each(drivers)('library upload page on %s', (driver) => {
     expect(viaHistory.statusCode).toBe(401);
     expect(viaHistory.body).toContain('was for something else');
 
-    const { cookies } = await stepUp(approverOnly, 'upload', 'library');
+    const { cookies } = await completeStepUp(f, approverOnly, 'upload', 'library');
     const res = await f.app.inject({ method: 'GET', url: '/library/upload', cookies });
     expect(res.statusCode).toBe(403);
     const [refused] = await f.tdb.db

@@ -30,6 +30,7 @@ import {
 } from '../../db/schema.ts';
 import { registerStepUpPages } from '../../web-stepup/stepup-plugin.ts';
 import type { StepUpPagesConfig, StepUpPagesDeps } from '../../web-stepup/web-types.ts';
+import { WINDOW_COOKIE } from '../../web-stepup/window-cookie.ts';
 import { createTestClock } from './clock.ts';
 import { type Driver, openTestDatabase, type TestDatabase } from './db.ts';
 
@@ -263,4 +264,30 @@ export function formState(res: { body: string; cookies: { name: string; value: s
   const token = /name="_csrf" value="([^"]+)"/.exec(res.body)?.[1];
   const cookies = Object.fromEntries(res.cookies.map((c) => [c.name, c.value]));
   return { token, cookies };
+}
+
+/**
+ * Completes a step-up link of `purpose` for `user` through the real page (its form, CSRF token and the code for the
+ * test clock's time, 30 s on so no code is reused) and returns the answer, the window cookie it set (if any) and a
+ * cookie jar holding it.
+ */
+export async function completeStepUp(f: WebFixture, user: TestUser, purpose: StepUpPurpose, subject: string) {
+  f.clock.advance(30_000);
+  const token = await f.link(user, purpose, subject);
+  const page = await f.app.inject({ method: 'GET', url: `/stepup/${token}` });
+  const { token: csrf, cookies } = formState(page);
+  const res = await f.app.inject({
+    method: 'POST',
+    url: `/stepup/${token}`,
+    payload: new URLSearchParams({
+      _csrf: csrf!,
+      password: PASSWORD,
+      code: await codeAt(user.secret!, f.clock.now()),
+    }).toString(),
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    cookies,
+  });
+  const cookie = res.cookies.find((c) => c.name === WINDOW_COOKIE);
+  const jar: Record<string, string> = cookie ? { [WINDOW_COOKIE]: cookie.value } : {};
+  return { res, cookie, cookies: jar };
 }
