@@ -34,7 +34,7 @@ export function helpText(topic?: string): string {
   }
   const lines = COMMAND_KINDS.map((k) => `• ${SPECS[k].usage}\n    ${SPECS[k].summary}`);
   const prefix = topic ? `There is no command "${clip(topic)}". ` : '';
-  return `${prefix}Commands:\n${lines.join('\n')}\nDurations: 30m, 4h, 7d. Several hosts or segment:<name> where shown.`;
+  return `${prefix}Commands:\n${lines.join('\n')}\nDurations: 30m, 4h, 7d. Several hosts, segment:<name>, os:<linux|windows|macos> or all where shown (os: narrows segment: and all).`;
 }
 
 /** Edit distance, for "did you mean" on a mistyped command word (short words only, so it stays cheap). */
@@ -100,8 +100,8 @@ export function parseCommand(text: string, opts: ParseOptions = {}): Command {
   need(positional, min, spec.args[1], spec.usage, spec.args[2]);
   const raw: Record<string, unknown> = { kind, ...spec.build(positional, spec.usage) };
   if (opts.sessionHost && spec.host === 'targets') {
-    const t = raw as { hosts?: string[]; segments?: string[] };
-    if (!t.hosts?.length && !t.segments?.length) t.hosts = [opts.sessionHost];
+    const t = raw as { hosts?: string[]; segments?: string[]; oses?: string[]; all?: true };
+    if (!t.hosts?.length && !t.segments?.length && !t.oses?.length && !t.all) t.hosts = [opts.sessionHost];
   }
   if (REASON_REQUIRED.has(kind) && options.reason === undefined) {
     throw new BadRequest(

@@ -28,22 +28,42 @@ export const REASON_REQUIRED = new Set<CommandKind>(['isolate', 'unisolate', 'ki
 
 const ACTION_OPTS: readonly OptionName[] = ['reason', 'case', 'note', 'ttl'];
 
-/** Splits target words into hostnames and `segment:<name>` selectors; host names are case-insensitive. */
-function splitTargets(words: string[]): { hosts: string[]; segments: string[] } {
+/**
+ * Splits target words into host names and the selectors `segment:<name>`, `os:<linux|windows|macos>` and
+ * `all`; host names are case-insensitive. `os:` and `all` appear only when typed, so a plain host list
+ * reads the same as before.
+ */
+function splitTargets(words: string[]): {
+  hosts: string[];
+  segments: string[];
+  oses?: string[];
+  all?: true;
+} {
   const hosts: string[] = [];
   const segments: string[] = [];
+  const oses: string[] = [];
+  let all = false;
   for (const w of words) {
     if (/^segment:/i.test(w)) segments.push(w.slice('segment:'.length));
+    else if (/^os:/i.test(w)) oses.push(w.slice('os:'.length).toLowerCase());
+    else if (w.toLowerCase() === 'all') all = true;
     else hosts.push(w.toLowerCase());
   }
-  return { hosts: [...new Set(hosts)], segments: [...new Set(segments)] };
+  return {
+    hosts: [...new Set(hosts)],
+    segments: [...new Set(segments)],
+    ...(oses.length ? { oses: [...new Set(oses)] } : {}),
+    ...(all ? { all: true as const } : {}),
+  };
 }
+
+/** The target words every multi-endpoint command takes, for usage lines. */
+const TARGETS = '<host...|segment:<name>|os:<linux|windows|macos>|all>';
 
 export const SPECS: Record<CommandKind, Spec> = {
   isolate: {
     host: 'targets',
-    usage:
-      'isolate <host...|segment:<name>> --reason "<why>" [--case <id>] [--note "<text>"] [--ttl <1m..30d>]',
+    usage: `isolate ${TARGETS} --reason "<why>" [--case <id>] [--note "<text>"] [--ttl <1m..30d>]`,
     summary: ACTIONS.isolate.summary,
     options: ACTION_OPTS,
     args: [1, Infinity, 'the host(s) to isolate'],
@@ -51,8 +71,7 @@ export const SPECS: Record<CommandKind, Spec> = {
   },
   unisolate: {
     host: 'targets',
-    usage:
-      'unisolate <host...|segment:<name>> --reason "<why>" [--case <id>] [--note "<text>"] [--ttl <1m..30d>]',
+    usage: `unisolate ${TARGETS} --reason "<why>" [--case <id>] [--note "<text>"] [--ttl <1m..30d>]`,
     summary: ACTIONS.unisolate.summary,
     options: ACTION_OPTS,
     args: [1, Infinity, 'the host(s) to release'],
@@ -94,8 +113,7 @@ export const SPECS: Record<CommandKind, Spec> = {
   },
   run: {
     host: 'targets',
-    usage:
-      'run <script> <host...|segment:<name>> [name=value ...] [--reason "<why>"] [--case <id>] [--note "<text>"] [--ttl <1m..30d>]',
+    usage: `run <script> ${TARGETS} [name=value ...] [--reason "<why>"] [--case <id>] [--note "<text>"] [--ttl <1m..30d>]`,
     summary: ACTIONS.run.summary,
     options: ACTION_OPTS,
     args: [2, Infinity, 'the script name and at least one host'],
@@ -105,7 +123,7 @@ export const SPECS: Record<CommandKind, Spec> = {
       const targets: string[] = [];
       for (const w of rest) {
         const eq = w.indexOf('=');
-        if (eq <= 0 || /^segment:/i.test(w)) {
+        if (eq <= 0 || /^(segment|os):/i.test(w)) {
           targets.push(w);
           continue;
         }
@@ -126,7 +144,7 @@ export const SPECS: Record<CommandKind, Spec> = {
   },
   processes: {
     host: 'targets',
-    usage: 'processes <host...|segment:<name>> [--match <text>] [--case <id>] [--note "<text>"]',
+    usage: `processes ${TARGETS} [--match <text>] [--case <id>] [--note "<text>"]`,
     summary: ACTIONS.processes.summary,
     options: ['reason', 'case', 'note', 'ttl', 'match'],
     args: [1, Infinity, 'the host(s)'],

@@ -2,7 +2,7 @@
 // from chat text; services validate them again at their own boundary, so the caps below hold however a
 // command arrives (chat, console, a test calling the service directly).
 import { z } from 'zod';
-import { ROLES } from '../../db/schema.ts';
+import { OSES, ROLES } from '../../db/schema.ts';
 import {
   LIMITS as ACTION_LIMITS,
   absolutePathSchema,
@@ -97,12 +97,26 @@ export const roleSchema = z
     }),
   );
 
-/** Hosts and `segment:<name>` selectors; at least one of them. */
+/**
+ * Hosts and the selectors `segment:<name>`, `os:<name>` and `all`; at least one of them. Hosts and segments
+ * add up; `os:` narrows what the segments (or `all`) select, and alone it means `all` of that OS.
+ */
 const targetFields = {
   hosts: z.array(hostnameSchema).max(LIMITS.hosts, {
-    error: `at most ${LIMITS.hosts} hosts per command; use segment:<name> for larger groups`,
+    error: `at most ${LIMITS.hosts} hosts per command; use segment:<name>, os:<name> or all for larger groups`,
   }),
   segments: z.array(segmentNameSchema).max(50, { error: 'at most 50 segment selectors' }),
+  oses: z
+    .array(
+      z.enum(OSES, {
+        error: (iss) =>
+          `os:${String(iss.input).slice(0, 40)} is not an OS (os:linux, os:windows or os:macos)`,
+      }),
+    )
+    .max(OSES.length)
+    .optional(),
+  /** Every endpoint in a segment with Active Response enabled. */
+  all: z.literal(true).optional(),
 };
 
 const commonOptions = {
@@ -113,8 +127,9 @@ const commonOptions = {
   ttlSeconds: ttlSchema.optional(),
 };
 
-const hasTargets = (c: { hosts: string[]; segments: string[] }) => c.hosts.length + c.segments.length > 0;
-const targetsMsg = { error: 'name at least one host or segment:<name>', path: ['hosts'] };
+const hasTargets = (c: { hosts: string[]; segments: string[]; oses?: string[]; all?: true }) =>
+  c.hosts.length + c.segments.length + (c.oses?.length ?? 0) > 0 || c.all === true;
+const targetsMsg = { error: 'name at least one host, segment:<name>, os:<name> or all', path: ['hosts'] };
 
 export const isolateSchema = z
   .object({ kind: z.literal('isolate'), ...targetFields, ...commonOptions, reason: reasonSchema })

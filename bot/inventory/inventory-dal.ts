@@ -1,8 +1,8 @@
 // Read-only queries over the inventory the request service resolves commands against: endpoints by name or
 // segment, segments, library scripts and files.
-import { and, eq, inArray, or } from 'drizzle-orm';
+import { and, count, eq, inArray, or } from 'drizzle-orm';
 import type { DbOrTx } from '../../db/client.ts';
-import { endpoints, files, scripts, segments } from '../../db/schema.ts';
+import { endpoints, files, type Os, scripts, segments } from '../../db/schema.ts';
 import type { EndpointInfo, SegmentInfo } from '../policy/policy-rules.ts';
 
 export type ScriptRow = typeof scripts.$inferSelect;
@@ -28,9 +28,49 @@ export async function endpointsByHostnames(db: DbOrTx, hostnames: string[]): Pro
   return out;
 }
 
-export async function endpointsInSegments(db: DbOrTx, segmentIds: string[]): Promise<EndpointInfo[]> {
+/** Endpoints in these segments, of these OSes only when `oses` is given. */
+export async function endpointsInSegments(
+  db: DbOrTx,
+  segmentIds: string[],
+  oses?: readonly Os[],
+): Promise<EndpointInfo[]> {
   if (!segmentIds.length) return [];
-  return db.select(endpointCols).from(endpoints).where(inArray(endpoints.segmentId, segmentIds));
+  return db
+    .select(endpointCols)
+    .from(endpoints)
+    .where(
+      and(
+        inArray(endpoints.segmentId, segmentIds),
+        oses?.length ? inArray(endpoints.os, [...oses]) : undefined,
+      ),
+    );
+}
+
+/** How many endpoints `endpointsInSegments` would return: checked before loading a fleet-sized list. */
+export async function countEndpointsInSegments(
+  db: DbOrTx,
+  segmentIds: string[],
+  oses?: readonly Os[],
+): Promise<number> {
+  if (!segmentIds.length) return 0;
+  const [row] = await db
+    .select({ n: count() })
+    .from(endpoints)
+    .where(
+      and(
+        inArray(endpoints.segmentId, segmentIds),
+        oses?.length ? inArray(endpoints.os, [...oses]) : undefined,
+      ),
+    );
+  return Number(row?.n ?? 0);
+}
+
+/** The segments with Active Response enabled: what `all` selects. */
+export async function enabledSegments(db: DbOrTx): Promise<SegmentInfo[]> {
+  return db
+    .select({ id: segments.id, name: segments.name, activeResponseEnabled: segments.activeResponseEnabled })
+    .from(segments)
+    .where(eq(segments.activeResponseEnabled, true));
 }
 
 export async function segmentsByNames(db: DbOrTx, names: string[]): Promise<SegmentInfo[]> {

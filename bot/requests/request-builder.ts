@@ -3,10 +3,12 @@
 // hash and the digest over all of it. Reads only; the service writes.
 import { z } from 'zod';
 import type { DbOrTx } from '../../db/client.ts';
-import { ACTIONS, type ActionName, type ActionParams } from '../../protocol/actions.ts';
+import { ACTIONS, type ActionName, type ActionParams, type Os } from '../../protocol/actions.ts';
 import type { ActionCommand } from '../commands/command-types.ts';
 import { BadRequest, describeZodIssues, NotFound } from '../errors.ts';
 import {
+  countEndpointsInSegments,
+  enabledSegments,
   endpointsByHostnames,
   endpointsInSegments,
   libraryFile,
@@ -92,41 +94,71 @@ export function checkScriptParams(script: ScriptRow, given: Record<string, strin
   return out;
 }
 
-/** Resolves hosts and `segment:<name>` selectors into candidates (known endpoints or named misses). */
-async function resolveCandidates(
-  db: DbOrTx,
-  hosts: string[],
-  segmentNames: string[],
-  maxTargets: number,
-): Promise<Candidate[]> {
+/** What a command selects: named hosts plus the group selectors (see command-types.ts targetFields). */
+export interface Selection {
+  hosts: string[];
+  segments: string[];
+  oses?: readonly Os[];
+  all?: boolean;
+}
+
+/** The most endpoints one request may select: the platform limit for an action group. */
+export const PLATFORM_MAX_TARGETS = 100_000;
+
+function tooMany(n: number, max: number): BadRequest {
+  return new BadRequest(
+    'request.too_many_targets',
+    `That selects ${n.toLocaleString('en-US')} endpoints; one request may target at most ${max.toLocaleString('en-US')}. ` +
+      'Narrow the selection (segment:<name>, os:<name>, or fewer hosts).',
+  );
+}
+
+/**
+ * Resolves a selection into candidates (known endpoints or named misses). Host names and segments add up;
+ * `os:` narrows what segments and `all` select, and on its own means `all` of those OSes. `all` is every
+ * Active Response-enabled segment. The size is counted before any endpoint list is loaded, so a selection
+ * above `maxTargets` is refused without reading a fleet into memory.
+ */
+async function resolveCandidates(db: DbOrTx, sel: Selection, maxTargets: number): Promise<Candidate[]> {
+  const { hosts, segments: segmentNames } = sel;
+  const oses = sel.oses?.length ? sel.oses : undefined;
+  const all = sel.all === true || (oses !== undefined && segmentNames.length === 0);
+  const named = await segmentsByNames(db, segmentNames);
+  const segs = all
+    ? [...named, ...(await enabledSegments(db)).filter((e) => !named.some((n) => n.id === e.id))]
+    : named;
+  const segIds = segs.map((s) => s.id);
+  const groupSize = await countEndpointsInSegments(db, segIds, oses);
+  if (groupSize > maxTargets) throw tooMany(groupSize, maxTargets);
+
   const found = await endpointsByHostnames(db, hosts);
   const byName = new Map(found.map((e) => [e.hostname, e]));
   const candidates: Candidate[] = hosts.map((h) => ({ hostname: h, endpoint: byName.get(h) }));
-  const segs = await segmentsByNames(db, segmentNames);
   for (const name of segmentNames) {
-    if (!segs.some((s) => s.name === name)) {
+    if (!named.some((s) => s.name === name)) {
       candidates.push({ hostname: `segment:${name}`, unresolvedReason: `unknown segment ${name}` });
     }
   }
-  const inSegments = await endpointsInSegments(
-    db,
-    segs.map((s) => s.id),
-  );
-  for (const s of segs) {
+  const inSegments = await endpointsInSegments(db, segIds, oses);
+  const osWords = oses ? ` ${oses.join(' or ')}` : '';
+  for (const s of named) {
     if (!inSegments.some((e) => e.segmentId === s.id)) {
       candidates.push({
         hostname: `segment:${s.name}`,
-        unresolvedReason: `segment ${s.name} has no enrolled endpoints`,
+        unresolvedReason: `segment ${s.name} has no enrolled${osWords} endpoints`,
       });
     }
   }
-  for (const e of inSegments) candidates.push({ hostname: e.hostname, endpoint: e });
-  if (candidates.length > maxTargets) {
-    throw new BadRequest(
-      'request.too_many_targets',
-      `That selects ${candidates.length} endpoints; one request may target at most ${maxTargets}. Narrow the selection.`,
-    );
+  if (all && !inSegments.length && !named.length) {
+    candidates.push({
+      hostname: oses ? oses.map((o) => `os:${o}`).join(' ') : 'all',
+      unresolvedReason: `no enrolled${osWords} endpoints in a segment with Active Response enabled`,
+    });
   }
+  for (const e of inSegments) candidates.push({ hostname: e.hostname, endpoint: e });
+  // A host also selected by a segment counts once.
+  const selected = new Set(candidates.map((c) => c.endpoint?.id ?? c.hostname)).size;
+  if (selected > maxTargets) throw tooMany(selected, maxTargets);
   return candidates;
 }
 
@@ -215,8 +247,10 @@ export async function buildRequest(
       `${cmd.kind}: ${describeZodIssues(checked.error.issues)}.`,
     );
   }
-  const hosts = 'hosts' in cmd ? cmd.hosts : [cmd.host];
-  const segmentNames = 'segments' in cmd ? cmd.segments : [];
+  const selection: Selection =
+    'hosts' in cmd
+      ? { hosts: cmd.hosts, segments: cmd.segments, oses: cmd.oses, all: cmd.all }
+      : { hosts: [cmd.host], segments: [] };
   const spec: ActionSpec = {
     action: cmd.kind,
     script: script
@@ -228,7 +262,7 @@ export async function buildRequest(
         }
       : undefined,
   };
-  const candidates = await resolveCandidates(db, hosts, segmentNames, deps.maxTargets);
+  const candidates = await resolveCandidates(db, selection, deps.maxTargets);
   const segments = await segmentsByIds(
     db,
     candidates.flatMap((c) => (c.endpoint ? [c.endpoint.segmentId] : [])),

@@ -12,7 +12,7 @@ import type { PolicyService } from '../policy/policy-service.ts';
 import type { ChatContext, ChatMessageRef, Clock, Dispatcher, RequestView } from '../ports.ts';
 import { bindTo } from '../stepup/stepup-binding.ts';
 import type { ResolvedUser } from '../users/user-types.ts';
-import { buildRequest } from './request-builder.ts';
+import { buildRequest, PLATFORM_MAX_TARGETS } from './request-builder.ts';
 import * as dal from './request-dal.ts';
 import { createLifecycle } from './request-lifecycle.ts';
 import { createTransitions, type Step } from './request-transitions.ts';
@@ -77,7 +77,7 @@ export function createRequestService(deps: {
   const approvalTtlMs = (deps.approvalTtlSeconds ?? 3600) * 1000;
   const deliveryTtlSeconds = deps.deliveryTtlSeconds ?? 604_800;
   const maxScriptBytes = deps.maxScriptBytes ?? 1024 * 1024;
-  const maxTargets = deps.maxTargets ?? 10_000;
+  const maxTargets = deps.maxTargets ?? PLATFORM_MAX_TARGETS;
   const transitions = createTransitions({ audit, clock, dispatcher, approvalTtlMs });
   const lifecycle = createLifecycle({ db, audit, clock, dispatcher, policy, transitions });
   const { transition, approvedScriptBody, dispatch, advance, requireRow, expiredConflict, expireIfLapsed } =
