@@ -17,6 +17,9 @@ export function createChatRouter() {
     updateRequestCard: (ref: ChatMessageRef, view: RequestView) =>
       pick(ref.platform).updateRequestCard(ref, view),
     replyInThread: (ref: ChatMessageRef, text: string) => pick(ref.platform).replyInThread(ref, text),
+    postThreadMessage: (ref: ChatMessageRef, text: string) => pick(ref.platform).postThreadMessage(ref, text),
+    updateThreadMessage: (ref: ChatMessageRef, text: string) =>
+      pick(ref.platform).updateThreadMessage(ref, text),
     notifyPrivately: (ctx: ChatContext, text: string) =>
       pick(ctx.identity.platform).notifyPrivately(ctx, text),
     reply: (ctx: ChatContext, text: string) => pick(ctx.identity.platform).reply(ctx, text),

@@ -13,10 +13,18 @@ import { auditChainKey } from '../bot/audit/audit-keys.ts';
 import { type AuditService, createAuditService } from '../bot/audit/audit-service.ts';
 import { createBotService } from '../bot/bot-service.ts';
 import { createDeliveryReporter } from '../bot/deliveries/delivery-reporter.ts';
+import { createGroupProgress } from '../bot/groups/group-progress.ts';
 import { cardRefOf } from '../bot/handlers/chat-ref.ts';
 import { createFileLibrary } from '../bot/library/file-library.ts';
 import { createPolicy } from '../bot/policy/policy-service.ts';
-import type { Clock, DeliveryEvent, FileStore, Logger } from '../bot/ports.ts';
+import {
+  type Clock,
+  type DeliveryEvent,
+  type FileStore,
+  type Logger,
+  systemTimers,
+  type Timers,
+} from '../bot/ports.ts';
 import { createRequestService } from '../bot/requests/request-service.ts';
 import { createScriptLibrary } from '../bot/scripts/script-library.ts';
 import { createSessionService } from '../bot/sessions/session-service.ts';
@@ -43,6 +51,8 @@ export interface PlatformOptions {
   metrics?: Registry;
   /** Where evidence and library files live; default DATA_DIR/files. */
   fileStore?: FileStore;
+  /** Milliseconds and timers of the group progress edits and paced waves (default: the system's). */
+  timers?: Timers;
   /** Timer of the audit checkpointer's poll (default: the system's). */
   checkpointTimer?: CheckpointTimer;
 }
@@ -111,6 +121,13 @@ export function createPlatform(opts: PlatformOptions) {
   const library = createFileLibrary({ db, audit, fileStore, maxFileBytes: config.MAX_FILE_BYTES });
   const scripts = createScriptLibrary({ db, audit, maxScriptBytes: config.MAX_SCRIPT_BYTES });
   const router = createChatRouter();
+  const progress = createGroupProgress({
+    db,
+    chat: router.chat,
+    timers: opts.timers ?? systemTimers,
+    logger,
+    publicUrl: config.PUBLIC_URL,
+  });
   const bot = createBotService({
     db,
     audit,
@@ -125,12 +142,14 @@ export function createPlatform(opts: PlatformOptions) {
     dispatcher,
     library,
     scripts,
+    progress,
     publicUrl: config.PUBLIC_URL,
   });
   const reporter = createDeliveryReporter({
     db,
     chat: router.chat,
     requests,
+    progress,
     clock,
     logger,
     publicUrl: config.PUBLIC_URL,
@@ -155,6 +174,7 @@ export function createPlatform(opts: PlatformOptions) {
     router,
     bot,
     reporter,
+    progress,
 
     /**
      * Follows delivery events from every broker process (they NOTIFY `ar_delivery` after each commit) and

@@ -6,6 +6,7 @@ import type { AuditService } from './audit/audit-service.ts';
 import type { BotCore, DecisionInput, StepUpOutcome, StepUpPageView } from './bot-types.ts';
 import { createChatResponder } from './chat-responder.ts';
 import { parseCommand } from './commands/command-parser.ts';
+import type { GroupProgress } from './groups/group-progress.ts';
 import { createActionHandlers } from './handlers/action-handlers.ts';
 import { createAdminHandlers } from './handlers/admin-handlers.ts';
 import { createInspectHandlers } from './handlers/inspect-handlers.ts';
@@ -36,6 +37,7 @@ export interface BotDeps {
   dispatcher: Dispatcher;
   library: FileLibrary;
   scripts: ScriptLibrary;
+  progress: GroupProgress;
   publicUrl: string;
 }
 

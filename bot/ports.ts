@@ -9,6 +9,22 @@ export interface Clock {
 
 export const systemClock: Clock = { now: () => new Date() };
 
+/** Milliseconds and one-shot timers, so coalescing and pacing can be driven by a hand-moved clock in tests. */
+export interface Timers {
+  now(): number;
+  /** Runs `fn` after `ms`; returns a cancel function. */
+  setTimer(fn: () => void, ms: number): () => void;
+}
+
+export const systemTimers: Timers = {
+  now: () => Date.now(),
+  setTimer(fn, ms) {
+    const t = setTimeout(fn, ms);
+    t.unref?.();
+    return () => clearTimeout(t);
+  },
+};
+
 /** The subset of pino the core uses, so tests can pass a silent logger. */
 export interface Logger {
   info(obj: object, msg?: string): void;
@@ -107,6 +123,13 @@ export interface ChatPort {
   notifyPrivately(ctx: ChatContext, text: string): Promise<void>;
   /** A plain, visible reply to a command (help, status, queue listings). */
   reply(ctx: ChatContext, text: string): Promise<void>;
+  /**
+   * A plain message in the card's thread that is edited later (an action group's live progress); returns
+   * where it lives.
+   */
+  postThreadMessage(ref: ChatMessageRef, text: string): Promise<ChatMessageRef>;
+  /** Edits a message posted with postThreadMessage, within the platform's edit limits (coalesced). */
+  updateThreadMessage(ref: ChatMessageRef, text: string): Promise<void>;
   /** A visible message that opens a thread of its own (an interactive session); returns where it lives. */
   startThread(ctx: ChatContext, text: string): Promise<ChatMessageRef>;
 }

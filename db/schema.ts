@@ -349,12 +349,55 @@ export const deliveries = pgTable(
     error: text('error'),
     /** Set once the final state has been reported to chat, so two bot processes report it once. */
     reportedAt: tz('reported_at'),
+    /**
+     * Held back by its action group's staged waves (canary first, then paced, or halted): the broker sends
+     * no held delivery; the group releases them.
+     */
+    held: boolean('held').notNull().default(false),
     createdAt: createdAt(),
   },
   (t) => [
     index('deliveries_endpoint_pending').on(t.endpointId, t.seq).where(sql`state in ('queued','sent')`),
     index('deliveries_request').on(t.requestId),
   ],
+);
+
+export const GROUP_STATES = ['canary', 'running', 'halted', 'cancelled', 'finished'] as const;
+export type GroupState = (typeof GROUP_STATES)[number];
+
+/**
+ * An action group: a request with more than one target. Its staged waves (a canary, a pace, a failure
+ * threshold that halts it) and the one thread message that shows its live progress.
+ */
+export const actionGroups = pgTable(
+  'action_groups',
+  {
+    requestId: uuid('request_id')
+      .primaryKey()
+      .references(() => actionRequests.id),
+    /** Endpoints that run first; the rest wait until every one of them succeeded. */
+    canary: integer('canary'),
+    /** Deliveries released per minute after the canary. */
+    ratePerMinute: integer('rate_per_minute'),
+    /** Failed endpoints, in percent of the group, at which it halts. */
+    haltAtPercent: integer('halt_at_percent').notNull().default(10),
+    state: text('state').$type<GroupState>().notNull().default('running'),
+    haltReason: text('halt_reason'),
+    /** When the paced wave started, and how many of its deliveries have been released since. */
+    pacedFrom: tz('paced_from'),
+    pacedReleased: integer('paced_released').notNull().default(0),
+    /** Failures already counted when someone resumed it: the threshold applies to failures after that. */
+    failuresAtResume: integer('failures_at_resume').notNull().default(0),
+    progressPlatform: text('progress_platform').$type<Platform>(),
+    progressChannelId: text('progress_channel_id'),
+    progressMessageId: text('progress_message_id'),
+    progressThreadId: text('progress_thread_id'),
+    /** The last edit of the progress message, from any process: edits are at most one a second per group. */
+    progressEditedAt: tz('progress_edited_at'),
+    createdAt: createdAt(),
+    updatedAt: tz('updated_at').notNull().defaultNow(),
+  },
+  (t) => [index('action_groups_state').on(t.state)],
 );
 
 export const sessions = pgTable('sessions', {

@@ -68,6 +68,18 @@ export function createConsoleChat(opts: { write?: (line: string) => void } = {})
       push({ kind: 'thread', channelId: ref.channelId, threadId: ref.threadId, text });
       write(indent(text, '  └ '));
     },
+    async postThreadMessage(ref: ChatMessageRef, text: string): Promise<ChatMessageRef> {
+      const msg = push({ kind: 'thread', channelId: ref.channelId, threadId: ref.threadId, text });
+      write(indent(text, '  └ '));
+      return { ...ref, messageId: msg.messageId };
+    },
+    async updateThreadMessage(ref: ChatMessageRef, text: string): Promise<void> {
+      const msg = transcript.find((m) => m.kind === 'thread' && m.messageId === ref.messageId);
+      if (!msg || msg.text === text) return;
+      msg.text = text;
+      msg.updates++;
+      notify();
+    },
     async notifyPrivately(ctx: ChatContext, text: string): Promise<void> {
       push({ kind: 'private', channelId: ctx.channelId, to: ctx.identity.chatUserId, text });
       write(indent(text, `  (only ${ctx.identity.chatUserId} sees) `));

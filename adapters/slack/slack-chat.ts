@@ -63,6 +63,33 @@ export function createSlackChat(deps: {
       });
     },
 
+    async postThreadMessage(ref: ChatMessageRef, text: string): Promise<ChatMessageRef> {
+      const res = await client.chat.postMessage({
+        channel: ref.channelId,
+        thread_ts: ref.threadId,
+        text: clipText(escapeMrkdwn(text)),
+        unfurl_links: false,
+      });
+      if (!res.ts) throw new Error('chat.postMessage returned no ts');
+      return {
+        platform: 'slack',
+        channelId: res.channel ?? ref.channelId,
+        messageId: res.ts,
+        threadId: ref.threadId,
+      };
+    },
+
+    updateThreadMessage(ref: ChatMessageRef, text: string): Promise<void> {
+      // The same per-channel queue as card edits: Slack's edit limit is per channel, whatever the message.
+      return scheduler.schedule(ref.channelId, ref.messageId, async () => {
+        await client.chat.update({
+          channel: ref.channelId,
+          ts: ref.messageId,
+          text: clipText(escapeMrkdwn(text)),
+        });
+      });
+    },
+
     async notifyPrivately(ctx: ChatContext, text: string): Promise<void> {
       if (!ctx.identity.chatUserId)
         throw new Error('a private Slack message needs the chat user id to send it to');

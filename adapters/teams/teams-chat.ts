@@ -124,6 +124,21 @@ export function createTeamsChat(deps: {
       await connector.create(targetOf(address, ref.threadId), textActivity(text));
     },
 
+    async postThreadMessage(ref: ChatMessageRef, text: string): Promise<ChatMessageRef> {
+      const address = decodeAddress(ref.channelId);
+      const { id } = await connector.create(targetOf(address, ref.threadId), textActivity(text));
+      return { platform: 'teams', channelId: ref.channelId, messageId: id, threadId: ref.threadId };
+    },
+
+    updateThreadMessage(ref: ChatMessageRef, text: string): Promise<void> {
+      const address = decodeAddress(ref.channelId);
+      const target = targetOf(address, ref.threadId === ref.messageId ? undefined : ref.threadId);
+      // Spaced with the card edits of the conversation, so together they stay within Teams' send limits.
+      return scheduler.schedule(address.conversationId, ref.messageId, async () => {
+        await connector.update(target, ref.messageId, textActivity(text));
+      });
+    },
+
     async notifyPrivately(ctx: ChatContext, text: string): Promise<void> {
       const cap = capturing();
       if (cap) {

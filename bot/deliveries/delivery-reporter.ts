@@ -4,6 +4,7 @@
 import { and, eq, inArray, isNull } from 'drizzle-orm';
 import type { Db } from '../../db/client.ts';
 import { deliveries, endpoints, files } from '../../db/schema.ts';
+import { type GroupProgress, isGroup } from '../groups/group-progress.ts';
 import { cardRefOf } from '../handlers/chat-ref.ts';
 import type { ChatPort, Clock, DeliveryEvent, DeliveryObserver, Logger } from '../ports.ts';
 import { describeResult } from '../render/results.ts';
@@ -18,6 +19,7 @@ export function createDeliveryReporter(deps: {
   db: Db;
   chat: ChatPort;
   requests: RequestService;
+  progress: GroupProgress;
   clock: Clock;
   logger: Logger;
   publicUrl: string;
@@ -68,13 +70,20 @@ export function createDeliveryReporter(deps: {
         const progress = await requests.onDeliveryChanged(event.requestId);
         const ref = await cardRefOf(db, event.requestId);
         if (!ref) return;
-        await chat.updateRequestCard(ref, progress.request);
+        // A group's counts live in its progress message (edited at most once a second); its card changes
+        // only with the request's state.
+        const group = isGroup(progress.request);
+        if (!group || progress.completedNow) await chat.updateRequestCard(ref, progress.request);
+        if (group) await deps.progress.changed(event.requestId);
         if (claimed && progress.request.targets.length <= PER_ENDPOINT_REPLIES_MAX) {
           await chat.replyInThread(ref, await resultMessage(claimed));
         }
         if (progress.completedNow) {
           const counts = progress.request.progress ? formatProgress(progress.request.progress) : '';
-          await chat.replyInThread(ref, `${progress.request.ref} completed: ${counts}.`);
+          const results = group
+            ? ` Every endpoint's state, exit code and output: ${deps.progress.resultsUrl(progress.request.ref)}`
+            : '';
+          await chat.replyInThread(ref, `${progress.request.ref} completed: ${counts}.${results}`);
         }
       } catch (err) {
         deps.logger.error(

@@ -5,7 +5,8 @@ import type { BotDeps } from '../bot-service.ts';
 import type { DecisionInput } from '../bot-types.ts';
 import type { Command } from '../commands/command-types.ts';
 import { Conflict, isAppError, StepUpRequired } from '../errors.ts';
-import type { ChatContext, RequestView } from '../ports.ts';
+import { isGroup } from '../groups/group-progress.ts';
+import type { ChatContext, ChatMessageRef, RequestView } from '../ports.ts';
 import { describeAction, plural } from '../render/summary.ts';
 import { bindTo, encodeSubject, locationOf, REQUESTER_PURPOSES } from '../stepup/stepup-binding.ts';
 import type { ResolvedUser } from '../users/user-types.ts';
@@ -13,6 +14,11 @@ import { cardRefOf } from './chat-ref.ts';
 
 export function createActionHandlers(deps: BotDeps) {
   const { chat, requests, stepup, audit } = deps;
+
+  /** A dispatched group gets its live progress message in the thread, after the dispatch is announced. */
+  async function startProgress(view: RequestView, ref: ChatMessageRef) {
+    if (view.state === 'dispatched' && isGroup(view)) await deps.progress.start(view.id, ref);
+  }
 
   /** Posts the card for a request that is now visible to approvers, and records where it lives. */
   async function publish(ctx: ChatContext, view: RequestView): Promise<void> {
@@ -32,6 +38,7 @@ export function createActionHandlers(deps: BotDeps) {
         ref,
         `${who} ran ${describeAction(view)}${excluded}: read-only, no approval needed. Dispatched to ${plural(view.targets.length, 'endpoint')}.`,
       );
+      await startProgress(view, ref);
     }
   }
 
@@ -56,6 +63,7 @@ export function createActionHandlers(deps: BotDeps) {
       ref,
       `Approved by ${approver.displayName} (digest ${view.digest}).${dispatched}`,
     );
+    await startProgress(view, ref);
   }
 
   /**

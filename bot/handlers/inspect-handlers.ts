@@ -8,6 +8,7 @@ import type { BotDeps } from '../bot-service.ts';
 import type { Command } from '../commands/command-types.ts';
 import { REF_PATTERN } from '../commands/command-types.ts';
 import { NotFound } from '../errors.ts';
+import { isGroup } from '../groups/group-progress.ts';
 import type { ChatContext } from '../ports.ts';
 import { describeAction, formatProgress, plural, requestFacts } from '../render/summary.ts';
 import { requireVisibleRequest, visibleOrgOf } from '../requests/request-access.ts';
@@ -62,7 +63,9 @@ export function createInspectHandlers(deps: BotDeps) {
             `  ${a.decision === 'approve' ? 'Approved' : 'Denied'} by ${a.approverName}${a.reason ? `: ${a.reason}` : ''}`,
           );
         }
-        if (v.progress) lines.push(`  Deliveries: ${formatProgress(v.progress)}`);
+        const live = isGroup(v) && v.progress ? await deps.progress.text(v.id) : null;
+        if (live) lines.push(`  ${live.replaceAll('\n', '\n  ')}`);
+        else if (v.progress) lines.push(`  Deliveries: ${formatProgress(v.progress)}`);
         const rows = await db
           .select({ host: endpoints.hostname, state: deliveries.state, error: deliveries.error })
           .from(deliveries)

@@ -8,6 +8,7 @@ import { PLATFORMS, stepUpWindows } from '../../db/schema.ts';
 import type { AuditService } from '../audit/audit-service.ts';
 import { actionCommandSchema, type Command, reasonSchema } from '../commands/command-types.ts';
 import { BadRequest, Conflict, describeZodIssues, Forbidden } from '../errors.ts';
+import { ensureGroup } from '../groups/group-dal.ts';
 import type { PolicyService } from '../policy/policy-service.ts';
 import type { ChatContext, ChatMessageRef, Clock, Dispatcher, RequestView } from '../ports.ts';
 import { bindTo } from '../stepup/stepup-binding.ts';
@@ -158,6 +159,8 @@ export function createRequestService(deps: {
           chatChannelId: chat.data.channelId,
           chatThreadId: chat.data.threadId ?? null,
         });
+        // More than one target makes it an action group, with its progress message and staged waves.
+        if (built.targets.length > 1) await ensureGroup(tx, { requestId: row.id });
         await audit.append(
           {
             actorType: 'user',

@@ -9,7 +9,7 @@ import { type ConsoleChat, createConsoleChat } from '../../adapters/console/cons
 import { consoleContext } from '../../adapters/console/console-session.ts';
 import { loadConfig } from '../../app/config.ts';
 import { createPlatform, type Platform } from '../../app/platform.ts';
-import type { FileStore } from '../../bot/ports.ts';
+import type { FileStore, Timers } from '../../bot/ports.ts';
 import { createSegmentService } from '../../bot/segments/segment-service.ts';
 import { createLocalFileStore } from '../../broker/files/local-file-store.ts';
 import { endpoints, type Os, type Role } from '../../db/schema.ts';
@@ -38,6 +38,8 @@ export async function buildTestPlatform(
     startAt?: Date;
     /** The file store to share with a test broker (so `put` finds library files). */
     fileStore?: FileStore;
+    /** Timers of the group progress edits and paced waves (default: the system's). */
+    timers?: Timers;
   } = {},
 ) {
   const clock = createTestClock(opts.startAt);
@@ -50,6 +52,7 @@ export async function buildTestPlatform(
     secretKey: TEST_SECRET_KEY,
     fileStore: opts.fileStore ?? createLocalFileStore(mkdtempSync(join(tmpdir(), 'ar-files-'))),
     metrics: opts.metrics,
+    timers: opts.timers,
   });
   const consoleChat: ConsoleChat = createConsoleChat();
   platform.router.register('console', consoleChat.chat);

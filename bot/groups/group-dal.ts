@@ -1,0 +1,87 @@
+// Queries for action groups: the group row beside its request, where its progress message lives, and the
+// cross-process edit slot that keeps progress edits at one a second per group.
+import { and, eq, isNotNull, isNull, lte, or } from 'drizzle-orm';
+import type { DbOrTx } from '../../db/client.ts';
+import { actionGroups } from '../../db/schema.ts';
+import type { ChatMessageRef } from '../ports.ts';
+
+export type GroupRow = typeof actionGroups.$inferSelect;
+export type NewGroupRow = typeof actionGroups.$inferInsert;
+
+export async function findGroup(db: DbOrTx, requestId: string): Promise<GroupRow | null> {
+  const [row] = await db.select().from(actionGroups).where(eq(actionGroups.requestId, requestId));
+  return row ?? null;
+}
+
+export async function lockGroup(tx: DbOrTx, requestId: string): Promise<GroupRow | null> {
+  const [row] = await tx
+    .select()
+    .from(actionGroups)
+    .where(eq(actionGroups.requestId, requestId))
+    .for('update');
+  return row ?? null;
+}
+
+/** The group row, created with `values` when the request has none yet. */
+export async function ensureGroup(tx: DbOrTx, values: NewGroupRow): Promise<GroupRow> {
+  await tx.insert(actionGroups).values(values).onConflictDoNothing({ target: actionGroups.requestId });
+  return (await findGroup(tx, values.requestId))!;
+}
+
+export function progressRefOf(g: GroupRow): ChatMessageRef | null {
+  if (!g.progressPlatform || !g.progressChannelId || !g.progressMessageId) return null;
+  return {
+    platform: g.progressPlatform,
+    channelId: g.progressChannelId,
+    messageId: g.progressMessageId,
+    threadId: g.progressThreadId ?? g.progressMessageId,
+  };
+}
+
+/** Records the progress message once; false when another process posted one first. */
+export async function setProgressMessage(
+  db: DbOrTx,
+  requestId: string,
+  ref: ChatMessageRef,
+  at: Date,
+): Promise<boolean> {
+  const rows = await db
+    .update(actionGroups)
+    .set({
+      progressPlatform: ref.platform,
+      progressChannelId: ref.channelId,
+      progressMessageId: ref.messageId,
+      progressThreadId: ref.threadId,
+      progressEditedAt: at,
+    })
+    .where(and(eq(actionGroups.requestId, requestId), isNull(actionGroups.progressMessageId)))
+    .returning({ id: actionGroups.requestId });
+  return rows.length > 0;
+}
+
+/**
+ * Takes the group's edit slot when its last edit (by any process) is at least `intervalMs` old; returns the
+ * group when this caller may edit now, null otherwise.
+ */
+export async function claimEditSlot(
+  db: DbOrTx,
+  requestId: string,
+  now: Date,
+  intervalMs: number,
+): Promise<GroupRow | null> {
+  const [row] = await db
+    .update(actionGroups)
+    .set({ progressEditedAt: now })
+    .where(
+      and(
+        eq(actionGroups.requestId, requestId),
+        isNotNull(actionGroups.progressMessageId),
+        or(
+          isNull(actionGroups.progressEditedAt),
+          lte(actionGroups.progressEditedAt, new Date(now.getTime() - intervalMs)),
+        ),
+      ),
+    )
+    .returning();
+  return row ?? null;
+}
