@@ -83,6 +83,7 @@ async function main() {
       dataDir: config.DATA_DIR,
       maxFileBytes: config.MAX_FILE_BYTES,
       heartbeatSeconds: config.BROKER_HEARTBEAT,
+      outboxSweepMs: config.OUTBOX_SWEEP * 1000,
     },
   });
   const unfollow = await platform.followDeliveries();
@@ -93,6 +94,12 @@ async function main() {
   const sweeper = setInterval(
     () => void platform.sweep().catch((err) => logger.error({ err }, 'sweep failed')),
     30_000,
+  );
+  // The backstop for delivery events lost while the database connection was down (broker/outbox/outbox-sweep.ts
+  // is the brokers' half).
+  const catchUp = setInterval(
+    () => void platform.catchUpDeliveries().catch((err) => logger.error({ err }, 'delivery catch-up failed')),
+    config.OUTBOX_SWEEP * 1000,
   );
   const facts = {
     publicUrl: config.PUBLIC_URL,
@@ -119,6 +126,7 @@ async function main() {
     stopping = true;
     logger.info({ signal }, 'shutting down');
     clearInterval(sweeper);
+    clearInterval(catchUp);
     await http.close().catch(() => {});
     // Before the surfaces close and the database goes: the last head gets signed and posted.
     await platform.checkpointer.stop().catch(() => {});

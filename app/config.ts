@@ -152,6 +152,11 @@ export const configSchema = z
     BROKER_HEARTBEAT: duration('30s').refine((s) => s <= 600, {
       message: 'must be at most 10m (agents take two silent periods as a dead connection)',
     }),
+    /**
+     * How often brokers look for queued deliveries no wake-up reached, and the platform for results not yet
+     * in their thread: the backstop for notifications lost while the database connection was down.
+     */
+    OUTBOX_SWEEP: duration('5s').refine((s) => s <= 300, { message: 'must be at most 5m' }),
     PUBLIC_URL: z
       .url({ protocol: /^https?$/, message: 'must be an http(s) URL such as https://ar.example.com' })
       .optional(),

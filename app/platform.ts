@@ -178,25 +178,38 @@ export function createPlatform(opts: PlatformOptions) {
 
     /**
      * Follows delivery events from every broker process (they NOTIFY `ar_delivery` after each commit) and
-     * reports them to chat. Returns the unsubscribe function.
+     * reports them to chat. Events sent while the LISTEN session was down are lost, so once it is back the
+     * unreported results are caught up (main.ts also runs `catchUpDeliveries` on a timer). Returns the
+     * unsubscribe function.
      */
     followDeliveries(): Promise<() => Promise<void>> {
-      return database.listen('ar_delivery', (payload) => {
-        // One event, or an array of the events a broker committed together.
-        let events: DeliveryEvent[];
-        try {
-          const parsed: unknown = JSON.parse(payload);
-          events = z
-            .array(deliveryEventSchema)
-            .max(1000)
-            .parse(Array.isArray(parsed) ? parsed : [parsed]);
-        } catch {
-          logger.warn({ payload: payload.slice(0, 200) }, 'ignored a malformed delivery event');
-          return;
-        }
-        for (const event of events) void reporter.deliveryChanged(event);
-      });
+      const onResubscribed = () => {
+        logger.info({}, 'delivery events resubscribed; reporting results they may have missed');
+        reporter.catchUp().catch((err) => logger.error({ err }, 'delivery catch-up failed'));
+      };
+      return database.listen(
+        'ar_delivery',
+        (payload) => {
+          // One event, or an array of the events a broker committed together.
+          let events: DeliveryEvent[];
+          try {
+            const parsed: unknown = JSON.parse(payload);
+            events = z
+              .array(deliveryEventSchema)
+              .max(1000)
+              .parse(Array.isArray(parsed) ? parsed : [parsed]);
+          } catch {
+            logger.warn({ payload: payload.slice(0, 200) }, 'ignored a malformed delivery event');
+            return;
+          }
+          for (const event of events) void reporter.deliveryChanged(event);
+        },
+        onResubscribed,
+      );
     },
+
+    /** Reports final results nobody reported yet (a lost event, a failed post, a crash before it). */
+    catchUpDeliveries: () => reporter.catchUp(),
 
     /** Expires requests nobody decided within the approval TTL and says so on their cards; run on a timer. */
     async sweep(): Promise<void> {

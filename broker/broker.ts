@@ -18,6 +18,7 @@ import { createTlsGateway } from './gateway/tls-gateway.ts';
 import { createBatcher } from './outbox/batcher.ts';
 import { createOutboxDispatcher, DELIVERY_CHANNEL, OUTBOX_CHANNEL } from './outbox/dispatcher.ts';
 import { createOutboxRepo } from './outbox/outbox-repo.ts';
+import { endpointsWithQueued } from './outbox/outbox-sweep.ts';
 import { brokerUrl, recordBrokerUrl } from './pki/broker-url.ts';
 import { loadOrCreatePki } from './pki/pki.ts';
 
@@ -35,6 +36,11 @@ export interface BrokerConfig {
   heartbeatSeconds?: number;
   /** How often deliveries for offline agents are checked for TTL expiry (default 60 s). */
   expirySweepMs?: number;
+  /**
+   * How often the broker looks for queued deliveries of its agents that no wake-up reached (default 5 s):
+   * the backstop for a NOTIFY lost while its LISTEN session was down.
+   */
+  outboxSweepMs?: number;
   clientCertDays?: number;
 }
 
@@ -132,6 +138,18 @@ export function createBroker(deps: {
     }
     return pairs.map(() => undefined);
   }, 5000);
+
+  /**
+   * Sends what no wake-up announced: on the sweep, only to agents with queued work; after the LISTEN session
+   * came back (`all`), to every connected agent, since any of them may have missed its wake-up.
+   */
+  async function catchUp(all: boolean) {
+    if (stopping) return;
+    const held = new Set([...sessions.values()].filter((s) => s.ready).map((s) => s.endpointId));
+    if (!held.size) return;
+    const ids = all ? [...held] : (await endpointsWithQueued(db)).filter((id) => held.has(id));
+    pump(ids);
+  }
 
   function pump(endpointIds: string[]) {
     for (const id of endpointIds) {
@@ -234,7 +252,14 @@ export function createBroker(deps: {
         },
       });
       unlisten.push(
-        await database.listen(OUTBOX_CHANNEL, (payload) => pump(payload.split(','))),
+        await database.listen(
+          OUTBOX_CHANNEL,
+          (payload) => pump(payload.split(',')),
+          () => {
+            logger.info({ brokerId }, 'outbox wake-ups resubscribed; sending what they may have missed');
+            catchUp(true).catch((err) => logger.error({ err }, 'outbox catch-up failed'));
+          },
+        ),
         // `<endpoint id>` when it was revoked, `<endpoint id>:reenrolled:<new fingerprint>` when a re-enrolment
         // replaced its certificate: a connection still on an old certificate holds one that opens nothing.
         await database.listen(REVOKE_CHANNEL, (payload) => {
@@ -280,6 +305,9 @@ export function createBroker(deps: {
         setInterval(() => {
           repo.expireDue().then(emit, (err) => logger.error({ err }, 'expiry sweep failed'));
         }, config.expirySweepMs ?? 60_000),
+        setInterval(() => {
+          catchUp(false).catch((err) => logger.error({ err }, 'outbox sweep failed'));
+        }, config.outboxSweepMs ?? 5000),
       );
       for (const t of timers) t.unref();
       await new Promise<void>((resolve, reject) => {

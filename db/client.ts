@@ -29,8 +29,16 @@ const MIGRATION_LOCK_KEY = 7_261_001;
 export interface Database {
   db: Db;
   driver: 'pglite' | 'postgres';
-  /** Subscribe to a NOTIFY channel; returns an unsubscribe function. */
-  listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>;
+  /**
+   * Subscribe to a NOTIFY channel; returns an unsubscribe function. Notifications sent while the listening
+   * session is down are lost: `onResubscribed` runs each time the subscription is re-established after a
+   * lost connection, so the caller can catch up on what it may have missed.
+   */
+  listen(
+    channel: string,
+    onPayload: (payload: string) => void,
+    onResubscribed?: () => void,
+  ): Promise<() => Promise<void>>;
   notify(channel: string, payload: string): Promise<void>;
   close(): Promise<void>;
 }
@@ -128,7 +136,14 @@ export function wrapPglite(client: PGlite, onClose?: () => void): Database {
 }
 
 async function openPostgres(url: string, opts: OpenDatabaseOptions): Promise<Database> {
-  const common = { onnotice: () => {}, connection: { application_name: 'active-response' } };
+  const common = {
+    onnotice: () => {},
+    connection: { application_name: 'active-response' },
+    // postgres.js's default backoff grows to 20 s after an outage, so the LISTEN session stayed down for
+    // seconds after the database came back and wake-ups were lost. Capped at 1 s: after an outage a session
+    // is back within about a second of the database.
+    backoff: (retries: number) => Math.min(0.01 * 2 ** retries, 1),
+  };
   if (opts.migrate !== false) {
     const one = postgres(opts.migrationUrl ?? url, { ...common, max: 1 });
     try {
@@ -144,8 +159,13 @@ async function openPostgres(url: string, opts: OpenDatabaseOptions): Promise<Dat
   return {
     db,
     driver: 'postgres',
-    async listen(channel, onPayload) {
-      const sub = await client.listen(channel, onPayload);
+    async listen(channel, onPayload, onResubscribed) {
+      // postgres.js calls `onlisten` after the first LISTEN and again after each re-subscription.
+      let subscribed = false;
+      const sub = await client.listen(channel, onPayload, () => {
+        if (subscribed) onResubscribed?.();
+        subscribed = true;
+      });
       return async () => sub.unlisten();
     },
     async notify(channel, payload) {

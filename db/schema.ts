@@ -359,6 +359,10 @@ export const deliveries = pgTable(
   (t) => [
     index('deliveries_endpoint_pending').on(t.endpointId, t.seq).where(sql`state in ('queued','sent')`),
     index('deliveries_request').on(t.requestId),
+    // The reporter's catch-up reads this every few seconds: only results still to be told in a thread.
+    index('deliveries_unreported')
+      .on(t.finishedAt)
+      .where(sql`reported_at is null and state in ('succeeded','failed','expired')`),
   ],
 );
 

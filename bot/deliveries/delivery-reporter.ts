@@ -1,7 +1,9 @@
-// Follows delivery progress from the broker and tells the request's thread. Each final result is reported
-// once even when two processes hear about it (the `reported_at` claim), and the card shows the running
-// counts; completion of the whole request is announced once, by whoever moved it to `completed`.
-import { and, eq, inArray, isNull } from 'drizzle-orm';
+// Follows delivery progress from the broker and tells the request's thread. A final result is marked
+// reported (`reported_at`) only after chat accepted its post, so a crash or a failed post between the two
+// leaves it for `catchUp`, which the platform runs on a timer and after its LISTEN session comes back (a
+// NOTIFY sent while it was down is lost). That makes a result reach the thread at least once; the card shows
+// the running counts, and completion of the whole request is announced by whoever moved it to `completed`.
+import { and, asc, eq, inArray, isNull } from 'drizzle-orm';
 import type { Db } from '../../db/client.ts';
 import { deliveries, endpoints, files } from '../../db/schema.ts';
 import { type GroupProgress, isGroup } from '../groups/group-progress.ts';
@@ -12,6 +14,13 @@ import { formatProgress } from '../render/summary.ts';
 import type { RequestService } from '../requests/request-service.ts';
 
 const FINAL = ['succeeded', 'failed', 'expired', 'cancelled'] as const;
+/**
+ * Final states that reach the reporter as events. Cancelled deliveries are told in the thread by the cancel
+ * itself, never here, so the catch-up does not look for them (the partial index leaves them out too).
+ */
+const REPORTED = ['succeeded', 'failed', 'expired'] as const;
+/** How many unreported results one catch-up pass takes on; the next pass takes the rest. */
+const CATCH_UP_BATCH = 200;
 /** Above this many targets, results are shown as counts on the card only, never one post per endpoint. */
 const PER_ENDPOINT_REPLIES_MAX = 5;
 
@@ -23,22 +32,30 @@ export function createDeliveryReporter(deps: {
   clock: Clock;
   logger: Logger;
   publicUrl: string;
-}): DeliveryObserver {
+}): DeliveryObserver & { catchUp(): Promise<number> } {
   const { db, chat, requests, clock } = deps;
+  /** Results being reported by this process: the NOTIFY and a catch-up pass may name the same one. */
+  const inFlight = new Set<string>();
 
-  async function claimFinal(deliveryId: string) {
+  async function unreported(deliveryId: string) {
     const [row] = await db
-      .update(deliveries)
-      .set({ reportedAt: clock.now() })
+      .select()
+      .from(deliveries)
       .where(
         and(
           eq(deliveries.id, deliveryId),
           isNull(deliveries.reportedAt),
           inArray(deliveries.state, [...FINAL]),
         ),
-      )
-      .returning();
+      );
     return row;
+  }
+
+  async function markReported(deliveryId: string) {
+    await db
+      .update(deliveries)
+      .set({ reportedAt: clock.now() })
+      .where(and(eq(deliveries.id, deliveryId), isNull(deliveries.reportedAt)));
   }
 
   async function resultMessage(d: typeof deliveries.$inferSelect): Promise<string> {
@@ -61,36 +78,87 @@ export function createDeliveryReporter(deps: {
     });
   }
 
-  return {
-    async deliveryChanged(event: DeliveryEvent): Promise<void> {
-      try {
-        const claimed = (FINAL as readonly string[]).includes(event.state)
-          ? await claimFinal(event.deliveryId)
-          : undefined;
-        const progress = await requests.onDeliveryChanged(event.requestId);
-        const ref = await cardRefOf(db, event.requestId);
-        if (!ref) return;
-        // A group's counts live in its progress message (edited at most once a second); its card changes
-        // only with the request's state.
-        const group = isGroup(progress.request);
+  /** True when no final result of the request is still waiting to be told in its thread. */
+  async function allReported(requestId: string) {
+    const rows = await db
+      .select({ id: deliveries.id })
+      .from(deliveries)
+      .where(
+        and(
+          eq(deliveries.requestId, requestId),
+          isNull(deliveries.reportedAt),
+          inArray(deliveries.state, [...REPORTED]),
+        ),
+      )
+      .limit(1);
+    return rows.length === 0;
+  }
+
+  /**
+   * `late` marks a catch-up: the request may have been completed by an earlier report whose thread post
+   * failed, so nobody announced it; the one that reports its last result does.
+   */
+  async function deliveryChanged(event: DeliveryEvent, late = false): Promise<void> {
+    const final = (FINAL as readonly string[]).includes(event.state);
+    if (final && inFlight.has(event.deliveryId)) return;
+    if (final) inFlight.add(event.deliveryId);
+    try {
+      const pending = final ? await unreported(event.deliveryId) : undefined;
+      const progress = await requests.onDeliveryChanged(event.requestId);
+      const ref = await cardRefOf(db, event.requestId);
+      // A group's counts live in its progress message (edited at most once a second); its card changes
+      // only with the request's state.
+      const group = isGroup(progress.request);
+      if (ref) {
         if (!group || progress.completedNow) await chat.updateRequestCard(ref, progress.request);
         if (group) await deps.progress.changed(event.requestId);
-        if (claimed && progress.request.targets.length <= PER_ENDPOINT_REPLIES_MAX) {
-          await chat.replyInThread(ref, await resultMessage(claimed));
+        if (pending && progress.request.targets.length <= PER_ENDPOINT_REPLIES_MAX) {
+          await chat.replyInThread(ref, await resultMessage(pending));
         }
-        if (progress.completedNow) {
-          const counts = progress.request.progress ? formatProgress(progress.request.progress) : '';
-          const results = group
-            ? ` Every endpoint's state, exit code and output: ${deps.progress.resultsUrl(progress.request.ref)}`
-            : '';
-          await chat.replyInThread(ref, `${progress.request.ref} completed: ${counts}.${results}`);
-        }
-      } catch (err) {
-        deps.logger.error(
-          { err, deliveryId: event.deliveryId },
-          'could not report delivery progress to chat',
-        );
       }
+      // Only now: had the post failed (or this process died), the result would still be unreported.
+      if (pending) await markReported(pending.id);
+      const announce =
+        progress.completedNow ||
+        (late &&
+          pending !== undefined &&
+          progress.request.state === 'completed' &&
+          (await allReported(event.requestId)));
+      if (ref && announce) {
+        const counts = progress.request.progress ? formatProgress(progress.request.progress) : '';
+        const results = group
+          ? ` Every endpoint's state, exit code and output: ${deps.progress.resultsUrl(progress.request.ref)}`
+          : '';
+        await chat.replyInThread(ref, `${progress.request.ref} completed: ${counts}.${results}`);
+      }
+    } catch (err) {
+      deps.logger.error({ err, deliveryId: event.deliveryId }, 'could not report delivery progress to chat');
+    } finally {
+      if (final) inFlight.delete(event.deliveryId);
+    }
+  }
+
+  return {
+    deliveryChanged: (event: DeliveryEvent) => deliveryChanged(event),
+
+    /**
+     * Reports every final result not yet reported (oldest first, a batch at a time): the ones whose NOTIFY
+     * was lost, and the ones whose post failed or was cut short by a crash. Returns how many it took on.
+     */
+    async catchUp(): Promise<number> {
+      const rows = await db
+        .select({
+          deliveryId: deliveries.id,
+          requestId: deliveries.requestId,
+          endpointId: deliveries.endpointId,
+          state: deliveries.state,
+        })
+        .from(deliveries)
+        .where(and(isNull(deliveries.reportedAt), inArray(deliveries.state, [...REPORTED])))
+        .orderBy(asc(deliveries.finishedAt))
+        .limit(CATCH_UP_BATCH);
+      for (const r of rows) await deliveryChanged(r, true);
+      return rows.length;
     },
   };
 }

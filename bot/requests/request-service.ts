@@ -85,7 +85,8 @@ export function createRequestService(deps: {
     transitions;
 
   async function wakeQuietly(endpointIds: string[]) {
-    // A failed wake-up loses nothing: the deliveries are committed and brokers also poll their outbox.
+    // A failed or lost wake-up loses nothing: the deliveries are committed, and each broker looks for queued
+    // deliveries of its agents every few seconds (OUTBOX_SWEEP) and after its LISTEN session comes back.
     if (endpointIds.length) await dispatcher.wake(endpointIds).catch(() => undefined);
   }
 

@@ -66,6 +66,8 @@ export async function startTestBroker(
     publicHost?: string;
     metrics?: Registry;
     heartbeatSeconds?: number;
+    /** How often the broker looks for queued work no wake-up reached (default: the broker's 5 s). */
+    outboxSweepMs?: number;
   } = {},
 ) {
   const clock = opts.clock ?? wallClock();
@@ -90,6 +92,7 @@ export async function startTestBroker(
       dataDir,
       maxFileBytes: opts.maxFileBytes ?? 64 * 1024 * 1024,
       heartbeatSeconds: opts.heartbeatSeconds ?? 5,
+      outboxSweepMs: opts.outboxSweepMs,
     },
   });
   const { port } = await broker.start();

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import type { ConsoleMessage } from '../../adapters/console/console-chat.ts';
 import type { AuditRecord } from '../../bot/audit/audit-service.ts';
 import type { RequestView } from '../../bot/ports.ts';
+import type { Database } from '../../db/client.ts';
 import {
   type AgentProcess,
   endpointByHost,
@@ -42,14 +43,32 @@ export interface ActResult {
 
 export async function startE2E(
   driver: Driver,
-  opts: { brokerHost?: string; brokerPublicHost?: string } = {},
+  opts: {
+    brokerHost?: string;
+    brokerPublicHost?: string;
+    /**
+     * Connections of their own for the broker and the platform to the fresh test database (for example
+     * through a proxy a test cuts); default both use the test database's. They are closed on stop.
+     */
+    connect?: (tdb: TestDatabase) => Promise<{ broker?: Database; platform?: Database }>;
+    outboxSweepMs?: number;
+  } = {},
 ) {
   const tdb: TestDatabase = await openTestDatabase(driver);
-  const tb: TestBroker = await startTestBroker(tdb, {
+  const own = (await opts.connect?.(tdb)) ?? {};
+  const tb: TestBroker = await startTestBroker(own.broker ?? tdb, {
     host: opts.brokerHost,
     publicHost: opts.brokerPublicHost,
+    outboxSweepMs: opts.outboxSweepMs,
   });
-  const t: TestPlatform = await buildTestPlatform(tdb, {}, { startAt: new Date(), fileStore: tb.fileStore });
+  const platformDb: TestDatabase = own.platform
+    ? { ...own.platform, url: tdb.url, destroy: () => own.platform!.close() }
+    : tdb;
+  const t: TestPlatform = await buildTestPlatform(
+    platformDb,
+    {},
+    { startAt: new Date(), fileStore: tb.fileStore },
+  );
   // Delivery progress reaches chat as in production: the broker NOTIFYs, the platform listens.
   const unfollow = await t.platform.followDeliveries();
   const analyst: Person = await t.person('analyst', ['active_response']);
@@ -124,7 +143,16 @@ export async function startE2E(
      * `text` typed by the analyst (in `threadId` when given), confirmed with the analyst's step-up when asked,
      * approved by the commander with a step-up when the request needs it, then followed until it completes.
      */
-    async act(text: string, o: { threadId?: string; approve?: boolean } = {}): Promise<ActResult> {
+    async act(
+      text: string,
+      o: {
+        threadId?: string;
+        approve?: boolean;
+        /** Runs just before the approver clicks, and once the approval (with its step-up) is done. */
+        beforeApprove?: () => Promise<void>;
+        afterApprove?: () => Promise<void>;
+      } = {},
+    ): Promise<ActResult> {
       const before = t.chat.transcript.length;
       const ctx = t.ctx('analyst');
       if (o.threadId) ctx.threadId = o.threadId;
@@ -149,6 +177,7 @@ export async function startE2E(
       );
       const ref = card.view!.ref;
       if (card.view!.state === 'pending_approval' && o.approve !== false) {
+        await o.beforeApprove?.();
         const click = t.chat.transcript.length;
         await t.platform.bot.handleDecision(t.ctx('commander'), { requestId: ref, decision: 'approve' });
         // A live step-up window approves at once; otherwise the click sends a link to the step-up page.
@@ -159,6 +188,7 @@ export async function startE2E(
           nextCode();
           await t.stepUp(t.lastLinkFor('commander'), commander);
         }
+        await o.afterApprove?.();
       }
       await waitFor(
         () => ['completed', 'denied', 'cancelled', 'expired'].includes(cardOf(ref)!.view.state),
@@ -180,6 +210,8 @@ export async function startE2E(
       for (const a of agents.splice(0)) await a.process.kill();
       await unfollow();
       await tb.stop();
+      await own.broker?.close();
+      await own.platform?.close();
       await tdb.destroy();
     },
   };
