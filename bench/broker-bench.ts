@@ -1,18 +1,23 @@
-// `npm run bench:broker`: simulated agents (N connections from one child process) against the real broker on
-// PGlite, and on PostgreSQL when DATABASE_URL is set, next to the bare mTLS WebSocket floor from
-// ../shared/floor/run.sh. Prints one JSON document. N defaults to 10000 (env N). Not a timed test.
-import { execFileSync, fork } from 'node:child_process';
+// `npm run bench:broker`: simulated agents (N connections from one child process, bench/broker-bench-client.ts)
+// against the real broker on PGlite and, when DATABASE_URL is set, on a fresh PostgreSQL database, in one run,
+// next to the bare mTLS WebSocket floor from ../shared/floor/run.sh run in the same process tree. Every figure
+// is the median of three runs with their min and max. Prints one JSON document. Not a timed test.
+//
+//   npm run bench:broker                 N=10,000 (env N, up to 50,000)
+//   npm run bench:broker -- --quick      N=1,000, for development
+//
+// It raises its own open-file limit to the hard limit (re-running itself under bash when needed) and reports
+// what it got. Memory per connection is the broker process's resident size with N connections open less its
+// size before the first connection, both read after forced collections have settled (settledRss).
+import { fork } from 'node:child_process';
 import { randomBytes, randomUUID, webcrypto } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createSecureContext } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import 'reflect-metadata';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import * as x509 from '@peculiar/x509';
 import { and, count, inArray } from 'drizzle-orm';
-import WebSocket from 'ws';
 import { auditChainKey } from '../bot/audit/audit-keys.ts';
 import { createAuditService } from '../bot/audit/audit-service.ts';
 import { type DeliveryEvent, systemClock } from '../bot/ports.ts';
@@ -21,101 +26,20 @@ import { createLocalFileStore } from '../broker/files/local-file-store.ts';
 import { certFingerprint } from '../broker/pki/pki.ts';
 import { type Database, openDatabase } from '../db/client.ts';
 import { actionRequests, deliveries, endpoints, organizations, segments, users } from '../db/schema.ts';
-import { PROTOCOL_VERSION } from '../protocol/frames.ts';
+import { createPostgresDatabase } from '../test/helpers/db.ts';
+import { ensureLimitsOrReexec, fdLimit, floorRun, settledRss, spreadEach } from './bench-support.ts';
 
-const N = Number(process.env.N ?? 10_000);
+const QUICK = process.argv.includes('--quick');
+const N = Math.min(50_000, QUICK ? 1000 : Number(process.env.N ?? 10_000));
+const RUNS = Number(process.env.RUNS ?? 3);
+/** Single deliveries timed per run for the latency figures. */
+const SAMPLES = Math.min(N, Number(process.env.SAMPLES ?? 1000));
 const here = fileURLToPath(new URL('.', import.meta.url));
 const root = join(here, '..');
 const quiet = { info() {}, warn() {}, error() {}, debug() {} };
-
-// ---------------------------------------------------------------------------------------------------------
-// Client mode: a child process holding N agent connections that ack every delivery.
-if (process.argv[2] === 'client') {
-  const { port, certsFile } = JSON.parse(process.argv[3]!) as { port: number; certsFile: string };
-  const { key, ca, certs } = JSON.parse(readFileSync(certsFile, 'utf8')) as {
-    key: string;
-    ca: string;
-    certs: string[];
-  };
-  const socks: WebSocket[] = [];
-  const seen = new Map<string, number>();
-  let connectStart = 0;
-  function connectAll() {
-    connectStart = performance.now();
-    let next = 0;
-    let ready = 0;
-    return new Promise<number>((done) => {
-      const one = () => {
-        if (next >= certs.length) return;
-        const i = next++;
-        // One secure context per identity (each agent has its own certificate), built right before use.
-        const secureContext = createSecureContext({ key, cert: certs[i], ca });
-        // `ws` passes TLS options through to tls.connect; its types just do not list secureContext.
-        const ws = new WebSocket(`wss://localhost:${port}/agent`, {
-          secureContext,
-          perMessageDeflate: false,
-        } as WebSocket.ClientOptions);
-        socks[i] = ws;
-        ws.on('open', () =>
-          ws.send(
-            JSON.stringify({
-              type: 'hello',
-              v: PROTOCOL_VERSION,
-              hostname: `sim-${i}`,
-              os: 'linux',
-              osVersion: 'bench',
-              agentVersion: '1.0.0',
-              capabilities: ['isolate'],
-              isolated: false,
-            }),
-          ),
-        );
-        ws.on('message', (m) => {
-          const f = JSON.parse(m.toString());
-          if (f.type === 'welcome') {
-            ready++;
-            if (ready === certs.length) done(performance.now() - connectStart);
-            else one();
-          } else if (f.type === 'delivery') {
-            seen.set(f.id, (seen.get(f.id) ?? 0) + 1);
-            ws.send(JSON.stringify({ type: 'ack', id: f.id, nonce: randomBytes(16).toString('base64url') }));
-          } else if (f.type === 'proceed' && f.go) {
-            ws.send(JSON.stringify({ type: 'result', id: f.id, ok: true, result: {} }));
-          }
-        });
-        ws.on('error', (e) => console.error('client error', e.message));
-      };
-      for (let i = 0; i < 200; i++) one();
-    });
-  }
-  process.on('message', async (msg: { cmd: string }) => {
-    if (msg.cmd === 'connect') {
-      const ms = await connectAll();
-      process.send!({ connected: certs.length, ms });
-    } else if (msg.cmd === 'disconnect') {
-      for (const ws of socks) ws.terminate();
-      process.send!({ disconnected: true });
-    } else if (msg.cmd === 'seen') {
-      const counts = [...seen.values()];
-      process.send!({ deliveries: counts.length, doubled: counts.filter((c) => c > 1).length });
-    }
-  });
-  process.send!({ ready: true });
-} else {
-  await main();
-}
-
-function floor(): Record<string, number | string> | undefined {
-  const script = join(root, '..', 'shared', 'floor', 'run.sh');
-  if (!existsSync(script)) return undefined;
-  const out = execFileSync('bash', [script], {
-    cwd: root,
-    env: { ...process.env, N: String(N) },
-    encoding: 'utf8',
-    maxBuffer: 1 << 24,
-  });
-  return JSON.parse(out.trim().split('\n').pop()!);
-}
+// Server and client ends of every connection, the database pool, files and some slack.
+const FDS_NEEDED = 2 * N + 1024;
+ensureLimitsOrReexec(fileURLToPath(import.meta.url), FDS_NEEDED);
 
 async function seed(database: Database, issue: (csr: string, id: string) => Promise<string>) {
   const db = database.db;
@@ -167,9 +91,8 @@ function pct(sorted: number[], p: number) {
 
 async function runOn(driver: 'pglite' | 'postgres') {
   const dir = mkdtempSync(join(tmpdir(), 'ar-bench-'));
-  const database = await openDatabase(
-    driver === 'postgres' ? { url: process.env.DATABASE_URL, maxConnections: 10 } : { dataDir: dir },
-  );
+  const pg = driver === 'postgres' ? await createPostgresDatabase() : undefined;
+  const database = await openDatabase(pg ? { url: pg.url, maxConnections: 10 } : { dataDir: dir });
   const acked = new Map<string, number>();
   const finished = new Set<string>();
   let onAck: ((e: DeliveryEvent) => void) | undefined;
@@ -214,7 +137,7 @@ async function runOn(driver: 'pglite' | 'postgres') {
   const certsFile = join(dir, 'certs.json');
   writeFileSync(certsFile, JSON.stringify({ key: seeded.key, ca: pki.caPem, certs: seeded.certs }));
 
-  const child = fork(fileURLToPath(import.meta.url), ['client', JSON.stringify({ port, certsFile })], {
+  const child = fork(join(here, 'broker-bench-client.ts'), [JSON.stringify({ port, certsFile })], {
     execArgv: ['--import', 'tsx'],
   });
   const ask = <T>(msg: object) =>
@@ -223,12 +146,6 @@ async function runOn(driver: 'pglite' | 'postgres') {
       child.send(msg);
     });
   await new Promise((r) => child.once('message', r));
-  global.gc?.();
-  const rss0 = process.memoryUsage().rss;
-  const conn = await ask<{ connected: number; ms: number }>({ cmd: 'connect' });
-  await new Promise((r) => setTimeout(r, 500));
-  global.gc?.();
-  const rss1 = process.memoryUsage().rss;
 
   async function request(dbOrTx: Database['db']) {
     const [req] = await dbOrTx
@@ -253,121 +170,155 @@ async function runOn(driver: 'pglite' | 'postgres') {
     payload: { action: 'isolate', params: {} },
     expiresAt: new Date(Date.now() + 3600_000),
   });
-
-  phase('connected');
-  // Single-delivery latency: approval commit to the agent's ack being recorded.
-  const rtts: number[] = [];
-  const samples = Math.min(1000, N);
-  for (let i = 0; i < samples; i++) {
-    const endpointId = seeded.ids[(i * 7919) % N]!;
-    const [d] = await database.db.transaction(async (tx) =>
-      broker.dispatcher.enqueue(tx, [spec(await request(tx as never), endpointId)]),
-    );
-    const t0 = performance.now();
-    const done = new Promise<void>((r) => {
-      onAck = (e) => {
-        if (e.deliveryId === d!.id) r();
-      };
-    });
-    await broker.dispatcher.wake([endpointId]);
-    await done;
-    rtts.push(acked.get(d!.id)! - t0);
-  }
-  rtts.sort((a, b) => a - b);
-
-  phase('latency done');
-  // Fan-out: one action to every connected agent.
-  const fanIds = await database.db.transaction(async (tx) => {
-    const rid = await request(tx as never);
-    return (
-      await broker.dispatcher.enqueue(
-        tx,
-        seeded.ids.map((id) => spec(rid, id)),
-      )
-    ).map((r) => r.id);
-  });
-  const tFan = performance.now();
-  const fanDone = waitAll(fanIds);
-  await broker.dispatcher.wake(seeded.ids);
-  await fanDone;
-  const fanMs = performance.now() - tFan;
-
-  phase('fan-out done');
-  // Reconnect storm: every agent offline with one queued delivery, then all reconnect at once.
-  // Let the agents' results land before they go away, so the storm carries only the new deliveries.
-  while (fanIds.some((id) => !finished.has(id))) await new Promise((r) => setTimeout(r, 50));
-  await ask({ cmd: 'disconnect' });
-  while (broker.connected().length) await new Promise((r) => setTimeout(r, 50));
-  const stormIds = await database.db.transaction(async (tx) => {
-    const rid = await request(tx as never);
-    return (
-      await broker.dispatcher.enqueue(
-        tx,
-        seeded.ids.map((id) => spec(rid, id)),
-      )
-    ).map((r) => r.id);
-  });
-  const tStorm = performance.now();
-  const stormDone = waitAll(stormIds);
-  await ask({ cmd: 'connect' });
-  await stormDone;
-  const stormMs = performance.now() - tStorm;
-  const seen = await ask<{ deliveries: number; doubled: number }>({ cmd: 'seen' });
-  const [states] = await database.db
-    .select({ acked: count() })
-    .from(deliveries)
-    .where(and(inArray(deliveries.id, stormIds), inArray(deliveries.state, ['acknowledged', 'succeeded'])));
-
   function waitAll(ids: string[]) {
     const want = new Set(ids);
     for (const id of [...want]) if (acked.has(id)) want.delete(id);
     return new Promise<void>((r) => {
+      if (!want.size) r();
       onAck = (e) => {
         want.delete(e.deliveryId);
         if (!want.size) r();
       };
     });
   }
+  async function enqueueForAll() {
+    return database.db.transaction(async (tx) => {
+      const rid = await request(tx as never);
+      return (
+        await broker.dispatcher.enqueue(
+          tx,
+          seeded.ids.map((id) => spec(rid, id)),
+        )
+      ).map((r) => r.id);
+    });
+  }
 
+  /** One run: handshake burst, single-delivery latency, fan-out, then every agent off and a reconnect storm. */
+  // Memory per connection: resident size with N connections open, less the settled size before the first
+  // connection of this process. Every run is read against that one baseline: after run 1 the allocator keeps
+  // the pages the closed connections freed, so a fresh baseline per run would hide their cost (that is how
+  // the figure came out negative). Later runs may count some retained garbage: the figure errs high, never low.
+  const rss0 = await settledRss();
+  async function once(run: number) {
+    const conn = await ask<{ connected: number; ms: number }>({ cmd: 'connect' });
+    const rss1 = await settledRss();
+    phase(`run ${run}: connected`);
+    // Single-delivery latency: approval commit to the agent's ack being recorded.
+    const rtts: number[] = [];
+    for (let i = 0; i < SAMPLES; i++) {
+      const endpointId = seeded.ids[(i * 7919 + run) % N]!;
+      const [d] = await database.db.transaction(async (tx) =>
+        broker.dispatcher.enqueue(tx, [spec(await request(tx as never), endpointId)]),
+      );
+      const t0 = performance.now();
+      const done = new Promise<void>((r) => {
+        onAck = (e) => {
+          if (e.deliveryId === d!.id) r();
+        };
+      });
+      await broker.dispatcher.wake([endpointId]);
+      await done;
+      rtts.push(acked.get(d!.id)! - t0);
+    }
+    rtts.sort((a, b) => a - b);
+    phase(`run ${run}: latency done`);
+    // Fan-out: one action to every connected agent.
+    const fanIds = await enqueueForAll();
+    const tFan = performance.now();
+    const fanDone = waitAll(fanIds);
+    await broker.dispatcher.wake(seeded.ids);
+    await fanDone;
+    const fanMs = performance.now() - tFan;
+    phase(`run ${run}: fan-out done`);
+    // Reconnect storm: every agent offline with one queued delivery, then all reconnect at once. Let the
+    // agents' results land before they go away, so the storm carries only the new deliveries.
+    while (fanIds.some((id) => !finished.has(id))) await new Promise((r) => setTimeout(r, 50));
+    await ask({ cmd: 'disconnect' });
+    while (broker.connected().length) await new Promise((r) => setTimeout(r, 50));
+    const stormIds = await enqueueForAll();
+    const tStorm = performance.now();
+    const stormDone = waitAll(stormIds);
+    await ask({ cmd: 'connect' });
+    await stormDone;
+    const stormMs = performance.now() - tStorm;
+    const seen = await ask<{ deliveries: number; doubled: number }>({ cmd: 'seen' });
+    const [states] = await database.db
+      .select({ acked: count() })
+      .from(deliveries)
+      .where(and(inArray(deliveries.id, stormIds), inArray(deliveries.state, ['acknowledged', 'succeeded'])));
+    phase(`run ${run}: storm done`);
+    while (stormIds.some((id) => !finished.has(id))) await new Promise((r) => setTimeout(r, 50));
+    await ask({ cmd: 'disconnect' });
+    while (broker.connected().length) await new Promise((r) => setTimeout(r, 50));
+    const kib = (rss1 - rss0) / 1024 / conn.connected;
+    return {
+      connections: conn.connected,
+      handshakes_per_s: Math.round(conn.connected / (conn.ms / 1000)),
+      server_kib_per_conn: Math.round(kib),
+      delivery_p50_ms: pct(rtts, 0.5),
+      delivery_p99_ms: pct(rtts, 0.99),
+      fanout_ms: Math.round(fanMs),
+      storm_ms: Math.round(stormMs),
+      storm_lost: stormIds.length - stormIds.filter((id) => acked.has(id)).length,
+      storm_doubled: seen.doubled,
+      storm_acknowledged_in_db: states?.acked ?? 0,
+    };
+  }
+
+  const runs = [];
+  for (let i = 1; i <= RUNS; i++) {
+    runs.push(await once(i));
+    // Each run's figures as soon as it ends, so a long run that is cut short still leaves them.
+    process.stderr.write(`[bench ${driver}] run ${i} ${JSON.stringify(runs.at(-1))}\n`);
+  }
   child.kill();
   await broker.stop();
   await database.close();
+  await pg?.drop();
   rmSync(dir, { recursive: true, force: true });
-  return {
-    driver,
-    connections: conn.connected,
-    handshakes_per_s: Math.round(conn.connected / (conn.ms / 1000)),
-    server_kib_per_conn: Math.round((rss1 - rss0) / 1024 / conn.connected),
-    delivery_p50_ms: pct(rtts, 0.5),
-    delivery_p99_ms: pct(rtts, 0.99),
-    fanout_ms: Math.round(fanMs),
-    storm_ms: Math.round(stormMs),
-    storm_lost: stormIds.length - stormIds.filter((id) => acked.has(id)).length,
-    storm_doubled: seen.doubled,
-    storm_acknowledged_in_db: states?.acked,
-  };
+  return { driver, runs };
 }
 
 async function main() {
-  const f = floor();
+  const fds = fdLimit();
+  const floors = [];
+  for (let i = 0; i < RUNS; i++) {
+    const f = floorRun(root, N);
+    if (f) floors.push(f);
+    process.stderr.write(`[bench floor] run ${i + 1} ${JSON.stringify(f)}\n`);
+  }
+  const floor = floors.length ? spreadEach(floors) : undefined;
   const results = [await runOn('pglite')];
   if (process.env.DATABASE_URL) results.push(await runOn('postgres'));
-  const ratio = (a: number, b: unknown) => (typeof b === 'number' && b > 0 ? +(a / b).toFixed(2) : null);
+  const ratio = (a: number, b: number | undefined) => (b && b > 0 ? +(a / b).toFixed(2) : null);
   console.log(
     JSON.stringify(
       {
         n: N,
-        note: 'delivery latency runs from the approval commit to the ack being recorded; the floor measures a bare echo round trip',
-        floor: f ?? 'floor script not found at ../shared/floor/run.sh',
-        broker: results.map((r) => ({
-          ...r,
-          vs_floor: {
-            kib_per_conn: ratio(r.server_kib_per_conn, f?.server_kib_per_conn),
-            handshakes_per_s: ratio(r.handshakes_per_s, f?.handshakes_per_s),
-            p99: ratio(r.delivery_p99_ms, f?.rtt_p99_ms),
-            fanout: ratio(r.fanout_ms, f?.fanout_ms),
-          },
-        })),
+        runs: RUNS,
+        latency_samples_per_run: SAMPLES,
+        fd_limit: fds,
+        fd_limit_enough: fds >= FDS_NEEDED,
+        note: 'figures are median/min/max of the runs; delivery latency runs from the approval commit to the ack being recorded, the floor measures a bare echo round trip; storm_ms is to every delivery acknowledged',
+        floor: floor ?? 'floor script not found at ../shared/floor/run.sh',
+        broker: results.map((r) => {
+          const s = spreadEach(r.runs);
+          const m = (k: string) => s[k]?.median ?? 0;
+          return {
+            driver: r.driver,
+            ...s,
+            vs_floor_median: {
+              handshakes_per_s: ratio(m('handshakes_per_s'), floor?.handshakes_per_s?.median),
+              kib_per_conn: ratio(m('server_kib_per_conn'), floor?.server_kib_per_conn?.median),
+              delivery_p99_vs_rtt_p99: ratio(m('delivery_p99_ms'), floor?.rtt_p99_ms?.median),
+              fanout: ratio(m('fanout_ms'), floor?.fanout_ms?.median),
+              storm_vs_floor_handshake_time: ratio(
+                m('storm_ms'),
+                floor ? (N / floor.handshakes_per_s!.median) * 1000 : undefined,
+              ),
+            },
+          };
+        }),
       },
       null,
       2,
@@ -375,3 +326,5 @@ async function main() {
   );
   process.exit(0);
 }
+
+await main();
