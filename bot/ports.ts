@@ -68,10 +68,18 @@ export interface TargetView {
   reported?: string;
 }
 
+/** Why an endpoint was left out, for grouping on the card and the approve page (see render/summary.ts). */
+export const EXCLUSION_KINDS = ['os', 'agent_version', 'segment', 'unknown', 'unmatched', 'revoked'] as const;
+export type ExclusionKind = (typeof EXCLUSION_KINDS)[number];
+
 export interface ExclusionView {
   hostname: string;
   endpointId?: string;
   reason: string;
+  /** Absent on requests stored before exclusions were grouped; they show under "other reasons". */
+  kind?: ExclusionKind;
+  /** The endpoint's OS, for an `os` exclusion: macOS is called out by name. */
+  os?: string;
 }
 
 /** What a request card shows. Rendering (Block Kit, Adaptive Card, text) is the adapter's job. */
@@ -106,6 +114,11 @@ export interface RequestView {
   approvalExpiresAt?: Date | null;
   /** How long each delivery waits for an offline endpoint. */
   deliveryTtlSeconds?: number;
+  /**
+   * Before dispatch: how many targets are connected now (they run it at once) and how many are offline
+   * (their deliveries wait in the outbox until they connect). Absent once dispatched: `progress` tells then.
+   */
+  presence?: { online: number; offline: number };
   /** Per-endpoint delivery counts once dispatched, e.g. { queued: 2, succeeded: 5 }. */
   progress?: Record<string, number>;
   createdAt: Date;

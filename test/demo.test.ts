@@ -101,7 +101,9 @@ describe('npm run demo', () => {
       /▌ (R-[0-9A-Z]{6}) · isolate on web-01, ws-02[\s\S]*?\[Approve\] \[Deny\]/,
       at,
     );
-    expect(card).toMatch(/Excluded \(1\): mac-03: macOS is not supported for isolate/);
+    expect(card).toMatch(
+      /Excluded \(1\): OS not supported \(1\): mac-03 \(macOS is not supported for actions, scripts or action groups\)/,
+    );
     expect(card).toMatch(/Case: IR-1/);
 
     // 2. The commander approves on the page; web-01 answers, ws-02 waits in the queue until it comes online.

@@ -72,6 +72,7 @@ describe('target eligibility', () => {
         hostname: 'lab-01',
         endpointId: 'id-lab-01',
         reason: 'segment lab does not have Active Response enabled',
+        kind: 'segment',
       },
     ]);
   });
@@ -98,13 +99,20 @@ describe('target eligibility', () => {
     );
     expect(res.targets.map((t) => t.hostname)).toEqual(['ok-01']);
     expect(res.exclusions).toEqual([
-      { hostname: 'mac-01', endpointId: 'id-mac-01', reason: 'macOS is not supported for run triage' },
+      {
+        hostname: 'mac-01',
+        endpointId: 'id-mac-01',
+        reason: 'macOS is not supported for run triage',
+        kind: 'os',
+        os: 'macos',
+      },
       {
         hostname: 'old-01',
         endpointId: 'id-old-01',
         reason: 'agent 1.0.3 < required 1.2.0, upgrade the sensor and reschedule',
+        kind: 'agent_version',
       },
-      { hostname: 'ghost', reason: 'unknown endpoint' },
+      { hostname: 'ghost', reason: 'unknown endpoint', kind: 'unknown' },
     ]);
   });
 

@@ -148,7 +148,7 @@ describe.each(drivers)('request service on %s', (driver) => {
         reason: 'segment lab does not have Active Response enabled',
       }),
       expect.objectContaining({ hostname: 'mac-01', reason: 'macOS is not supported for isolate' }),
-      { hostname: 'ghost', reason: 'unknown endpoint' },
+      { hostname: 'ghost', reason: 'unknown endpoint', kind: 'unknown' },
     ]);
     expect(v).toMatchObject({
       approvalsRequired: 1,

@@ -17,6 +17,7 @@ import { registerFrontPage } from './front-routes.ts';
 import { registerHistoryRoutes } from './history-routes.ts';
 import { registerLibraryRoutes } from './library-routes.ts';
 import { type LinkRateLimit, sendPage } from './page-reply.ts';
+import { registerRequestEndpointsRoute } from './request-endpoints-page.ts';
 import { registerStepUpRoutes, tokenParams } from './stepup-routes.ts';
 import { noticePage, STYLESHEET_PATH } from './views.ts';
 import type { StepUpPagesDeps } from './web-types.ts';
@@ -109,6 +110,7 @@ export async function registerStepUpPages(app: FastifyInstance, deps: StepUpPage
     };
 
     registerStepUpRoutes(scope, deps, linkLimit);
+    registerRequestEndpointsRoute(scope, deps, linkLimit);
     registerEnrolRoutes(scope, deps, linkLimit);
     registerFileRoutes(scope, deps);
     registerHistoryRoutes(scope, deps);

@@ -78,7 +78,8 @@ export function registerStepUpRoutes(
     // An enrolment link pasted into the step-up path: send it where it belongs.
     if (view.challenge.purpose === 'enrol_totp') return reply.redirect(`/enrol/${token}`, 303);
     const csrfToken = reply.generateCsrf();
-    return sendPage(reply, status, stepUpPage(view, { csrfToken, error }));
+    const listHref = view.request ? `/stepup/${token}/endpoints` : undefined;
+    return sendPage(reply, status, stepUpPage(view, { csrfToken, error, listHref }));
   }
 
   app.get('/stepup/:token', { logLevel: QUIET, preHandler: [linkLimit] }, async (req, reply) => {

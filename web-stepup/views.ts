@@ -49,6 +49,8 @@ export interface StepUpFormState {
   csrfToken: string;
   /** A message shown above the form after a failed attempt. */
   error?: string;
+  /** The page listing every endpoint of the request, behind the same link. */
+  listHref?: string;
 }
 
 export function stepUpPage(view: StepUpPageView, form: StepUpFormState): string {
@@ -56,7 +58,7 @@ export function stepUpPage(view: StepUpPageView, form: StepUpFormState): string 
   const body = html`<h1>${PURPOSE_TITLES[c.purpose]}</h1>
 ${form.error ? html`<p class="notice error" role="alert">${form.error}</p>` : ''}
 <p>${view.summary}</p>
-${view.request ? requestFactsHtml(view.request) : ''}
+${view.request ? requestFactsHtml(view.request, { listHref: form.listHref }) : ''}
 <p class="who">Confirming as <strong>${c.displayName}</strong> (${c.username}). This link works once, until ${formatUtc(c.expiresAt)}.</p>
 <form class="stack" method="post" autocomplete="off">
 <input type="hidden" name="_csrf" value="${form.csrfToken}">

@@ -1,6 +1,6 @@
 // Read-only queries over the inventory the request service resolves commands against: endpoints by name or
 // segment, segments, library scripts and files.
-import { and, count, eq, inArray, or } from 'drizzle-orm';
+import { and, count, eq, inArray, isNotNull, or, sql } from 'drizzle-orm';
 import type { DbOrTx } from '../../db/client.ts';
 import { endpoints, files, type Os, scripts, segments } from '../../db/schema.ts';
 import type { EndpointInfo, SegmentInfo } from '../policy/policy-rules.ts';
@@ -113,4 +113,27 @@ export async function libraryFile(db: DbOrTx, ref: string): Promise<FileRow | nu
     )
     .limit(1);
   return row ?? null;
+}
+
+/** One text parameter cast to uuid[]: any number of ids in a single bind, whatever the driver's limit. */
+const uuidArray = (ids: readonly string[]) => sql`${`{${ids.join(',')}}`}::uuid[]`;
+
+/** How many of these endpoints hold a live broker connection now. */
+export async function countOnline(db: DbOrTx, endpointIds: readonly string[]): Promise<number> {
+  if (!endpointIds.length) return 0;
+  const [row] = await db
+    .select({ n: count() })
+    .from(endpoints)
+    .where(and(sql`${endpoints.id} = any(${uuidArray(endpointIds)})`, isNotNull(endpoints.brokerId)));
+  return Number(row?.n ?? 0);
+}
+
+/** Which of these endpoints hold a live broker connection now. */
+export async function onlineIds(db: DbOrTx, endpointIds: readonly string[]): Promise<Set<string>> {
+  if (!endpointIds.length) return new Set();
+  const rows = await db
+    .select({ id: endpoints.id })
+    .from(endpoints)
+    .where(and(sql`${endpoints.id} = any(${uuidArray(endpointIds)})`, isNotNull(endpoints.brokerId)));
+  return new Set(rows.map((r) => r.id));
 }

@@ -3,7 +3,7 @@
 import { ACTIONS, type ActionName, type Os } from '../../protocol/actions.ts';
 import { compareVersions } from '../../protocol/semver.ts';
 import { Forbidden } from '../errors.ts';
-import type { ExclusionView, TargetView } from '../ports.ts';
+import type { ExclusionKind, ExclusionView, TargetView } from '../ports.ts';
 import type { ResolvedUser } from '../users/user-types.ts';
 
 export interface ActionRule {
@@ -85,22 +85,27 @@ export function evaluateTargets(
   for (const c of candidates) {
     const ep = c.endpoint;
     if (!ep) {
-      exclusions.push({ hostname: c.hostname, reason: c.unresolvedReason ?? 'unknown endpoint' });
+      exclusions.push(
+        c.unresolvedReason
+          ? { hostname: c.hostname, reason: c.unresolvedReason, kind: 'unmatched' }
+          : { hostname: c.hostname, reason: 'unknown endpoint', kind: 'unknown' },
+      );
       continue;
     }
     if (seen.has(ep.id)) continue;
     seen.add(ep.id);
-    const excluded = (reason: string) =>
-      exclusions.push({ hostname: ep.hostname, endpointId: ep.id, reason });
+    const excluded = (kind: ExclusionKind, reason: string, extra: Partial<ExclusionView> = {}) =>
+      exclusions.push({ hostname: ep.hostname, endpointId: ep.id, reason, kind, ...extra });
     const seg = segById.get(ep.segmentId);
-    if (ep.revokedAt) excluded('the endpoint is revoked (its certificate no longer connects)');
-    else if (!seg) excluded('the endpoint is in no known segment');
+    if (ep.revokedAt) excluded('revoked', 'the endpoint is revoked (its certificate no longer connects)');
+    else if (!seg) excluded('segment', 'the endpoint is in no known segment');
     else if (!seg.activeResponseEnabled)
-      excluded(`segment ${seg.name} does not have Active Response enabled`);
+      excluded('segment', `segment ${seg.name} does not have Active Response enabled`);
     else if (!rule.oses.includes(ep.os)) {
-      excluded(`${OS_LABEL[ep.os] ?? ep.os} is not supported for ${what}`);
+      excluded('os', `${OS_LABEL[ep.os] ?? ep.os} is not supported for ${what}`, { os: ep.os });
     } else if (compareVersions(ep.agentVersion, rule.minAgentVersion) < 0) {
       excluded(
+        'agent_version',
         `agent ${ep.agentVersion} < required ${rule.minAgentVersion}, upgrade the sensor and reschedule`,
       );
     } else {

@@ -3,7 +3,13 @@
 // targets with each exclusion and its reason, why, for which case, how long it waits for offline endpoints,
 // and the full digest the approval binds to.
 import { describeParams } from '../../protocol/actions.ts';
-import type { RequestView, TargetView } from '../ports.ts';
+import {
+  EXCLUSION_KINDS,
+  type ExclusionKind,
+  type ExclusionView,
+  type RequestView,
+  type TargetView,
+} from '../ports.ts';
 
 const MAX_NAMES = 5;
 
@@ -64,6 +70,67 @@ function duration(seconds: number): string {
   return plural(seconds, 'second');
 }
 
+/** Where the whole list is, for a card that shows only the first names of each group. */
+export const FULL_LIST_HINT =
+  'Every endpoint and exclusion is listed on the approval page (Approve sends you its link).';
+
+/** "3 run it now (online) · 2 offline, queued until they connect · 4 excluded" */
+export function previewLine(
+  view: Pick<RequestView, 'exclusions'>,
+  presence: { online: number; offline: number },
+): string {
+  const parts = [
+    `${presence.online} run it now (online)`,
+    `${presence.offline} offline, queued until they connect`,
+  ];
+  if (view.exclusions.length) parts.push(`${view.exclusions.length} excluded`);
+  return parts.join(' · ');
+}
+
+const GROUP_LABELS: Record<ExclusionKind | 'other', string> = {
+  os: 'OS not supported',
+  agent_version: 'Agent older than the minimum version',
+  segment: 'Segment not enabled for Active Response',
+  unknown: 'Unknown host',
+  unmatched: 'Selector matched nothing',
+  revoked: 'Revoked',
+  other: 'Other reasons',
+};
+
+export interface ExclusionGroup {
+  kind: ExclusionKind | 'other';
+  label: string;
+  /** A word on the whole group, e.g. that macOS takes no actions, scripts or action groups. */
+  note?: string;
+  names: string[];
+  exclusions: ExclusionView[];
+}
+
+/** Exclusions grouped by reason, in a fixed order, each group's names in the order they were listed. */
+export function exclusionGroups(exclusions: readonly ExclusionView[]): ExclusionGroup[] {
+  const byKind = new Map<ExclusionKind | 'other', ExclusionView[]>();
+  for (const x of exclusions) {
+    const k = x.kind ?? 'other';
+    const list = byKind.get(k);
+    if (list) list.push(x);
+    else byKind.set(k, [x]);
+  }
+  const order = [...EXCLUSION_KINDS, 'other'] as const;
+  return order.flatMap((kind) => {
+    const list = byKind.get(kind);
+    if (!list) return [];
+    const note =
+      kind === 'os' && list.some((x) => x.os === 'macos')
+        ? 'macOS is not supported for actions, scripts or action groups'
+        : kind === 'agent_version'
+          ? 'upgrade the sensor, then ask again'
+          : undefined;
+    // Without a kind (older requests) the group says nothing of its own, so each name keeps its reason.
+    const names = list.map((x) => (kind === 'other' ? `${x.hostname}: ${x.reason}` : x.hostname));
+    return [{ kind, label: GROUP_LABELS[kind], note, names, exclusions: list }];
+  });
+}
+
 export interface Fact {
   label: string;
   value: string;
@@ -82,9 +149,15 @@ export function requestFacts(view: RequestView, maxNames = 10): Fact[] {
     label: 'Targets',
     value: `${plural(names.length, 'endpoint')}: ${names.slice(0, maxNames).join(', ')}${more}`,
   });
+  if (view.presence) facts.push({ label: 'Preview', value: previewLine(view, view.presence) });
   if (view.exclusions.length) {
-    const lines = view.exclusions.slice(0, maxNames).map((x) => `${x.hostname}: ${x.reason}`);
-    if (view.exclusions.length > maxNames) lines.push(`… and ${view.exclusions.length - maxNames} more`);
+    const groups = exclusionGroups(view.exclusions);
+    const lines = groups.map((g) => {
+      const shown = g.names.slice(0, maxNames).join(', ');
+      const more = g.names.length > maxNames ? `, … and ${g.names.length - maxNames} more` : '';
+      return `${g.label} (${g.names.length}): ${shown}${more}${g.note ? ` (${g.note})` : ''}`;
+    });
+    if (groups.some((g) => g.names.length > maxNames)) lines.push(FULL_LIST_HINT);
     facts.push({ label: `Excluded (${view.exclusions.length})`, value: lines.join('\n') });
   }
   facts.push({ label: 'Reason', value: view.reason || '—' });
