@@ -113,14 +113,48 @@ const commonOptions = {
   ttlSeconds: ttlSchema.optional(),
 };
 
+/** An action group's staged waves: a canary first, a pace for the rest, and where failures halt it. */
+export const waveFields = {
+  canary: z
+    .number()
+    .int()
+    .min(1, { error: 'must be at least 1' })
+    .max(1000, { error: 'is at most 1000' })
+    .optional(),
+  ratePerMinute: z
+    .number()
+    .int()
+    .min(1, { error: 'must be at least 1/min' })
+    .max(100_000, { error: 'is at most 100000/min' })
+    .optional(),
+  haltAtPercent: z
+    .number()
+    .int()
+    .min(1, { error: 'must be at least 1%' })
+    .max(100, { error: 'is at most 100%' })
+    .optional(),
+};
+
 const hasTargets = (c: { hosts: string[]; segments: string[] }) => c.hosts.length + c.segments.length > 0;
 const targetsMsg = { error: 'name at least one host or segment:<name>', path: ['hosts'] };
 
 export const isolateSchema = z
-  .object({ kind: z.literal('isolate'), ...targetFields, ...commonOptions, reason: reasonSchema })
+  .object({
+    kind: z.literal('isolate'),
+    ...targetFields,
+    ...commonOptions,
+    ...waveFields,
+    reason: reasonSchema,
+  })
   .refine(hasTargets, targetsMsg);
 export const unisolateSchema = z
-  .object({ kind: z.literal('unisolate'), ...targetFields, ...commonOptions, reason: reasonSchema })
+  .object({
+    kind: z.literal('unisolate'),
+    ...targetFields,
+    ...commonOptions,
+    ...waveFields,
+    reason: reasonSchema,
+  })
   .refine(hasTargets, targetsMsg);
 export const killSchema = z
   .object({
@@ -171,6 +205,7 @@ export const runSchema = z
         error: `at most ${LIMITS.params} parameters`,
       }),
     ...commonOptions,
+    ...waveFields,
   })
   .refine(hasTargets, targetsMsg);
 
@@ -180,6 +215,7 @@ export const processesSchema = z
     ...targetFields,
     match: processNameSchema.optional(),
     ...commonOptions,
+    ...waveFields,
   })
   .refine(hasTargets, targetsMsg);
 
@@ -214,6 +250,7 @@ export const commandSchema = z.discriminatedUnion('kind', [
   }),
   z.object({ kind: z.literal('status'), ref: requestRefSchema.optional() }),
   z.object({ kind: z.literal('queue'), host: hostnameSchema }),
+  z.object({ kind: z.literal('resume'), ref: requestRefSchema }),
   z.object({ kind: z.literal('cancel'), target: refOrUuidSchema, reason: reasonSchema.optional() }),
   z.object({
     kind: z.literal('grant'),
