@@ -14,6 +14,7 @@ import { type AuditService, createAuditService } from '../bot/audit/audit-servic
 import { createBotService } from '../bot/bot-service.ts';
 import { createDeliveryReporter } from '../bot/deliveries/delivery-reporter.ts';
 import { createGroupProgress } from '../bot/groups/group-progress.ts';
+import { createGroupWaves } from '../bot/groups/group-waves.ts';
 import { cardRefOf } from '../bot/handlers/chat-ref.ts';
 import { createFileLibrary } from '../bot/library/file-library.ts';
 import { createPolicy } from '../bot/policy/policy-service.ts';
@@ -128,6 +129,17 @@ export function createPlatform(opts: PlatformOptions) {
     logger,
     publicUrl: config.PUBLIC_URL,
   });
+  const waves = createGroupWaves({
+    db,
+    audit,
+    clock,
+    timers: opts.timers ?? systemTimers,
+    dispatcher,
+    chat: router.chat,
+    policy,
+    progress,
+    logger,
+  });
   const bot = createBotService({
     db,
     audit,
@@ -143,6 +155,7 @@ export function createPlatform(opts: PlatformOptions) {
     library,
     scripts,
     progress,
+    waves,
     publicUrl: config.PUBLIC_URL,
   });
   const reporter = createDeliveryReporter({
@@ -150,6 +163,7 @@ export function createPlatform(opts: PlatformOptions) {
     chat: router.chat,
     requests,
     progress,
+    waves,
     clock,
     logger,
     publicUrl: config.PUBLIC_URL,
@@ -175,6 +189,7 @@ export function createPlatform(opts: PlatformOptions) {
     bot,
     reporter,
     progress,
+    waves,
 
     /**
      * Follows delivery events from every broker process (they NOTIFY `ar_delivery` after each commit) and
@@ -213,6 +228,8 @@ export function createPlatform(opts: PlatformOptions) {
 
     /** Expires requests nobody decided within the approval TTL and says so on their cards; run on a timer. */
     async sweep(): Promise<void> {
+      // Paced groups also release on their own timer; this catches up after a restart.
+      await waves.tick().catch((err) => logger.error({ err }, 'releasing paced deliveries failed'));
       for (const view of await requests.expireStale()) {
         const ref = await cardRefOf(db, view.id);
         if (!ref) continue;

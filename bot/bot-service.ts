@@ -7,6 +7,7 @@ import type { BotCore, DecisionInput, StepUpOutcome, StepUpPageView } from './bo
 import { createChatResponder } from './chat-responder.ts';
 import { parseCommand } from './commands/command-parser.ts';
 import type { GroupProgress } from './groups/group-progress.ts';
+import type { GroupWaves } from './groups/group-waves.ts';
 import { createActionHandlers } from './handlers/action-handlers.ts';
 import { createAdminHandlers } from './handlers/admin-handlers.ts';
 import { createInspectHandlers } from './handlers/inspect-handlers.ts';
@@ -38,6 +39,7 @@ export interface BotDeps {
   library: FileLibrary;
   scripts: ScriptLibrary;
   progress: GroupProgress;
+  waves: GroupWaves;
   publicUrl: string;
 }
 
@@ -106,6 +108,8 @@ export function createBotService(deps: BotDeps): BotCore {
             return libraries.upload(ctx, user);
           case 'cancel':
             return actions.cancel(ctx, user, cmd);
+          case 'resume':
+            return actions.resume(ctx, user, cmd);
           case 'grant':
           case 'revoke':
             return admin.changeRole(ctx, user, cmd);

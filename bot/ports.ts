@@ -154,6 +154,8 @@ export interface DeliverySpec {
   action: string;
   payload: Record<string, unknown>;
   expiresAt: Date;
+  /** Held back by its action group's staged waves: the broker sends it only once the group releases it. */
+  held?: boolean;
 }
 
 /**

@@ -266,6 +266,7 @@ export const STEPUP_PURPOSES = [
   'history',
   'upload',
   'cancel',
+  'resume',
   'enrol_totp',
 ] as const;
 export type StepUpPurpose = (typeof STEPUP_PURPOSES)[number];

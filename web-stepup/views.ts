@@ -42,6 +42,7 @@ const PURPOSE_TITLES: Record<StepUpPurpose, string> = {
   history: 'Open session history',
   upload: 'Add a file to the library',
   cancel: 'Cancel a dispatched request',
+  resume: 'Resume a halted action group',
   enrol_totp: 'Set up two-factor authentication',
 };
 

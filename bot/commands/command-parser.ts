@@ -114,6 +114,11 @@ export function parseCommand(text: string, opts: ParseOptions = {}): Command {
   if (options.note !== undefined) raw.note = options.note;
   if (options.ttl !== undefined) raw.ttlSeconds = ttlSeconds(options.ttl, spec.usage);
   if (options.match !== undefined) raw.match = options.match;
+  if (options.canary !== undefined) raw.canary = count(options.canary, '--canary', /^(\d{1,7})$/, spec.usage);
+  if (options.rate !== undefined)
+    raw.ratePerMinute = count(options.rate, '--rate', /^(\d{1,7})\/min$/i, spec.usage);
+  if (options['halt-at'] !== undefined)
+    raw.haltAtPercent = count(options['halt-at'], '--halt-at', /^(\d{1,3})%?$/, spec.usage);
   const parsed = commandSchema.safeParse(raw);
   if (!parsed.success) {
     throw new BadRequest(
@@ -122,6 +127,19 @@ export function parseCommand(text: string, opts: ParseOptions = {}): Command {
     );
   }
   return parsed.data;
+}
+
+/** The number in an option such as `--canary 5`, `--rate 100/min` or `--halt-at 10%`. */
+function count(value: string, name: string, shape: RegExp, usageLine: string): number {
+  const m = value.trim().match(shape);
+  if (!m) {
+    const like = name === '--rate' ? '100/min' : name === '--halt-at' ? '10%' : '5';
+    throw new BadRequest(
+      'command.bad_number',
+      `${name} "${clip(value)}" is not a number like ${like}.\nUsage: ${usageLine}`,
+    );
+  }
+  return Number(m[1]);
 }
 
 function ttlSeconds(value: string, usageLine: string): number {

@@ -5,8 +5,17 @@ import { BadRequest } from '../errors.ts';
 import type { CommandKind } from './command-types.ts';
 import { LIMITS } from './command-types.ts';
 
-export type OptionName = 'reason' | 'case' | 'note' | 'ttl' | 'match';
-export const OPTION_NAMES: readonly OptionName[] = ['reason', 'case', 'note', 'ttl', 'match'];
+export type OptionName = 'reason' | 'case' | 'note' | 'ttl' | 'match' | 'canary' | 'rate' | 'halt-at';
+export const OPTION_NAMES: readonly OptionName[] = [
+  'reason',
+  'case',
+  'note',
+  'ttl',
+  'match',
+  'canary',
+  'rate',
+  'halt-at',
+];
 
 export interface Spec {
   usage: string;
@@ -27,6 +36,9 @@ export interface Spec {
 export const REASON_REQUIRED = new Set<CommandKind>(['isolate', 'unisolate', 'kill', 'put']);
 
 const ACTION_OPTS: readonly OptionName[] = ['reason', 'case', 'note', 'ttl'];
+/** Commands that take many targets also take the staged waves of an action group. */
+const GROUP_OPTS: readonly OptionName[] = [...ACTION_OPTS, 'canary', 'rate', 'halt-at'];
+const WAVES = '[--canary <n>] [--rate <n>/min] [--halt-at <n>%]';
 
 /**
  * Splits target words into host names and the selectors `segment:<name>`, `os:<linux|windows|macos>` and
@@ -63,17 +75,17 @@ const TARGETS = '<host...|segment:<name>|os:<linux|windows|macos>|all>';
 export const SPECS: Record<CommandKind, Spec> = {
   isolate: {
     host: 'targets',
-    usage: `isolate ${TARGETS} --reason "<why>" [--case <id>] [--note "<text>"] [--ttl <1m..30d>]`,
+    usage: `isolate ${TARGETS} --reason "<why>" [--case <id>] [--note "<text>"] [--ttl <1m..30d>] ${WAVES}`,
     summary: ACTIONS.isolate.summary,
-    options: ACTION_OPTS,
+    options: GROUP_OPTS,
     args: [1, Infinity, 'the host(s) to isolate'],
     build: (a) => ({ ...splitTargets(a) }),
   },
   unisolate: {
     host: 'targets',
-    usage: `unisolate ${TARGETS} --reason "<why>" [--case <id>] [--note "<text>"] [--ttl <1m..30d>]`,
+    usage: `unisolate ${TARGETS} --reason "<why>" [--case <id>] [--note "<text>"] [--ttl <1m..30d>] ${WAVES}`,
     summary: ACTIONS.unisolate.summary,
-    options: ACTION_OPTS,
+    options: GROUP_OPTS,
     args: [1, Infinity, 'the host(s) to release'],
     build: (a) => ({ ...splitTargets(a) }),
   },
@@ -113,9 +125,9 @@ export const SPECS: Record<CommandKind, Spec> = {
   },
   run: {
     host: 'targets',
-    usage: `run <script> ${TARGETS} [name=value ...] [--reason "<why>"] [--case <id>] [--note "<text>"] [--ttl <1m..30d>]`,
+    usage: `run <script> ${TARGETS} [name=value ...] [--reason "<why>"] [--case <id>] [--note "<text>"] [--ttl <1m..30d>] ${WAVES}`,
     summary: ACTIONS.run.summary,
-    options: ACTION_OPTS,
+    options: GROUP_OPTS,
     args: [2, Infinity, 'the script name and at least one host'],
     build: (a, u) => {
       const [script, ...rest] = a as [string, ...string[]];
@@ -144,9 +156,9 @@ export const SPECS: Record<CommandKind, Spec> = {
   },
   processes: {
     host: 'targets',
-    usage: `processes ${TARGETS} [--match <text>] [--case <id>] [--note "<text>"]`,
+    usage: `processes ${TARGETS} [--match <text>] [--case <id>] [--note "<text>"] ${WAVES}`,
     summary: ACTIONS.processes.summary,
-    options: ['reason', 'case', 'note', 'ttl', 'match'],
+    options: [...GROUP_OPTS, 'match'],
     args: [1, Infinity, 'the host(s)'],
     build: (a) => ({ ...splitTargets(a) }),
   },
@@ -196,7 +208,7 @@ export const SPECS: Record<CommandKind, Spec> = {
   },
   status: {
     usage: 'status [request-ref]',
-    summary: 'show one request, or your recent requests',
+    summary: "show one request (an action group's live progress too), or your recent requests",
     options: [],
     args: [0, 1, ''],
     build: (a) => (a[0] ? { ref: a[0] } : {}),
@@ -207,6 +219,13 @@ export const SPECS: Record<CommandKind, Spec> = {
     options: [],
     args: [1, 1, 'the host'],
     build: (a) => ({ host: a[0]!.toLowerCase() }),
+  },
+  resume: {
+    usage: 'resume <request-ref>',
+    summary: 'let a halted action group go on (approvers; needs a step-up)',
+    options: [],
+    args: [1, 1, 'the request ref of the halted group'],
+    build: (a) => ({ ref: a[0] }),
   },
   cancel: {
     usage: 'cancel <request-ref|delivery-id> [--reason "<why>"]',

@@ -127,15 +127,49 @@ const commonOptions = {
   ttlSeconds: ttlSchema.optional(),
 };
 
+/** An action group's staged waves: a canary first, a pace for the rest, and where failures halt it. */
+export const waveFields = {
+  canary: z
+    .number()
+    .int()
+    .min(1, { error: 'must be at least 1' })
+    .max(1000, { error: 'is at most 1000' })
+    .optional(),
+  ratePerMinute: z
+    .number()
+    .int()
+    .min(1, { error: 'must be at least 1/min' })
+    .max(100_000, { error: 'is at most 100000/min' })
+    .optional(),
+  haltAtPercent: z
+    .number()
+    .int()
+    .min(1, { error: 'must be at least 1%' })
+    .max(100, { error: 'is at most 100%' })
+    .optional(),
+};
+
 const hasTargets = (c: { hosts: string[]; segments: string[]; oses?: string[]; all?: true }) =>
   c.hosts.length + c.segments.length + (c.oses?.length ?? 0) > 0 || c.all === true;
 const targetsMsg = { error: 'name at least one host, segment:<name>, os:<name> or all', path: ['hosts'] };
 
 export const isolateSchema = z
-  .object({ kind: z.literal('isolate'), ...targetFields, ...commonOptions, reason: reasonSchema })
+  .object({
+    kind: z.literal('isolate'),
+    ...targetFields,
+    ...commonOptions,
+    ...waveFields,
+    reason: reasonSchema,
+  })
   .refine(hasTargets, targetsMsg);
 export const unisolateSchema = z
-  .object({ kind: z.literal('unisolate'), ...targetFields, ...commonOptions, reason: reasonSchema })
+  .object({
+    kind: z.literal('unisolate'),
+    ...targetFields,
+    ...commonOptions,
+    ...waveFields,
+    reason: reasonSchema,
+  })
   .refine(hasTargets, targetsMsg);
 export const killSchema = z
   .object({
@@ -186,6 +220,7 @@ export const runSchema = z
         error: `at most ${LIMITS.params} parameters`,
       }),
     ...commonOptions,
+    ...waveFields,
   })
   .refine(hasTargets, targetsMsg);
 
@@ -195,6 +230,7 @@ export const processesSchema = z
     ...targetFields,
     match: processNameSchema.optional(),
     ...commonOptions,
+    ...waveFields,
   })
   .refine(hasTargets, targetsMsg);
 
@@ -229,6 +265,7 @@ export const commandSchema = z.discriminatedUnion('kind', [
   }),
   z.object({ kind: z.literal('status'), ref: requestRefSchema.optional() }),
   z.object({ kind: z.literal('queue'), host: hostnameSchema }),
+  z.object({ kind: z.literal('resume'), ref: requestRefSchema }),
   z.object({ kind: z.literal('cancel'), target: refOrUuidSchema, reason: reasonSchema.optional() }),
   z.object({
     kind: z.literal('grant'),

@@ -7,6 +7,7 @@ import { and, asc, eq, inArray, isNull } from 'drizzle-orm';
 import type { Db } from '../../db/client.ts';
 import { deliveries, endpoints, files } from '../../db/schema.ts';
 import { type GroupProgress, isGroup } from '../groups/group-progress.ts';
+import type { GroupWaves } from '../groups/group-waves.ts';
 import { cardRefOf } from '../handlers/chat-ref.ts';
 import type { ChatPort, Clock, DeliveryEvent, DeliveryObserver, Logger } from '../ports.ts';
 import { describeResult } from '../render/results.ts';
@@ -29,6 +30,7 @@ export function createDeliveryReporter(deps: {
   chat: ChatPort;
   requests: RequestService;
   progress: GroupProgress;
+  waves: GroupWaves;
   clock: Clock;
   logger: Logger;
   publicUrl: string;
@@ -111,6 +113,8 @@ export function createDeliveryReporter(deps: {
       const group = isGroup(progress.request);
       if (ref) {
         if (!group || progress.completedNow) await chat.updateRequestCard(ref, progress.request);
+        // A final result may pass or fail a canary, or reach the failure threshold that halts the group.
+        if (group && claimed) await deps.waves.afterDelivery(event.requestId);
         if (group) await deps.progress.changed(event.requestId);
         if (pending && progress.request.targets.length <= PER_ENDPOINT_REPLIES_MAX) {
           await chat.replyInThread(ref, await resultMessage(pending));

@@ -2,7 +2,7 @@
 // cross-process edit slot that keeps progress edits at one a second per group.
 import { and, eq, isNotNull, isNull, lte, or } from 'drizzle-orm';
 import type { DbOrTx } from '../../db/client.ts';
-import { actionGroups } from '../../db/schema.ts';
+import { actionGroups, type GroupState } from '../../db/schema.ts';
 import type { ChatMessageRef } from '../ports.ts';
 
 export type GroupRow = typeof actionGroups.$inferSelect;
@@ -36,6 +36,11 @@ export function progressRefOf(g: GroupRow): ChatMessageRef | null {
     messageId: g.progressMessageId,
     threadId: g.progressThreadId ?? g.progressMessageId,
   };
+}
+
+/** Moves a group to `state` (a cancel); a request without a group changes nothing. */
+export async function setGroupState(db: DbOrTx, requestId: string, state: GroupState, at: Date) {
+  await db.update(actionGroups).set({ state, updatedAt: at }).where(eq(actionGroups.requestId, requestId));
 }
 
 /** Records the progress message once; false when another process posted one first. */

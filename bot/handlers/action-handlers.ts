@@ -190,6 +190,31 @@ export function createActionHandlers(deps: BotDeps) {
     announceCancel,
 
     /**
+     * Resume a halted action group: an approver (not its requester), with a step-up bound to resuming this
+     * group. Without a live one the person gets the link, and completing it resumes the group.
+     */
+    async resume(ctx: ChatContext, user: ResolvedUser, cmd: Extract<Command, { kind: 'resume' }>) {
+      const view = await requests.getView(cmd.ref);
+      deps.policy.canApprove(user, { ...view, approvalsRequired: 1, approvals: [] });
+      const window = await stepup.windowFor(user.id, 'resume', bindTo.resume(view.id));
+      if (!window) {
+        const link = await stepup.createChallenge({
+          userId: user.id,
+          purpose: 'resume',
+          subject: encodeSubject('resume', { requestId: view.id, ref: view.ref, at: locationOf(ctx) }),
+          requestId: view.id,
+        });
+        throw new StepUpRequired(
+          `Resuming ${view.ref} (${describeAction(view)}) sends its held deliveries, so it needs a fresh step-up.`,
+          link.url,
+        );
+      }
+      const res = await deps.waves.resume(view.id, user, window.id);
+      await deps.waves.announce(view.id, res.outcome);
+      await chat.reply(ctx, `Resumed ${res.ref}.`);
+    },
+
+    /**
      * Cancel: the requester, the request's approvers or an in-house admin, with MFA. Before dispatch it
      * happens at once; after dispatch the person gets a step-up link bound to this cancel, and completing it
      * carries the cancel out.

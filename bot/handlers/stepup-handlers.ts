@@ -10,6 +10,7 @@ import {
   type CancelSubject,
   contextFromLocation,
   decodeSubject,
+  type ResumeSubject,
   type RoleChangeSubject,
   type SessionSubject,
 } from '../stepup/stepup-binding.ts';
@@ -40,6 +41,12 @@ function summarise(ch: ChallengeView, request?: RequestView): string {
       return request
         ? `Cancel ${what}${request.ref}: ${describeAction(request)}, already dispatched`
         : `Cancel ${body.target}`;
+    }
+    case 'resume': {
+      const { body } = decodeSubject<ResumeSubject>(ch.subject);
+      return request
+        ? `Resume the halted action group ${request.ref}: ${describeAction(request)}`
+        : `Resume ${body.ref}`;
     }
     case 'download':
       return 'Download a fetched evidence file';
@@ -163,6 +170,13 @@ export async function runConfirmedStepUp(
         request = res.request;
         message = `Cancelled ${body.target}: ${res.cancelledDeliveries} queued ${res.cancelledDeliveries === 1 ? 'delivery' : 'deliveries'} withdrawn.`;
         after = () => actions.announceCancel(contextFromLocation(body.at), actor, body.target, res);
+        return;
+      }
+      case 'resume': {
+        const { body } = decodeSubject<ResumeSubject>(challenge.subject);
+        const res = await deps.waves.resume(body.requestId, actor, window.id, tx);
+        message = `Resumed ${res.ref}. Return to the chat to follow it.`;
+        after = () => deps.waves.announce(body.requestId, res.outcome);
         return;
       }
       default:

@@ -7,6 +7,7 @@ import type { Db, DbOrTx } from '../../db/client.ts';
 import { deliveries, stepUpWindows } from '../../db/schema.ts';
 import type { AuditService } from '../audit/audit-service.ts';
 import { BadRequest, Conflict, Forbidden, NotFound } from '../errors.ts';
+import { setGroupState } from '../groups/group-dal.ts';
 import type { PolicyService } from '../policy/policy-service.ts';
 import type { Clock, Dispatcher, RequestView } from '../ports.ts';
 import { bindTo } from '../stepup/stepup-binding.ts';
@@ -138,6 +139,8 @@ export function createLifecycle(deps: {
           );
         }
         const n = await dispatcher.cancel(t, deliveryId ? { deliveryId } : { requestId: row.id });
+        // A whole action group withdrawn: its waves stop (a halted one no longer waits for a resume).
+        if (!deliveryId) await setGroupState(t, row.id, 'cancelled', clock.now());
         await audit.append(
           {
             actorType: 'user',

@@ -126,6 +126,27 @@ export function createRequestService(deps: {
           },
         );
       }
+      // Only the many-target commands carry these; the others leave them undefined.
+      const w = c as { canary?: number; ratePerMinute?: number; haltAtPercent?: number };
+      const waves = { canary: w.canary, ratePerMinute: w.ratePerMinute, haltAtPercent: w.haltAtPercent };
+      if (
+        waves.canary !== undefined ||
+        waves.ratePerMinute !== undefined ||
+        waves.haltAtPercent !== undefined
+      ) {
+        if (built.targets.length < 2) {
+          throw new BadRequest(
+            'request.waves_need_group',
+            '--canary, --rate and --halt-at are for action groups: name more than one endpoint (or a segment).',
+          );
+        }
+        if (waves.canary !== undefined && waves.canary >= built.targets.length) {
+          throw new BadRequest(
+            'request.canary_too_large',
+            `--canary ${waves.canary} leaves nothing after the canary: the group has ${built.targets.length} endpoints.`,
+          );
+        }
+      }
       const rule = policy.approvalRule(actor, built.spec, built.targets.length);
       if (rule.requesterStepUpRequired && !c.reason) {
         throw new BadRequest(
@@ -161,7 +182,14 @@ export function createRequestService(deps: {
           chatThreadId: chat.data.threadId ?? null,
         });
         // More than one target makes it an action group, with its progress message and staged waves.
-        if (built.targets.length > 1) await ensureGroup(tx, { requestId: row.id });
+        if (built.targets.length > 1) {
+          await ensureGroup(tx, {
+            requestId: row.id,
+            canary: waves.canary ?? null,
+            ratePerMinute: waves.ratePerMinute ?? null,
+            haltAtPercent: waves.haltAtPercent ?? 10,
+          });
+        }
         await audit.append(
           {
             actorType: 'user',
@@ -184,6 +212,7 @@ export function createRequestService(deps: {
               note: row.note,
               approvalsRequired: rule.approvalsRequired,
               inHouseRequired: rule.inHouseRequired,
+              waves: built.targets.length > 1 ? waves : undefined,
               requesterStepUpRequired: rule.requesterStepUpRequired,
               chat: { platform: row.chatPlatform, channelId: row.chatChannelId },
             },

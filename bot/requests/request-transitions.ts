@@ -6,6 +6,7 @@ import type { RequestState } from '../../db/schema.ts';
 import { type DeliveryPayload, deliveryPayloadSchema } from '../../protocol/actions.ts';
 import type { AuditService } from '../audit/audit-service.ts';
 import { Conflict, NotFound } from '../errors.ts';
+import { firstWave } from '../groups/wave-plan.ts';
 import { scriptByName } from '../inventory/inventory-dal.ts';
 import type { Clock, Dispatcher, TargetView } from '../ports.ts';
 import { sha256Hex } from './digest.ts';
@@ -79,6 +80,8 @@ export function createTransitions(deps: {
     const approved = await transition(tx, row, 'approved', actor);
     const expiresAt = new Date(clock.now().getTime() + approved.deliveryTtlSeconds * 1000);
     const targets = row.targets as TargetView[];
+    // An action group with staged waves sends its first wave now; the rest is written held.
+    const wave = await firstWave(tx, row.id, targets, clock.now());
     const created = await dispatcher.enqueue(
       tx,
       targets.map((t) => {
@@ -91,14 +94,16 @@ export function createTransitions(deps: {
           params: row.params,
           scriptBody: body ?? undefined,
         });
-        return { requestId: row.id, endpointId: t.endpointId, action: row.action, payload, expiresAt };
+        const held = wave ? !wave.has(t.endpointId) : false;
+        return { requestId: row.id, endpointId: t.endpointId, action: row.action, payload, expiresAt, held };
       }),
     );
     const dispatched = await transition(tx, approved, 'dispatched', actor, {
       deliveries: created.length,
       expiresAt: expiresAt.toISOString(),
     });
-    return { row: dispatched, endpointIds: created.map((c) => c.endpointId) };
+    const sent = wave ? created.filter((c) => wave.has(c.endpointId)) : created;
+    return { row: dispatched, endpointIds: sent.map((c) => c.endpointId) };
   }
 
   /** After the requester is confirmed (or needed no step-up): wait for approvers or go straight out. */

@@ -40,7 +40,7 @@ export function contextFromLocation(loc: ChatLocation): ChatContext {
  */
 export const REQUESTER_PURPOSES: readonly StepUpPurpose[] = ['confirm', 'session'];
 
-export type SubjectKind = 'grant' | 'revoke' | 'session' | 'cancel';
+export type SubjectKind = 'grant' | 'revoke' | 'session' | 'cancel' | 'resume';
 
 export interface RoleChangeSubject {
   userId: string;
@@ -62,6 +62,13 @@ export interface CancelSubject {
   deliveryId?: string;
   /** What the person typed, echoed back in chat. */
   target: string;
+  at: ChatLocation;
+}
+
+/** Resuming a halted action group. */
+export interface ResumeSubject {
+  requestId: string;
+  ref: string;
   at: ChatLocation;
 }
 
@@ -90,6 +97,8 @@ export const bindTo = {
   /** Withdrawing a dispatched request, or one of its deliveries. */
   cancel: (requestId: string, deliveryId?: string) => (deliveryId ? `${requestId}/${deliveryId}` : requestId),
   session: (hostname: string) => hostname.toLowerCase(),
+  /** Letting a halted action group go on. */
+  resume: (requestId: string) => `resume:${requestId}`,
   /** A fetched evidence file, by id. */
   file: (fileId: string) => fileId,
 };
@@ -117,6 +126,8 @@ export function windowSubject(ch: {
       const { body } = decodeSubject<CancelSubject>(ch.subject);
       return bindTo.cancel(body.requestId, body.deliveryId);
     }
+    case 'resume':
+      return bindTo.resume(decodeSubject<ResumeSubject>(ch.subject).body.requestId);
     default:
       // download: the file id; history: 'history'; upload: as given.
       return ch.subject;

@@ -42,6 +42,7 @@ export function createOutboxDispatcher(deps: {
               payload: s.payload,
               expiresAt: s.expiresAt,
               state: 'queued' as const,
+              held: s.held ?? false,
             })),
           )
           .returning({ id: deliveries.id, endpointId: deliveries.endpointId });

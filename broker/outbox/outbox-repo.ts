@@ -135,7 +135,12 @@ export function createOutboxRepo(deps: { db: Db; audit: AuditService; clock: Clo
           .select()
           .from(deliveries)
           .where(
-            and(inArray(deliveries.endpointId, endpointIds), inArray(deliveries.state, [...OPEN_STATES])),
+            and(
+              inArray(deliveries.endpointId, endpointIds),
+              inArray(deliveries.state, [...OPEN_STATES]),
+              // Held back by its action group (a canary first, a pace, a halt) until the group releases it.
+              eq(deliveries.held, false),
+            ),
           )
           .orderBy(asc(deliveries.endpointId), asc(deliveries.seq));
         const perEndpoint = new Map<string, number>();
