@@ -14,6 +14,7 @@ import { type AuditService, createAuditService } from '../bot/audit/audit-servic
 import { createBotService } from '../bot/bot-service.ts';
 import { createDeliveryReporter } from '../bot/deliveries/delivery-reporter.ts';
 import { cardRefOf } from '../bot/handlers/chat-ref.ts';
+import { createInteractionInbox } from '../bot/inbox/interaction-inbox.ts';
 import { createFileLibrary } from '../bot/library/file-library.ts';
 import { createPolicy } from '../bot/policy/policy-service.ts';
 import type { Clock, DeliveryEvent, FileStore, Logger } from '../bot/ports.ts';
@@ -127,6 +128,7 @@ export function createPlatform(opts: PlatformOptions) {
     scripts,
     publicUrl: config.PUBLIC_URL,
   });
+  const inbox = createInteractionInbox({ db, bot, clock, logger });
   const reporter = createDeliveryReporter({
     db,
     chat: router.chat,
@@ -154,6 +156,7 @@ export function createPlatform(opts: PlatformOptions) {
     scripts,
     router,
     bot,
+    inbox,
     reporter,
 
     /**
