@@ -16,6 +16,7 @@ import { createDeliveryReporter } from '../bot/deliveries/delivery-reporter.ts';
 import { createGroupProgress } from '../bot/groups/group-progress.ts';
 import { createGroupWaves } from '../bot/groups/group-waves.ts';
 import { cardRefOf } from '../bot/handlers/chat-ref.ts';
+import { createInteractionInbox } from '../bot/inbox/interaction-inbox.ts';
 import { createFileLibrary } from '../bot/library/file-library.ts';
 import { createPolicy } from '../bot/policy/policy-service.ts';
 import {
@@ -158,6 +159,7 @@ export function createPlatform(opts: PlatformOptions) {
     waves,
     publicUrl: config.PUBLIC_URL,
   });
+  const inbox = createInteractionInbox({ db, bot, clock, logger });
   const reporter = createDeliveryReporter({
     db,
     chat: router.chat,
@@ -187,6 +189,7 @@ export function createPlatform(opts: PlatformOptions) {
     scripts,
     router,
     bot,
+    inbox,
     reporter,
     progress,
     waves,

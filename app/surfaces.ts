@@ -42,6 +42,7 @@ export async function attachSurfaces(deps: SurfaceDeps): Promise<{ close(): Prom
       bot: platform.bot,
       logger: deps.logger,
       db: platform.db,
+      inbox: platform.inbox,
       // Post-ack work contends for the single embedded connection; PostgreSQL takes more in parallel.
       maxConcurrentWork: deps.database.driver === 'pglite' ? 1 : 2,
       config: {

@@ -451,6 +451,23 @@ export const processedEvents = pgTable('processed_events', {
 });
 
 /**
+ * Chat interactions (commands, clicks) recorded before the platform is acked, and processed from here: a
+ * process that dies after the ack leaves the row unprocessed, and the next start processes it.
+ */
+export const chatInbox = pgTable(
+  'chat_inbox',
+  {
+    /** `<platform>:<event id>`: a platform retry of the same event finds its row. */
+    key: text('key').primaryKey(),
+    kind: text('kind').$type<'command' | 'decision'>().notNull(),
+    payload: jsonb('payload').notNull(),
+    receivedAt: tz('received_at').notNull().defaultNow(),
+    processedAt: tz('processed_at'),
+  },
+  (t) => [index('chat_inbox_open').on(t.receivedAt).where(sql`processed_at is null`)],
+);
+
+/**
  * The tamper-evident audit log. `seq` is assigned gap-free under a lock, and `hash` is SHA-256 over the
  * canonical JSON of the row including `prev_hash`. A trigger (migration 0001) refuses UPDATE, DELETE and
  * TRUNCATE.

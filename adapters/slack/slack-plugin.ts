@@ -6,6 +6,7 @@ import { App, type Receiver, SocketModeReceiver, webApi } from '@slack/bolt';
 import type { FastifyInstance } from 'fastify';
 import type { AuditAnchorSink } from '../../bot/audit/audit-checkpoint.ts';
 import type { BotCore } from '../../bot/bot-types.ts';
+import type { InteractionInbox } from '../../bot/inbox/interaction-inbox.ts';
 import type { ChatPort, Logger } from '../../bot/ports.ts';
 import type { Db } from '../../db/client.ts';
 import { toBoltLogger } from './bolt-logger.ts';
@@ -39,6 +40,12 @@ export interface SlackDeps {
    * by the core on ctx.eventId (processed_events), so the adapter keeps no state of its own.
    */
   db?: Db;
+  /**
+   * The durable inbox: commands and clicks are recorded in it before their ack and processed from it, and
+   * on start the adapter processes what an earlier process acked and never finished. Without it, work after
+   * the ack lives in memory only.
+   */
+  inbox?: InteractionInbox;
   /** Card-edit scheduling (clock and timer); defaults to the system's. */
   timers?: TimerPort;
   /** Clock for the signature's timestamp check, in ms; defaults to Date.now. */
@@ -124,9 +131,12 @@ export async function registerSlack(fastify: FastifyInstance, deps: SlackDeps): 
 
   const slackChat = createSlackChat({ client: app.client, logger, timers: deps.timers });
   const work = createWorkTracker({ chat: slackChat.chat, logger, maxConcurrent: deps.maxConcurrentWork });
-  registerCommandListener(app, { command: config.command, bot: deps.bot, logger, work });
+  const inbox = deps.inbox;
+  registerCommandListener(app, { command: config.command, bot: deps.bot, logger, work, inbox });
   registerMentionListener(app, { bot: deps.bot, logger, work });
-  registerDecisionListener(app, { bot: deps.bot, logger, work });
+  registerDecisionListener(app, { bot: deps.bot, logger, work, inbox });
+  // What an earlier process acked and never finished (it died): processed once this one is up.
+  if (inbox) void work.run(undefined, async () => void (await inbox.resume()));
 
   if (mode === 'socket') await app.start();
   logger.info({ mode, team: auth.team_id, botUserId: auth.user_id }, 'Slack adapter ready');

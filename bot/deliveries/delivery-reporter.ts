@@ -111,10 +111,11 @@ export function createDeliveryReporter(deps: {
       // A group's counts live in its progress message (edited at most once a second); its card changes
       // only with the request's state.
       const group = isGroup(progress.request);
+      // A final result may pass or fail a canary, or reach the failure threshold that halts the group;
+      // waves go on whether or not the request has a card to update.
+      if (group && pending) await deps.waves.afterDelivery(event.requestId);
       if (ref) {
         if (!group || progress.completedNow) await chat.updateRequestCard(ref, progress.request);
-        // A final result may pass or fail a canary, or reach the failure threshold that halts the group.
-        if (group && claimed) await deps.waves.afterDelivery(event.requestId);
         if (group) await deps.progress.changed(event.requestId);
         if (pending && progress.request.targets.length <= PER_ENDPOINT_REPLIES_MAX) {
           await chat.replyInThread(ref, await resultMessage(pending));
