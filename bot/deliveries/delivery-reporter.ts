@@ -3,6 +3,9 @@
 // leaves it for `catchUp`, which the platform runs on a timer and after its LISTEN session comes back (a
 // NOTIFY sent while it was down is lost). That makes a result reach the thread at least once; the card shows
 // the running counts, and completion of the whole request is announced by whoever moved it to `completed`.
+// Events are handled one request at a time, in batches: the events of a request that arrive while a pass
+// for it runs are taken together by the next pass. An action group's thousands of results then cost a few
+// passes (each reading the request once), not one locked transaction and one full view per endpoint.
 import { and, asc, eq, inArray, isNull } from 'drizzle-orm';
 import type { Db } from '../../db/client.ts';
 import { deliveries, endpoints, files } from '../../db/schema.ts';
@@ -25,6 +28,11 @@ const CATCH_UP_BATCH = 200;
 /** Above this many targets, results are shown as counts on the card only, never one post per endpoint. */
 const PER_ENDPOINT_REPLIES_MAX = 5;
 
+interface Queued {
+  event: DeliveryEvent;
+  late: boolean;
+}
+
 export function createDeliveryReporter(deps: {
   db: Db;
   chat: ChatPort;
@@ -36,28 +44,28 @@ export function createDeliveryReporter(deps: {
   publicUrl: string;
 }): DeliveryObserver & { catchUp(): Promise<number> } {
   const { db, chat, requests, clock } = deps;
-  /** Results being reported by this process: the NOTIFY and a catch-up pass may name the same one. */
-  const inFlight = new Set<string>();
+  /** Per request: the events waiting for the next pass, and the pass running now (if any). */
+  const queues = new Map<string, { waiting: Map<string, Queued>; running: Promise<void> | null }>();
 
-  async function unreported(deliveryId: string) {
-    const [row] = await db
+  async function unreported(deliveryIds: string[]) {
+    return db
       .select()
       .from(deliveries)
       .where(
         and(
-          eq(deliveries.id, deliveryId),
+          inArray(deliveries.id, deliveryIds),
           isNull(deliveries.reportedAt),
           inArray(deliveries.state, [...FINAL]),
         ),
-      );
-    return row;
+      )
+      .orderBy(asc(deliveries.finishedAt));
   }
 
-  async function markReported(deliveryId: string) {
+  async function markReported(deliveryIds: string[]) {
     await db
       .update(deliveries)
       .set({ reportedAt: clock.now() })
-      .where(and(eq(deliveries.id, deliveryId), isNull(deliveries.reportedAt)));
+      .where(and(inArray(deliveries.id, deliveryIds), isNull(deliveries.reportedAt)));
   }
 
   async function resultMessage(d: typeof deliveries.$inferSelect): Promise<string> {
@@ -97,38 +105,38 @@ export function createDeliveryReporter(deps: {
   }
 
   /**
-   * `late` marks a catch-up: the request may have been completed by an earlier report whose thread post
-   * failed, so nobody announced it; the one that reports its last result does.
+   * One pass over the events of one request. `late` marks a catch-up: the request may have been completed by
+   * an earlier report whose thread post failed, so nobody announced it; the pass that reports its last
+   * result does.
    */
-  async function deliveryChanged(event: DeliveryEvent, late = false): Promise<void> {
-    const final = (FINAL as readonly string[]).includes(event.state);
-    if (final && inFlight.has(event.deliveryId)) return;
-    if (final) inFlight.add(event.deliveryId);
+  async function reportBatch(requestId: string, batch: Queued[]): Promise<void> {
+    const finals = batch.filter((q) => (FINAL as readonly string[]).includes(q.event.state));
+    const late = batch.some((q) => q.late);
     try {
-      const pending = final ? await unreported(event.deliveryId) : undefined;
-      const progress = await requests.onDeliveryChanged(event.requestId);
-      const ref = await cardRefOf(db, event.requestId);
+      const pending = finals.length ? await unreported(finals.map((q) => q.event.deliveryId)) : [];
+      const progress = await requests.onDeliveryChanged(requestId);
+      const ref = await cardRefOf(db, requestId);
       // A group's counts live in its progress message (edited at most once a second); its card changes
       // only with the request's state.
       const group = isGroup(progress.request);
       // A final result may pass or fail a canary, or reach the failure threshold that halts the group;
       // waves go on whether or not the request has a card to update.
-      if (group && pending) await deps.waves.afterDelivery(event.requestId);
+      if (group && pending.length) await deps.waves.afterDelivery(requestId);
       if (ref) {
         if (!group || progress.completedNow) await chat.updateRequestCard(ref, progress.request);
-        if (group) await deps.progress.changed(event.requestId);
-        if (pending && progress.request.targets.length <= PER_ENDPOINT_REPLIES_MAX) {
-          await chat.replyInThread(ref, await resultMessage(pending));
+        if (group) await deps.progress.changed(requestId);
+        if (progress.request.targets.length <= PER_ENDPOINT_REPLIES_MAX) {
+          for (const d of pending) await chat.replyInThread(ref, await resultMessage(d));
         }
       }
-      // Only now: had the post failed (or this process died), the result would still be unreported.
-      if (pending) await markReported(pending.id);
+      // Only now: had a post failed (or this process died), the result would still be unreported.
+      if (pending.length) await markReported(pending.map((d) => d.id));
       const announce =
         progress.completedNow ||
         (late &&
-          pending !== undefined &&
+          pending.length > 0 &&
           progress.request.state === 'completed' &&
-          (await allReported(event.requestId)));
+          (await allReported(requestId)));
       if (ref && announce) {
         const counts = progress.request.progress ? formatProgress(progress.request.progress) : '';
         const results = group
@@ -137,9 +145,41 @@ export function createDeliveryReporter(deps: {
         await chat.replyInThread(ref, `${progress.request.ref} completed: ${counts}.${results}`);
       }
     } catch (err) {
-      deps.logger.error({ err, deliveryId: event.deliveryId }, 'could not report delivery progress to chat');
+      deps.logger.error(
+        { err, requestId, deliveries: batch.length },
+        'could not report delivery progress to chat',
+      );
+    }
+  }
+
+  /** Queues the event for its request's next pass; resolves once a pass has handled it. Never rejects. */
+  function deliveryChanged(event: DeliveryEvent, late = false): Promise<void> {
+    let q = queues.get(event.requestId);
+    if (!q) {
+      q = { waiting: new Map(), running: null };
+      queues.set(event.requestId, q);
+    }
+    const before = q.waiting.get(event.deliveryId);
+    q.waiting.set(event.deliveryId, { event, late: late || (before?.late ?? false) });
+    if (!q.running) q.running = drain(event.requestId, q);
+    return q.running;
+  }
+
+  async function drain(
+    requestId: string,
+    q: { waiting: Map<string, Queued>; running: Promise<void> | null },
+  ): Promise<void> {
+    // Let the events of the same burst (one broker batch, one NOTIFY) join the first pass.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    try {
+      while (q.waiting.size) {
+        const batch = [...q.waiting.values()];
+        q.waiting.clear();
+        await reportBatch(requestId, batch);
+      }
     } finally {
-      if (final) inFlight.delete(event.deliveryId);
+      q.running = null;
+      queues.delete(requestId);
     }
   }
 
@@ -162,7 +202,7 @@ export function createDeliveryReporter(deps: {
         .where(and(isNull(deliveries.reportedAt), inArray(deliveries.state, [...REPORTED])))
         .orderBy(asc(deliveries.finishedAt))
         .limit(CATCH_UP_BATCH);
-      for (const r of rows) await deliveryChanged(r, true);
+      await Promise.all(rows.map((r) => deliveryChanged(r, true)));
       return rows.length;
     },
   };
