@@ -3,7 +3,7 @@
 // leaves it for `catchUp`, which the platform runs on a timer and after its LISTEN session comes back (a
 // NOTIFY sent while it was down is lost). That makes a result reach the thread at least once; the card shows
 // the running counts, and completion of the whole request is announced by whoever moved it to `completed`.
-import { and, asc, eq, inArray, isNull } from 'drizzle-orm';
+import { and, asc, eq, inArray, isNull, lt, or } from 'drizzle-orm';
 import type { Db } from '../../db/client.ts';
 import { deliveries, endpoints, files } from '../../db/schema.ts';
 import { cardRefOf } from '../handlers/chat-ref.ts';
@@ -20,6 +20,8 @@ const FINAL = ['succeeded', 'failed', 'expired', 'cancelled'] as const;
 const REPORTED = ['succeeded', 'failed', 'expired'] as const;
 /** How many unreported results one catch-up pass takes on; the next pass takes the rest. */
 const CATCH_UP_BATCH = 200;
+/** How long a process's claim on a result keeps others from reporting it (it may be posting it). */
+const REPORT_LEASE_MS = 30_000;
 /** Above this many targets, results are shown as counts on the card only, never one post per endpoint. */
 const PER_ENDPOINT_REPLIES_MAX = 5;
 
@@ -35,18 +37,37 @@ export function createDeliveryReporter(deps: {
   /** Results being reported by this process: the NOTIFY and a catch-up pass may name the same one. */
   const inFlight = new Set<string>();
 
-  async function unreported(deliveryId: string) {
+  /**
+   * Takes the result for reporting: unreported, and not claimed by another process within the lease (two
+   * platform processes hear the same event). A process that dies holding the claim only delays the report
+   * until the lease runs out.
+   */
+  async function claim(deliveryId: string) {
+    const now = clock.now();
     const [row] = await db
-      .select()
-      .from(deliveries)
+      .update(deliveries)
+      .set({ reportClaimedAt: now })
       .where(
         and(
           eq(deliveries.id, deliveryId),
           isNull(deliveries.reportedAt),
           inArray(deliveries.state, [...FINAL]),
+          or(
+            isNull(deliveries.reportClaimedAt),
+            lt(deliveries.reportClaimedAt, new Date(now.getTime() - REPORT_LEASE_MS)),
+          ),
         ),
-      );
+      )
+      .returning();
     return row;
+  }
+
+  /** A post that failed frees its claim, so the next catch-up pass tries again at once. */
+  async function release(deliveryId: string) {
+    await db
+      .update(deliveries)
+      .set({ reportClaimedAt: null })
+      .where(and(eq(deliveries.id, deliveryId), isNull(deliveries.reportedAt)));
   }
 
   async function markReported(deliveryId: string) {
@@ -100,8 +121,12 @@ export function createDeliveryReporter(deps: {
     const final = (FINAL as readonly string[]).includes(event.state);
     if (final && inFlight.has(event.deliveryId)) return;
     if (final) inFlight.add(event.deliveryId);
+    let pending: typeof deliveries.$inferSelect | undefined;
+    let reported = false;
     try {
-      const pending = final ? await unreported(event.deliveryId) : undefined;
+      pending = final ? await claim(event.deliveryId) : undefined;
+      // A catch-up only reports; someone else reported or is reporting this one.
+      if (late && !pending) return;
       const progress = await requests.onDeliveryChanged(event.requestId);
       const ref = await cardRefOf(db, event.requestId);
       if (ref) {
@@ -112,6 +137,7 @@ export function createDeliveryReporter(deps: {
       }
       // Only now: had the post failed (or this process died), the result would still be unreported.
       if (pending) await markReported(pending.id);
+      reported = true;
       const announce =
         progress.completedNow ||
         (late &&
@@ -124,6 +150,7 @@ export function createDeliveryReporter(deps: {
       }
     } catch (err) {
       deps.logger.error({ err, deliveryId: event.deliveryId }, 'could not report delivery progress to chat');
+      if (pending && !reported) await release(pending.id).catch(() => undefined);
     } finally {
       if (final) inFlight.delete(event.deliveryId);
     }
