@@ -348,13 +348,15 @@ export const deliveries = pgTable(
     finishedAt: tz('finished_at'),
     result: jsonb('result'),
     error: text('error'),
-    /** Set once the final state has been reported to chat, so two bot processes report it once. */
+    /** Set once chat accepted the final state's report; a catch-up reports what is still unset. */
     reportedAt: tz('reported_at'),
     /**
      * Held back by its action group's staged waves (canary first, then paced, or halted): the broker sends
      * no held delivery; the group releases them.
      */
     held: boolean('held').notNull().default(false),
+    /** A platform process is posting the result (a lease: bot/deliveries/delivery-reporter.ts). */
+    reportClaimedAt: tz('report_claimed_at'),
     createdAt: createdAt(),
   },
   (t) => [

@@ -6,7 +6,7 @@
 // Events are handled one request at a time, in batches: the events of a request that arrive while a pass
 // for it runs are taken together by the next pass. An action group's thousands of results then cost a few
 // passes (each reading the request once), not one locked transaction and one full view per endpoint.
-import { and, asc, eq, inArray, isNull } from 'drizzle-orm';
+import { and, asc, eq, inArray, isNull, lt, or } from 'drizzle-orm';
 import type { Db } from '../../db/client.ts';
 import { deliveries, endpoints, files } from '../../db/schema.ts';
 import { type GroupProgress, isGroup } from '../groups/group-progress.ts';
@@ -25,6 +25,8 @@ const FINAL = ['succeeded', 'failed', 'expired', 'cancelled'] as const;
 const REPORTED = ['succeeded', 'failed', 'expired'] as const;
 /** How many unreported results one catch-up pass takes on; the next pass takes the rest. */
 const CATCH_UP_BATCH = 200;
+/** How long a process's claim on a result keeps others from reporting it (it may be posting it). */
+const REPORT_LEASE_MS = 30_000;
 /** Above this many targets, results are shown as counts on the card only, never one post per endpoint. */
 const PER_ENDPOINT_REPLIES_MAX = 5;
 
@@ -47,18 +49,37 @@ export function createDeliveryReporter(deps: {
   /** Per request: the events waiting for the next pass, and the pass running now (if any). */
   const queues = new Map<string, { waiting: Map<string, Queued>; running: Promise<void> | null }>();
 
-  async function unreported(deliveryIds: string[]) {
-    return db
-      .select()
-      .from(deliveries)
+  /**
+   * Takes results for reporting: unreported, and not claimed by another process within the lease (two
+   * platform processes hear the same event). A process that dies holding a claim only delays the report
+   * until the lease runs out.
+   */
+  async function claim(deliveryIds: string[]) {
+    const now = clock.now();
+    const rows = await db
+      .update(deliveries)
+      .set({ reportClaimedAt: now })
       .where(
         and(
           inArray(deliveries.id, deliveryIds),
           isNull(deliveries.reportedAt),
           inArray(deliveries.state, [...FINAL]),
+          or(
+            isNull(deliveries.reportClaimedAt),
+            lt(deliveries.reportClaimedAt, new Date(now.getTime() - REPORT_LEASE_MS)),
+          ),
         ),
       )
-      .orderBy(asc(deliveries.finishedAt));
+      .returning();
+    return rows.sort((a, b) => (a.finishedAt?.getTime() ?? 0) - (b.finishedAt?.getTime() ?? 0));
+  }
+
+  /** A post that failed frees its claims, so the next catch-up pass tries again at once. */
+  async function release(deliveryIds: string[]) {
+    await db
+      .update(deliveries)
+      .set({ reportClaimedAt: null })
+      .where(and(inArray(deliveries.id, deliveryIds), isNull(deliveries.reportedAt)));
   }
 
   async function markReported(deliveryIds: string[]) {
@@ -112,8 +133,12 @@ export function createDeliveryReporter(deps: {
   async function reportBatch(requestId: string, batch: Queued[]): Promise<void> {
     const finals = batch.filter((q) => (FINAL as readonly string[]).includes(q.event.state));
     const late = batch.some((q) => q.late);
+    let pending: (typeof deliveries.$inferSelect)[] = [];
+    let reported = false;
     try {
-      const pending = finals.length ? await unreported(finals.map((q) => q.event.deliveryId)) : [];
+      pending = finals.length ? await claim(finals.map((q) => q.event.deliveryId)) : [];
+      // A catch-up only reports; someone else reported or is reporting these.
+      if (!pending.length && batch.every((q) => q.late)) return;
       const progress = await requests.onDeliveryChanged(requestId);
       const ref = await cardRefOf(db, requestId);
       // A group's counts live in its progress message (edited at most once a second); its card changes
@@ -131,6 +156,7 @@ export function createDeliveryReporter(deps: {
       }
       // Only now: had a post failed (or this process died), the result would still be unreported.
       if (pending.length) await markReported(pending.map((d) => d.id));
+      reported = true;
       const announce =
         progress.completedNow ||
         (late &&
@@ -149,6 +175,7 @@ export function createDeliveryReporter(deps: {
         { err, requestId, deliveries: batch.length },
         'could not report delivery progress to chat',
       );
+      if (pending.length && !reported) await release(pending.map((d) => d.id)).catch(() => undefined);
     }
   }
 

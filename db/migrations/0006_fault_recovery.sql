@@ -6,6 +6,7 @@ CREATE TABLE "chat_inbox" (
 	"processed_at" timestamp with time zone
 );
 --> statement-breakpoint
+ALTER TABLE "deliveries" ADD COLUMN "report_claimed_at" timestamp with time zone;--> statement-breakpoint
 CREATE INDEX "chat_inbox_open" ON "chat_inbox" USING btree ("received_at") WHERE processed_at is null;--> statement-breakpoint
 CREATE INDEX "deliveries_unreported" ON "deliveries" USING btree ("finished_at") WHERE reported_at is null and state in ('succeeded','failed','expired');--> statement-breakpoint
 -- hand-written: results finished before this release were reported (or deliberately not) by the old
