@@ -80,6 +80,8 @@ describe.each(drivers)('work and results after lost notifications, on %s', { tim
       db: p.db,
       chat: p.router.chat,
       requests: p.requests,
+      progress: p.progress,
+      waves: p.waves,
       clock: e.t.clock,
       logger: silentLogger,
       publicUrl: 'http://ar.test',
