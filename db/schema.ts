@@ -164,25 +164,44 @@ export const enrolmentTokens = pgTable('enrolment_tokens', {
   createdAt: createdAt(),
 });
 
-/** The script library: what `run <script>` may name. Bytes are hashed into the request digest. */
-export const scripts = pgTable('scripts', {
-  id: uuid('id').primaryKey().defaultRandom(),
-  name: text('name').notNull().unique(),
-  description: text('description').notNull().default(''),
-  body: text('body').notNull(),
-  sha256: text('sha256').notNull(),
-  /** Bumped each time the body changes; a request pins the version and the SHA-256 it approved. */
-  version: integer('version').notNull().default(1),
-  /** Read-only investigation scripts need no approval by default. */
-  readOnly: boolean('read_only').notNull().default(false),
-  /** Declared parameters: { name: { type: 'string'|'integer'|'boolean', required?, pattern?, max? } }. */
-  paramsSchema: jsonb('params_schema').notNull().default({}),
-  minAgentVersion: text('min_agent_version').notNull().default('0.0.0'),
-  oses: text('oses').array().notNull().default(sql`'{windows,linux}'::text[]`),
-  createdBy: uuid('created_by').references(() => users.id),
-  createdAt: createdAt(),
-  updatedAt: tz('updated_at').notNull().defaultNow(),
-});
+/**
+ * The script library: one row per version of a script; what `run <script>` may name is the newest enabled
+ * version. A version never changes once stored (migration 0006 refuses UPDATE of anything but
+ * `disabled_at`): adding a script under an existing name adds the next version, and a request pins the
+ * version row (`action_requests.script_id`) and its SHA-256.
+ */
+export const scripts = pgTable(
+  'scripts',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    name: text('name').notNull(),
+    description: text('description').notNull().default(''),
+    body: text('body').notNull(),
+    sha256: text('sha256').notNull(),
+    /** 1, 2, ... per name. */
+    version: integer('version').notNull().default(1),
+    /** Read-only investigation scripts need no approval by default. */
+    readOnly: boolean('read_only').notNull().default(false),
+    /**
+     * The parameters as a JSON Schema (`{"type":"object","properties":{...}}`), checked with Ajv before a
+     * request is stored. Rows from before versioning hold the older `{ name: { type, required, pattern,
+     * max } }` form, read as the equivalent JSON Schema (bot/scripts/script-params.ts).
+     */
+    paramsSchema: jsonb('params_schema').notNull().default({}),
+    minAgentVersion: text('min_agent_version').notNull().default('0.0.0'),
+    oses: text('oses').array().notNull().default(sql`'{windows,linux}'::text[]`),
+    /** How long the agent lets the script run before killing it. */
+    timeoutSeconds: integer('timeout_seconds').notNull().default(600),
+    /** Most bytes of stdout (and of stderr) the agent keeps and reports. */
+    outputCapBytes: integer('output_cap_bytes').notNull().default(1_048_576),
+    /** Set on every version of a disabled script: `run` no longer finds it. */
+    disabledAt: tz('disabled_at'),
+    createdBy: uuid('created_by').references(() => users.id),
+    createdAt: createdAt(),
+    updatedAt: tz('updated_at').notNull().defaultNow(),
+  },
+  (t) => [uniqueIndex('scripts_name_version').on(t.name, t.version)],
+);
 
 export const REQUEST_STATES = [
   'requested',

@@ -379,10 +379,11 @@ describe.each(drivers)('request service on %s', (driver) => {
     const stale = await failure(approve(svc, ic, r2.ref, r1.digest));
     expect(stale.code).toBe('request.digest_changed');
     expect((await svc.getView(r2.id)).approvals).toEqual([]);
-    // The script changes again while r2 waits: approving r2 now would send bytes nobody approved.
+    // A third version while r2 waits changes nothing for r2: it pinned v2, and v2 is what goes out.
     await f.editScript('fix', 'print("v3")\n');
-    expect((await failure(approve(svc, ic, r2.ref, r2.digest))).code).toBe('request.digest_changed');
-    expect((await tdb.db.select().from(deliveries).where(eq(deliveries.requestId, r2.id))).length).toBe(0);
+    expect((await approve(svc, ic, r2.ref, r2.digest)).request.state).toBe('dispatched');
+    const [sent] = await tdb.db.select().from(deliveries).where(eq(deliveries.requestId, r2.id));
+    expect((sent!.payload as { scriptBody: string }).scriptBody).toBe('print("v2")\n');
   });
 
   it('records one approval per approver and dispatches once under 10 concurrent decisions by two approvers', async () => {

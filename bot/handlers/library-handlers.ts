@@ -3,7 +3,7 @@
 import type { BotDeps } from '../bot-service.ts';
 import { requireLibraryEditor } from '../library/file-library.ts';
 import type { ChatContext } from '../ports.ts';
-import { paramsSchemaSchema } from '../scripts/script-library.ts';
+import { describeParams } from '../scripts/script-params.ts';
 import type { ResolvedUser } from '../users/user-types.ts';
 
 const MAX_LISTED = 50;
@@ -14,21 +14,8 @@ function bytes(n: number): string {
   return `${(n / 1024 / 1024).toFixed(1)} MiB`;
 }
 
-/** `domain=<string, required, /^[a-z.]+$/>` — what a person types after `run <script> <host>`. */
-export function describeScriptParams(schema: unknown): string {
-  const parsed = paramsSchemaSchema.safeParse(schema ?? {});
-  if (!parsed.success) return '(parameters declared wrongly; ask an admin)';
-  const entries = Object.entries(parsed.data);
-  if (!entries.length) return 'no parameters';
-  return entries
-    .map(([name, p]) => {
-      const rules = [p.type, p.required ? 'required' : 'optional'];
-      if (p.pattern) rules.push(`/${p.pattern}/`);
-      if (p.max) rules.push(`at most ${p.max} characters`);
-      return `${name}=<${rules.join(', ')}>${p.description ? ` ${p.description}` : ''}`;
-    })
-    .join('  ');
-}
+/** `domain=<string, required, pattern ^[a-z.]+$>` — what a person types after `run <script> <host>`. */
+export const describeScriptParams = describeParams;
 
 export function createLibraryHandlers(deps: BotDeps) {
   const { chat, policy, stepup, library, scripts } = deps;
@@ -69,7 +56,7 @@ export function createLibraryHandlers(deps: BotDeps) {
       const lines = rows
         .slice(0, MAX_LISTED)
         .flatMap((s) => [
-          `• ${s.name} v${s.version} — ${s.readOnly ? `read-only, no approval needed on up to ${policy.config.readOnlyApprovalAbove} endpoints` : 'changes endpoints, needs approval'}; ${s.oses.join(', ')}; agent ${s.minAgentVersion} or newer${s.description ? `\n    ${s.description}` : ''}`,
+          `• ${s.name} v${s.version} (sha256 ${s.sha256.slice(0, 12)}…, time limit ${s.timeoutSeconds} s) — ${s.readOnly ? `read-only, no approval needed on up to ${policy.config.readOnlyApprovalAbove} endpoints` : 'changes endpoints, needs approval'}; ${s.oses.join(', ')}; agent ${s.minAgentVersion} or newer${s.description ? `\n    ${s.description}` : ''}`,
           `    parameters: ${describeScriptParams(s.paramsSchema)}`,
         ]);
       await chat.reply(

@@ -1,6 +1,6 @@
 // Read-only queries over the inventory the request service resolves commands against: endpoints by name or
 // segment, segments, library scripts and files.
-import { and, count, eq, inArray, isNotNull, or, sql } from 'drizzle-orm';
+import { and, count, desc, eq, inArray, isNotNull, isNull, or, sql } from 'drizzle-orm';
 import type { DbOrTx } from '../../db/client.ts';
 import { endpoints, files, type Os, scripts, segments } from '../../db/schema.ts';
 import type { EndpointInfo, SegmentInfo } from '../policy/policy-rules.ts';
@@ -94,8 +94,20 @@ export async function endpointByHostname(db: DbOrTx, hostname: string) {
   return row ?? null;
 }
 
+/** The newest enabled version of a script: what `run <name>` uses. */
 export async function scriptByName(db: DbOrTx, name: string): Promise<ScriptRow | null> {
-  const [row] = await db.select().from(scripts).where(eq(scripts.name, name));
+  const [row] = await db
+    .select()
+    .from(scripts)
+    .where(and(eq(scripts.name, name), isNull(scripts.disabledAt)))
+    .orderBy(desc(scripts.version))
+    .limit(1);
+  return row ?? null;
+}
+
+/** One script version by its row id: what a request pinned. */
+export async function scriptById(db: DbOrTx, id: string): Promise<ScriptRow | null> {
+  const [row] = await db.select().from(scripts).where(eq(scripts.id, id));
   return row ?? null;
 }
 

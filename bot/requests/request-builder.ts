@@ -1,7 +1,6 @@
 // Turns a validated action command into what a request stores: resolved targets and exclusions, the
 // action's parameters (script parameters checked against the script's declared schema), the script bytes'
 // hash and the digest over all of it. Reads only; the service writes.
-import { z } from 'zod';
 import type { DbOrTx } from '../../db/client.ts';
 import { ACTIONS, type ActionName, type ActionParams, type Os } from '../../protocol/actions.ts';
 import type { ActionCommand } from '../commands/command-types.ts';
@@ -20,6 +19,7 @@ import {
 import type { ActionSpec, Candidate } from '../policy/policy-rules.ts';
 import type { PolicyService } from '../policy/policy-service.ts';
 import type { ExclusionView, TargetView } from '../ports.ts';
+import { checkArgs } from '../scripts/script-params.ts';
 import type { ResolvedUser } from '../users/user-types.ts';
 import { computeDigest, sha256Hex } from './digest.ts';
 
@@ -34,64 +34,9 @@ export interface BuiltRequest {
   digest: string;
 }
 
-/** How long a script may run on the endpoint before the agent kills it. */
-export const SCRIPT_TIMEOUT_SECONDS = 600;
-
-const paramDeclSchema = z.object({
-  type: z.enum(['string', 'integer', 'boolean']).default('string'),
-  required: z.boolean().optional(),
-  pattern: z.string().max(512).optional(),
-  max: z.number().int().positive().optional(),
-});
-const paramsDeclSchema = z.record(z.string(), paramDeclSchema);
-
-/** Checks and types a script's `name=value` parameters against what the script declares. */
+/** Checks and types a script's `name=value` parameters against its JSON Schema (Ajv, script-params.ts). */
 export function checkScriptParams(script: ScriptRow, given: Record<string, string>): Record<string, unknown> {
-  const decl = paramsDeclSchema.safeParse(script.paramsSchema ?? {});
-  if (!decl.success) {
-    throw new BadRequest(
-      'request.script_params_schema',
-      `Script ${script.name} declares its parameters wrongly; ask an admin to fix it.`,
-    );
-  }
-  const declared = decl.data;
-  const out: Record<string, unknown> = {};
-  const known = Object.keys(declared);
-  for (const [name, value] of Object.entries(given)) {
-    const d = declared[name];
-    if (!d) {
-      throw new BadRequest(
-        'request.unknown_param',
-        `Script ${script.name} has no parameter "${name}". It takes: ${known.length ? known.join(', ') : 'none'}.`,
-      );
-    }
-    if (d.max !== undefined && value.length > d.max) {
-      throw new BadRequest('request.bad_param', `${name}: at most ${d.max} characters.`);
-    }
-    if (d.pattern && !new RegExp(`^(?:${d.pattern})$`).test(value)) {
-      throw new BadRequest(
-        'request.bad_param',
-        `${name}="${value.slice(0, 60)}" does not match /${d.pattern}/.`,
-      );
-    }
-    if (d.type === 'integer') {
-      if (!/^-?\d{1,15}$/.test(value))
-        throw new BadRequest('request.bad_param', `${name} must be a whole number.`);
-      out[name] = Number(value);
-    } else if (d.type === 'boolean') {
-      if (!/^(true|false)$/i.test(value))
-        throw new BadRequest('request.bad_param', `${name} must be true or false.`);
-      out[name] = value.toLowerCase() === 'true';
-    } else out[name] = value;
-  }
-  const missing = known.filter((n) => declared[n]?.required && !(n in given));
-  if (missing.length) {
-    throw new BadRequest(
-      'request.missing_param',
-      `Script ${script.name} needs ${missing.map((m) => `${m}=<value>`).join(' ')}.`,
-    );
-  }
-  return out;
+  return checkArgs(script.name, script.paramsSchema, given);
 }
 
 /** What a command selects: named hosts plus the group selectors (see command-types.ts targetFields). */
@@ -225,7 +170,7 @@ async function paramsFor(
       const params: ActionParams<'run'> = {
         script: { name: script.name, version: script.version, sha256: sha },
         args: checkScriptParams(script, cmd.params) as ActionParams<'run'>['args'],
-        timeoutSeconds: SCRIPT_TIMEOUT_SECONDS,
+        timeoutSeconds: script.timeoutSeconds,
       };
       return { params, script };
     }

@@ -7,7 +7,7 @@ import { type DeliveryPayload, deliveryPayloadSchema } from '../../protocol/acti
 import type { AuditService } from '../audit/audit-service.ts';
 import { Conflict, NotFound } from '../errors.ts';
 import { firstWave } from '../groups/wave-plan.ts';
-import { scriptByName } from '../inventory/inventory-dal.ts';
+import { scriptById } from '../inventory/inventory-dal.ts';
 import type { Clock, Dispatcher, TargetView } from '../ports.ts';
 import { sha256Hex } from './digest.ts';
 import * as dal from './request-dal.ts';
@@ -60,10 +60,19 @@ export function createTransitions(deps: {
     return next;
   }
 
-  /** The library script must still hash to what the request (and so its approvals) bound to. */
+  /**
+   * The script version the request pinned must still hash to what the request (and so its approvals) bound
+   * to, and must not have been disabled since.
+   */
   async function approvedScriptBody(tx: DbOrTx, row: Row): Promise<string | null> {
     if (!row.scriptName) return null;
-    const script = await scriptByName(tx, row.scriptName);
+    const script = row.scriptId ? await scriptById(tx, row.scriptId) : null;
+    if (script?.disabledAt) {
+      throw new Conflict(
+        'request.script_disabled',
+        `Script ${row.scriptName} v${script.version} was disabled after ${row.ref} was made; it will not run.`,
+      );
+    }
     if (!script || sha256Hex(script.body) !== row.scriptSha256) {
       throw new Conflict(
         'request.digest_changed',

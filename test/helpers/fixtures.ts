@@ -2,7 +2,7 @@
 // enrolled, segments, endpoints, library scripts and files, step-up windows. Rows go in with drizzle; the
 // password hash is a placeholder because these tests never verify passwords.
 import { createHash, randomUUID } from 'node:crypto';
-import { and, eq, inArray } from 'drizzle-orm';
+import { and, desc, eq, inArray } from 'drizzle-orm';
 import type { ChatContext, Clock, DeliverySpec, Dispatcher } from '../../bot/ports.ts';
 import type { ResolvedUser } from '../../bot/users/user-types.ts';
 import type { Db, DbOrTx } from '../../db/client.ts';
@@ -131,12 +131,20 @@ export function createFixtures(db: Db, clock: Clock) {
       return row!;
     },
 
-    /** Edits a library script in place, as an admin would. */
+    /** Changes a library script as an admin does: its next version, with the newest one's settings. */
     async editScript(name: string, body: string) {
-      await db
-        .update(scripts)
-        .set({ body, sha256: sha256(body) })
-        .where(eq(scripts.name, name));
+      const [latest] = await db
+        .select()
+        .from(scripts)
+        .where(eq(scripts.name, name))
+        .orderBy(desc(scripts.version))
+        .limit(1);
+      const { id: _id, createdAt: _c, updatedAt: _u, ...rest } = latest!;
+      const [row] = await db
+        .insert(scripts)
+        .values({ ...rest, body, sha256: sha256(body), version: latest!.version + 1 })
+        .returning();
+      return row!;
     },
 
     async libraryFile(name: string, content: string) {
