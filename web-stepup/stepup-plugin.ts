@@ -14,6 +14,7 @@ import { isAppError } from '../bot/errors.ts';
 import { registerEnrolRoutes } from './enrol-routes.ts';
 import { registerFileRoutes } from './file-routes.ts';
 import { registerFrontPage } from './front-routes.ts';
+import { registerGroupResultRoutes } from './group-results-routes.ts';
 import { registerHistoryRoutes } from './history-routes.ts';
 import { registerLibraryRoutes } from './library-routes.ts';
 import { type LinkRateLimit, sendPage } from './page-reply.ts';
@@ -112,6 +113,7 @@ export async function registerStepUpPages(app: FastifyInstance, deps: StepUpPage
     registerEnrolRoutes(scope, deps, linkLimit);
     registerFileRoutes(scope, deps);
     registerHistoryRoutes(scope, deps);
+    registerGroupResultRoutes(scope, deps);
     registerLibraryRoutes(scope, deps);
     registerFrontPage(scope);
   });
