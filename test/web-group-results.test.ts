@@ -2,6 +2,7 @@
 // exit code, duration and first lines of output; the state filter; one endpoint's full output; and the CSV
 // of the table, with every endpoint in it. Without a window opened for it the page tells how to get one.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { actionGroups, actionRequests } from '../db/schema.ts';
 import { WINDOW_COOKIE } from '../web-stepup/window-cookie.ts';
 import { drivers } from './helpers/db.ts';
 import { seedFinishedGroup } from './helpers/group-results.ts';
@@ -87,6 +88,31 @@ describe.each(drivers)('action group results page on %s', { timeout: 180_000 }, 
     expect(out.statusCode).toBe(200);
     expect(out.body).toContain('--- stderr ---\npermission denied, ok');
     expect(out.body.split('line\n').length).toBe(21);
+  });
+
+  it('lists the action groups, filtered by state and paged 50 at a time', async () => {
+    const [one] = await f.tdb.db.select().from(actionRequests);
+    for (let i = 0; i < 55; i++) {
+      const [r] = await f.tdb.db
+        .insert(actionRequests)
+        .values({ ...one!, id: undefined, ref: `R-PAGE${String(i).padStart(2, '0')}`, caseId: 'IR-77' })
+        .returning();
+      await f.tdb.db.insert(actionGroups).values({ requestId: r!.id, state: i === 0 ? 'halted' : 'running' });
+    }
+    const first = await f.app.inject({ method: 'GET', url: '/groups', cookies });
+    expect(first.statusCode).toBe(200);
+    expect(first.body).toContain('56 groups');
+    expect(first.body.split('<tr class="group">').length - 1).toBe(50);
+    expect(first.body).toContain('<a rel="next" href="/groups?page=2">');
+    const second = await f.app.inject({ method: 'GET', url: '/groups?page=2', cookies });
+    expect(second.body.split('<tr class="group">').length - 1).toBe(6);
+    const halted = await f.app.inject({ method: 'GET', url: '/groups?state=halted', cookies });
+    const rows = halted.body.split('<tr class="group">').slice(1);
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toContain('R-PAGE00');
+    expect(rows[0]).toContain('run collect');
+    expect(rows[0]).toContain('IR-77');
+    expect(rows[0]).toContain(analyst.displayName);
   });
 
   it('asks for a step-up without a window, and audits each view', async () => {

@@ -15,6 +15,7 @@ import { registerEnrolRoutes } from './enrol-routes.ts';
 import { registerFileRoutes } from './file-routes.ts';
 import { registerFrontPage } from './front-routes.ts';
 import { registerGroupResultRoutes } from './group-results-routes.ts';
+import { registerGroupsListRoutes } from './groups-list-routes.ts';
 import { registerHistoryRoutes } from './history-routes.ts';
 import { registerLibraryRoutes } from './library-routes.ts';
 import { type LinkRateLimit, sendPage } from './page-reply.ts';
@@ -114,6 +115,7 @@ export async function registerStepUpPages(app: FastifyInstance, deps: StepUpPage
     registerFileRoutes(scope, deps);
     registerHistoryRoutes(scope, deps);
     registerGroupResultRoutes(scope, deps);
+    registerGroupsListRoutes(scope, deps);
     registerLibraryRoutes(scope, deps);
     registerFrontPage(scope);
   });

@@ -1,6 +1,6 @@
 // A finished action group of `n` endpoints stored directly in the database, for the results page tests:
 // every tenth endpoint failed (exit 1, with stderr), the rest succeeded; each wrote 21 lines of output.
-import { actionRequests, deliveries, endpoints, segments } from '../../db/schema.ts';
+import { actionGroups, actionRequests, deliveries, endpoints, segments } from '../../db/schema.ts';
 import type { WebFixture } from './web-stepup.ts';
 
 export async function seedFinishedGroup(f: WebFixture, requesterId: string, ref: string, n: number) {
@@ -32,6 +32,7 @@ export async function seedFinishedGroup(f: WebFixture, requesterId: string, ref:
       deliveryTtlSeconds: 3600,
     })
     .returning();
+  await f.tdb.db.insert(actionGroups).values({ requestId: request!.id, state: 'finished' });
   const now = f.clock.now();
   const rows = await f.tdb.db
     .insert(deliveries)
