@@ -10,6 +10,7 @@ import type { GroupProgress } from './groups/group-progress.ts';
 import type { GroupWaves } from './groups/group-waves.ts';
 import { createActionHandlers } from './handlers/action-handlers.ts';
 import { createAdminHandlers } from './handlers/admin-handlers.ts';
+import { createGroupHandlers } from './handlers/group-handlers.ts';
 import { createInspectHandlers } from './handlers/inspect-handlers.ts';
 import { createLibraryHandlers } from './handlers/library-handlers.ts';
 import { describeChallenge, runConfirmedStepUp } from './handlers/stepup-handlers.ts';
@@ -49,6 +50,7 @@ export function createBotService(deps: BotDeps): BotCore {
   const admin = createAdminHandlers(deps);
   const inspect = createInspectHandlers(deps);
   const libraries = createLibraryHandlers(deps);
+  const groups = createGroupHandlers(deps);
 
   /** Runs `work` once per event key; user errors become private replies, nothing escapes to the adapter. */
   async function guarded(ctx: ChatContext, work: () => Promise<void>): Promise<void> {
@@ -110,6 +112,8 @@ export function createBotService(deps: BotDeps): BotCore {
             return actions.cancel(ctx, user, cmd);
           case 'resume':
             return actions.resume(ctx, user, cmd);
+          case 'groups':
+            return groups.list(ctx, user, cmd);
           case 'grant':
           case 'revoke':
             return admin.changeRole(ctx, user, cmd);

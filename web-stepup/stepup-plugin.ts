@@ -14,6 +14,8 @@ import { isAppError } from '../bot/errors.ts';
 import { registerEnrolRoutes } from './enrol-routes.ts';
 import { registerFileRoutes } from './file-routes.ts';
 import { registerFrontPage } from './front-routes.ts';
+import { registerGroupResultRoutes } from './group-results-routes.ts';
+import { registerGroupsListRoutes } from './groups-list-routes.ts';
 import { registerHistoryRoutes } from './history-routes.ts';
 import { registerLibraryRoutes } from './library-routes.ts';
 import { type LinkRateLimit, sendPage } from './page-reply.ts';
@@ -114,6 +116,8 @@ export async function registerStepUpPages(app: FastifyInstance, deps: StepUpPage
     registerEnrolRoutes(scope, deps, linkLimit);
     registerFileRoutes(scope, deps);
     registerHistoryRoutes(scope, deps);
+    registerGroupResultRoutes(scope, deps);
+    registerGroupsListRoutes(scope, deps);
     registerLibraryRoutes(scope, deps);
     registerFrontPage(scope);
   });

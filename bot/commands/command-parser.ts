@@ -2,7 +2,15 @@
 // what was wrong, quotes what was typed and shows the usage line of the command.
 import { parseDuration } from '../../app/config.ts';
 import { BadRequest, describeZodIssues } from '../errors.ts';
-import { clip, OPTION_NAMES, type OptionName, REASON_REQUIRED, SPECS, type Spec } from './command-specs.ts';
+import {
+  clip,
+  FLAG_OPTIONS,
+  OPTION_NAMES,
+  type OptionName,
+  REASON_REQUIRED,
+  SPECS,
+  type Spec,
+} from './command-specs.ts';
 import { stripPrefix, type Token, tokenize } from './command-tokenizer.ts';
 import { type Command, type CommandKind, commandSchema, LIMITS } from './command-types.ts';
 
@@ -114,6 +122,8 @@ export function parseCommand(text: string, opts: ParseOptions = {}): Command {
   if (options.note !== undefined) raw.note = options.note;
   if (options.ttl !== undefined) raw.ttlSeconds = ttlSeconds(options.ttl, spec.usage);
   if (options.match !== undefined) raw.match = options.match;
+  if (options.mine !== undefined) raw.mine = true;
+  if (options.state !== undefined) raw.state = options.state.toLowerCase();
   if (options.canary !== undefined) raw.canary = count(options.canary, '--canary', /^(\d{1,7})$/, spec.usage);
   if (options.rate !== undefined)
     raw.ratePerMinute = count(options.rate, '--rate', /^(\d{1,7})\/min$/i, spec.usage);
@@ -179,6 +189,11 @@ function splitOptions(kind: CommandKind, spec: Spec, tokens: Token[]) {
     }
     if (options[opt] !== undefined) {
       throw new BadRequest('command.duplicate_option', `--${opt} is given twice.\nUsage: ${spec.usage}`);
+    }
+    // A flag (`--mine`) takes no value.
+    if (FLAG_OPTIONS.includes(opt) && eq < 0) {
+      options[opt] = 'yes';
+      continue;
     }
     let value: string | undefined;
     if (eq > 0) value = t.text.slice(eq + 1);

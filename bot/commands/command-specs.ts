@@ -5,7 +5,17 @@ import { BadRequest } from '../errors.ts';
 import type { CommandKind } from './command-types.ts';
 import { LIMITS } from './command-types.ts';
 
-export type OptionName = 'reason' | 'case' | 'note' | 'ttl' | 'match' | 'canary' | 'rate' | 'halt-at';
+export type OptionName =
+  | 'reason'
+  | 'case'
+  | 'note'
+  | 'ttl'
+  | 'match'
+  | 'canary'
+  | 'rate'
+  | 'halt-at'
+  | 'mine'
+  | 'state';
 export const OPTION_NAMES: readonly OptionName[] = [
   'reason',
   'case',
@@ -15,7 +25,11 @@ export const OPTION_NAMES: readonly OptionName[] = [
   'canary',
   'rate',
   'halt-at',
+  'mine',
+  'state',
 ];
+/** Options that are flags: present or not, no value. */
+export const FLAG_OPTIONS: readonly OptionName[] = ['mine'];
 
 export interface Spec {
   usage: string;
@@ -219,6 +233,14 @@ export const SPECS: Record<CommandKind, Spec> = {
     options: [],
     args: [1, 1, 'the host'],
     build: (a) => ({ host: a[0]!.toLowerCase() }),
+  },
+  groups: {
+    usage: 'groups [--mine] [--state canary|running|halted|cancelled|finished]',
+    summary:
+      'list action groups (requests with more than one target), newest first; the web page pages them all',
+    options: ['mine', 'state'],
+    args: [0, 0, ''],
+    build: () => ({}),
   },
   resume: {
     usage: 'resume <request-ref>',

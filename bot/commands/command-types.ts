@@ -2,7 +2,7 @@
 // from chat text; services validate them again at their own boundary, so the caps below hold however a
 // command arrives (chat, console, a test calling the service directly).
 import { z } from 'zod';
-import { OSES, ROLES } from '../../db/schema.ts';
+import { GROUP_STATES, OSES, ROLES } from '../../db/schema.ts';
 import {
   LIMITS as ACTION_LIMITS,
   absolutePathSchema,
@@ -266,6 +266,13 @@ export const commandSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('status'), ref: requestRefSchema.optional() }),
   z.object({ kind: z.literal('queue'), host: hostnameSchema }),
   z.object({ kind: z.literal('resume'), ref: requestRefSchema }),
+  z.object({
+    kind: z.literal('groups'),
+    mine: z.boolean().optional(),
+    state: z
+      .enum(GROUP_STATES, { error: 'is not a group state (canary, running, halted, cancelled, finished)' })
+      .optional(),
+  }),
   z.object({ kind: z.literal('cancel'), target: refOrUuidSchema, reason: reasonSchema.optional() }),
   z.object({
     kind: z.literal('grant'),

@@ -1,6 +1,6 @@
 // Queries for action groups: the group row beside its request, where its progress message lives, and the
 // cross-process edit slot that keeps progress edits at one a second per group.
-import { and, eq, isNotNull, isNull, lte, or } from 'drizzle-orm';
+import { and, eq, isNotNull, isNull, lte, ne, or } from 'drizzle-orm';
 import type { DbOrTx } from '../../db/client.ts';
 import { actionGroups, type GroupState } from '../../db/schema.ts';
 import type { ChatMessageRef } from '../ports.ts';
@@ -41,6 +41,14 @@ export function progressRefOf(g: GroupRow): ChatMessageRef | null {
 /** Moves a group to `state` (a cancel); a request without a group changes nothing. */
 export async function setGroupState(db: DbOrTx, requestId: string, state: GroupState, at: Date) {
   await db.update(actionGroups).set({ state, updatedAt: at }).where(eq(actionGroups.requestId, requestId));
+}
+
+/** Every delivery of the group is final: it is finished, unless someone cancelled it. */
+export async function finishGroup(db: DbOrTx, requestId: string, at: Date) {
+  await db
+    .update(actionGroups)
+    .set({ state: 'finished', updatedAt: at })
+    .where(and(eq(actionGroups.requestId, requestId), ne(actionGroups.state, 'cancelled')));
 }
 
 /** Records the progress message once; false when another process posted one first. */

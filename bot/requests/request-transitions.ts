@@ -6,6 +6,7 @@ import type { RequestState } from '../../db/schema.ts';
 import { type DeliveryPayload, deliveryPayloadSchema } from '../../protocol/actions.ts';
 import type { AuditService } from '../audit/audit-service.ts';
 import { Conflict, NotFound } from '../errors.ts';
+import { finishGroup } from '../groups/group-dal.ts';
 import { firstWave } from '../groups/wave-plan.ts';
 import { scriptById } from '../inventory/inventory-dal.ts';
 import type { Clock, Dispatcher, TargetView } from '../ports.ts';
@@ -154,6 +155,7 @@ export function createTransitions(deps: {
     const final = FINAL_DELIVERY_STATES.reduce((a, s) => a + (counts[s] ?? 0), 0);
     if (total === 0 || final < total) return { row, completedNow: false };
     const next = await transition(tx, row, 'completed', SYSTEM, { deliveries: counts });
+    await finishGroup(tx, row.id, clock.now());
     return { row: next, completedNow: true };
   }
   return {
