@@ -4,15 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auditLog, endpoints, segments, sessions } from '../db/schema.ts';
 import { WINDOW_COOKIE } from '../web-stepup/window-cookie.ts';
 import { drivers } from './helpers/db.ts';
-import {
-  codeAt,
-  completeStepUp,
-  createWebFixture,
-  formState,
-  PASSWORD,
-  type TestUser,
-  type WebFixture,
-} from './helpers/web-stepup.ts';
+import { completeStepUp, createWebFixture, type TestUser, type WebFixture } from './helpers/web-stepup.ts';
 
 configure({ useWebWorkers: false });
 

@@ -4,17 +4,8 @@
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { actionRequests, auditLog, endpoints, segments, sessions } from '../db/schema.ts';
-import { WINDOW_COOKIE } from '../web-stepup/window-cookie.ts';
 import { drivers } from './helpers/db.ts';
-import {
-  codeAt,
-  completeStepUp,
-  createWebFixture,
-  formState,
-  PASSWORD,
-  type TestUser,
-  type WebFixture,
-} from './helpers/web-stepup.ts';
+import { completeStepUp, createWebFixture, type TestUser, type WebFixture } from './helpers/web-stepup.ts';
 
 /** The rows of the activity list, as their HTML. */
 const rowsOf = (body: string) => body.split('<li class="event">').slice(1);

@@ -4,15 +4,12 @@
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auditLog, files } from '../db/schema.ts';
-import { WINDOW_COOKIE } from '../web-stepup/window-cookie.ts';
 import { drivers } from './helpers/db.ts';
 import { sha256 } from './helpers/fixtures.ts';
 import {
-  codeAt,
   completeStepUp,
   createWebFixture,
   formState,
-  PASSWORD,
   type TestUser,
   type WebFixture,
 } from './helpers/web-stepup.ts';
