@@ -59,7 +59,7 @@ ${r.fileIds.map((id) => html` <a href="/files/${id}">file ${id.slice(0, 8)}</a>`
 <p>${p.action} · request ${p.state.replace('_', ' ')} · ${p.rows.length} endpoints shown · as of ${formatUtc(p.generatedAt)}</p>
 <nav aria-label="Filter by state"><ul class="filters">${filters}</ul></nav>
 <p><a href="${csv}" download>Download this table as CSV</a></p>
-<div class="table-scroll"><table class="results">
+<div class="table-scroll"><table class="results per-endpoint">
 <thead><tr><th>Endpoint</th><th>State</th><th>Exit code</th><th>Duration</th><th>Output (first lines)</th><th>Download</th></tr></thead>
 <tbody>${rows}</tbody>
 </table></div>`;
