@@ -3,17 +3,9 @@
 // of the table, with every endpoint in it. Without a window opened for it the page tells how to get one.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { actionGroups, actionRequests } from '../db/schema.ts';
-import { WINDOW_COOKIE } from '../web-stepup/window-cookie.ts';
 import { drivers } from './helpers/db.ts';
 import { seedFinishedGroup } from './helpers/group-results.ts';
-import {
-  codeAt,
-  createWebFixture,
-  formState,
-  PASSWORD,
-  type TestUser,
-  type WebFixture,
-} from './helpers/web-stepup.ts';
+import { completeStepUp, createWebFixture, type TestUser, type WebFixture } from './helpers/web-stepup.ts';
 
 const N = 300;
 const rowsOf = (body: string) => body.split('<tr class="state-').slice(1);
@@ -29,21 +21,7 @@ describe.each(drivers)('action group results page on %s', { timeout: 180_000 }, 
     analyst = await f.makeUser('uma', { roles: ['active_response'] });
     failedId = (await seedFinishedGroup(f, analyst.id, 'R-GRP300', N)).deliveryIds[0]!;
 
-    const token = await f.link(analyst, 'history', 'history');
-    const page = await f.app.inject({ method: 'GET', url: `/stepup/${token}` });
-    const { token: csrf, cookies: formCookies } = formState(page);
-    const res = await f.app.inject({
-      method: 'POST',
-      url: `/stepup/${token}`,
-      payload: new URLSearchParams({
-        _csrf: csrf!,
-        password: PASSWORD,
-        code: await codeAt(analyst.secret!, f.clock.now()),
-      }).toString(),
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      cookies: formCookies,
-    });
-    cookies = { [WINDOW_COOKIE]: res.cookies.find((c) => c.name === WINDOW_COOKIE)!.value };
+    cookies = (await completeStepUp(f, analyst, 'history', 'history')).cookies;
   }, 180_000);
   afterAll(async () => {
     await f?.close();

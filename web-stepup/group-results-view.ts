@@ -1,5 +1,6 @@
 // The results page of an action group and its CSV: one row per endpoint with its state, exit code, duration
 // and the first lines of its output, a state filter, and links to each endpoint's full output and files.
+import { DELIVERY_STATES } from '../db/schema.ts';
 import { formatUtc, html } from './html.ts';
 import { layout } from './views.ts';
 
@@ -26,15 +27,7 @@ export interface ResultsPage {
   generatedAt: Date;
 }
 
-export const RESULT_STATES = [
-  'queued',
-  'sent',
-  'acknowledged',
-  'succeeded',
-  'failed',
-  'expired',
-  'cancelled',
-];
+export const RESULT_STATES: readonly string[] = DELIVERY_STATES;
 
 const seconds = (ms: number | null) => (ms === null ? '' : `${(ms / 1000).toFixed(1)} s`);
 
