@@ -28,6 +28,16 @@ export function createSlackChat(deps: {
     onError: (err) => logger.error({ err }, 'could not update a Slack request card'),
   });
 
+  /** A plain-text message (escaped, clipped, no link previews), in the thread when one is given. */
+  function postText(channel: string, threadTs: string | undefined, text: string) {
+    return client.chat.postMessage({
+      channel,
+      thread_ts: threadTs,
+      text: clipText(escapeMrkdwn(text)),
+      unfurl_links: false,
+    });
+  }
+
   const chat: ChatPort = {
     async postRequestCard(ctx: ChatContext, view: RequestView): Promise<ChatMessageRef> {
       const res = await client.chat.postMessage({
@@ -55,21 +65,11 @@ export function createSlackChat(deps: {
     },
 
     async replyInThread(ref: ChatMessageRef, text: string): Promise<void> {
-      await client.chat.postMessage({
-        channel: ref.channelId,
-        thread_ts: ref.threadId,
-        text: clipText(escapeMrkdwn(text)),
-        unfurl_links: false,
-      });
+      await postText(ref.channelId, ref.threadId, text);
     },
 
     async postThreadMessage(ref: ChatMessageRef, text: string): Promise<ChatMessageRef> {
-      const res = await client.chat.postMessage({
-        channel: ref.channelId,
-        thread_ts: ref.threadId,
-        text: clipText(escapeMrkdwn(text)),
-        unfurl_links: false,
-      });
+      const res = await postText(ref.channelId, ref.threadId, text);
       if (!res.ts) throw new Error('chat.postMessage returned no ts');
       return {
         platform: 'slack',
@@ -102,22 +102,12 @@ export function createSlackChat(deps: {
     },
 
     async reply(ctx: ChatContext, text: string): Promise<void> {
-      await client.chat.postMessage({
-        channel: ctx.channelId,
-        thread_ts: ctx.threadId,
-        text: clipText(escapeMrkdwn(text)),
-        unfurl_links: false,
-      });
+      await postText(ctx.channelId, ctx.threadId, text);
     },
 
     async startThread(ctx: ChatContext, text: string): Promise<ChatMessageRef> {
       // In a channel the message is the thread's root; typed inside a thread, the thread is already there.
-      const res = await client.chat.postMessage({
-        channel: ctx.channelId,
-        thread_ts: ctx.threadId,
-        text: clipText(escapeMrkdwn(text)),
-        unfurl_links: false,
-      });
+      const res = await postText(ctx.channelId, ctx.threadId, text);
       if (!res.ts) throw new Error('chat.postMessage returned no ts');
       const channelId = res.channel ?? ctx.channelId;
       return { platform: 'slack', channelId, messageId: res.ts, threadId: ctx.threadId ?? res.ts };
