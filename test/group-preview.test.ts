@@ -5,25 +5,19 @@
 import { eq } from 'drizzle-orm';
 import type { FastifyInstance } from 'fastify';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { registerSlack, type SlackAdapter } from '../adapters/slack/slack-plugin.ts';
-import { buildHttpApp } from '../app/http-app.ts';
+import type { SlackAdapter } from '../adapters/slack/slack-plugin.ts';
 import { endpoints, segments } from '../db/schema.ts';
 import { registerStepUpPages } from '../web-stepup/stepup-plugin.ts';
 import { drivers, openTestDatabase, type TestDatabase } from './helpers/db.ts';
-import {
-  type FakeSlack,
-  type SlackCall,
-  signedRequest,
-  slashCommand,
-  startFakeSlack,
-} from './helpers/fake-slack.ts';
+import { type FakeSlack, type SlackCall, signedRequest, slashCommand } from './helpers/fake-slack.ts';
 import { buildTestPlatform, type Person, type TestPlatform } from './helpers/platform.ts';
+import { mountSlack } from './helpers/slack-setup.ts';
 
 const SECRET = 'preview-signing-secret';
 const TOKEN = 'xoxb-preview-token';
 const HOME = 'T0HOME';
 const CHANNEL = 'CINCIDENT';
-const silent = { info() {}, warn() {}, error() {}, debug() {} };
+const _silent = { info() {}, warn() {}, error() {}, debug() {} };
 const COMMAND = 'run tidy web-01 ws-02 old-04 lab-05 ghost-09 os:macos --reason "clean up" --case IR-9';
 const MACS = ['mac-01', 'mac-02', 'mac-03', 'mac-04', 'mac-05', 'mac-06', 'mac-07'];
 
@@ -39,14 +33,11 @@ describe.each(drivers)('group preview on %s', { timeout: 180_000 }, (driver) => 
   beforeEach(async () => {
     tdb = await openTestDatabase(driver);
     tp = await buildTestPlatform(tdb);
-    slack = await startFakeSlack({ botToken: TOKEN, teamId: HOME });
-    http = buildHttpApp();
-    adapter = await registerSlack(http, {
-      bot: tp.platform.bot,
-      logger: silent,
-      config: { signingSecret: SECRET, botToken: TOKEN, apiUrl: slack.apiUrl, command: '/ar' },
-    });
-    tp.platform.router.register('slack', adapter.chat);
+    ({ slack, http, adapter } = await mountSlack(tp, {
+      signingSecret: SECRET,
+      botToken: TOKEN,
+      teamId: HOME,
+    }));
     const p = tp.platform;
     await registerStepUpPages(http, {
       bot: p.bot,

@@ -5,16 +5,16 @@
 import { eq } from 'drizzle-orm';
 import type { FastifyInstance } from 'fastify';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { registerSlack, type SlackAdapter } from '../adapters/slack/slack-plugin.ts';
-import { buildHttpApp } from '../app/http-app.ts';
+import type { SlackAdapter } from '../adapters/slack/slack-plugin.ts';
 import type { ChatContext } from '../bot/ports.ts';
 import { progressBar } from '../bot/render/progress.ts';
 import { createOutboxRepo } from '../broker/outbox/outbox-repo.ts';
 import { actionGroups, deliveries, endpoints, segments } from '../db/schema.ts';
 import { drivers, openTestDatabase, type TestDatabase } from './helpers/db.ts';
-import { type FakeSlack, startFakeSlack } from './helpers/fake-slack.ts';
+import type { FakeSlack } from './helpers/fake-slack.ts';
 import { createManualTimers, type ManualTimers, until } from './helpers/manual-timers.ts';
 import { buildTestPlatform, type TestPlatform } from './helpers/platform.ts';
+import { mountSlack } from './helpers/slack-setup.ts';
 
 const TOKEN = 'xoxb-progress-token';
 const HOME = 'T0HOME';
@@ -22,7 +22,7 @@ const CHANNEL = 'CFLEET';
 const ENDPOINTS = 1000;
 const fmt = (n: number) => n.toLocaleString('en-US');
 const BURST = ENDPOINTS / 10;
-const silent = { info() {}, warn() {}, error() {}, debug() {} };
+const _silent = { info() {}, warn() {}, error() {}, debug() {} };
 
 describe('progress bar', () => {
   it('fills whole cells only and shows the percentage done', () => {
@@ -45,15 +45,12 @@ describe.each(drivers)('action group progress (%s)', { timeout: 300_000 }, (driv
     mt = createManualTimers();
     // Read-only work on up to 2,000 endpoints runs without an approval, so the group dispatches at once.
     tp = await buildTestPlatform(tdb, { READ_ONLY_APPROVAL_ABOVE: '2000' }, { timers: mt.port });
-    slack = await startFakeSlack({ botToken: TOKEN, teamId: HOME });
-    http = buildHttpApp();
-    adapter = await registerSlack(http, {
-      bot: tp.platform.bot,
-      logger: silent,
+    ({ slack, http, adapter } = await mountSlack(tp, {
+      signingSecret: 'progress-secret',
+      botToken: TOKEN,
+      teamId: HOME,
       timers: mt.port,
-      config: { signingSecret: 'progress-secret', botToken: TOKEN, apiUrl: slack.apiUrl, command: '/ar' },
-    });
-    tp.platform.router.register('slack', adapter.chat);
+    }));
     await http.ready();
     await tp.platform.users.mapTenant({ platform: 'slack', tenantId: HOME, orgName: 'home' });
     const ana = await tp.person('ana', ['active_response']);

@@ -9,8 +9,7 @@ import { Readable } from 'node:stream';
 import { desc, eq } from 'drizzle-orm';
 import type { FastifyInstance } from 'fastify';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { registerSlack, type SlackAdapter } from '../adapters/slack/slack-plugin.ts';
-import { buildHttpApp } from '../app/http-app.ts';
+import type { SlackAdapter } from '../adapters/slack/slack-plugin.ts';
 import { actionRequests, deliveries } from '../db/schema.ts';
 import {
   type AgentProcess,
@@ -27,15 +26,15 @@ import {
   type SlackCall,
   signedRequest,
   slashCommand,
-  startFakeSlack,
 } from './helpers/fake-slack.ts';
 import { buildTestPlatform, type TestPlatform } from './helpers/platform.ts';
+import { mountSlack } from './helpers/slack-setup.ts';
 
 const SECRET = 'agent-flow-secret';
 const TOKEN = 'xoxb-agent-flow';
 const HOME = 'T0HOME';
 const CHANNEL = 'CINCIDENT';
-const silent = { info() {}, warn() {}, error() {}, debug() {} };
+const _silent = { info() {}, warn() {}, error() {}, debug() {} };
 
 describe.each(drivers)('Slack flow with a real agent (%s)', { timeout: 240_000 }, (driver) => {
   let tdb: TestDatabase;
@@ -53,14 +52,11 @@ describe.each(drivers)('Slack flow with a real agent (%s)', { timeout: 240_000 }
     // Wall-clock start: the broker checks delivery expiry against its own clock. The broker's file store is
     // the platform's, so `put` finds library files.
     tp = await buildTestPlatform(tdb, {}, { startAt: new Date(), fileStore: tb.fileStore });
-    slack = await startFakeSlack({ botToken: TOKEN, teamId: HOME });
-    http = buildHttpApp();
-    adapter = await registerSlack(http, {
-      bot: tp.platform.bot,
-      logger: silent,
-      config: { signingSecret: SECRET, botToken: TOKEN, apiUrl: slack.apiUrl, command: '/ar' },
-    });
-    tp.platform.router.register('slack', adapter.chat);
+    ({ slack, http, adapter } = await mountSlack(tp, {
+      signingSecret: SECRET,
+      botToken: TOKEN,
+      teamId: HOME,
+    }));
     await http.ready();
     // Delivery progress reaches chat the way it does in production: the broker NOTIFYs, the platform listens.
     unfollow = await tp.platform.followDeliveries();

@@ -16,9 +16,9 @@ import {
   type SlackCall,
   signedRequest,
   slashCommand,
-  startFakeSlack,
 } from './helpers/fake-slack.ts';
 import { buildTestPlatform, type Person, type TestPlatform } from './helpers/platform.ts';
+import { mountSlack } from './helpers/slack-setup.ts';
 
 const SECRET = 'flow-signing-secret';
 const TOKEN = 'xoxb-flow-token';
@@ -41,14 +41,11 @@ describe.each(drivers)('Slack flow on the real core (%s)', { timeout: 180_000 },
   beforeEach(async () => {
     tdb = await openTestDatabase(driver);
     tp = await buildTestPlatform(tdb);
-    slack = await startFakeSlack({ botToken: TOKEN, teamId: HOME });
-    http = buildHttpApp();
-    adapter = await registerSlack(http, {
-      bot: tp.platform.bot,
-      logger: silent,
-      config: { signingSecret: SECRET, botToken: TOKEN, apiUrl: slack.apiUrl, command: '/ar' },
-    });
-    tp.platform.router.register('slack', adapter.chat);
+    ({ slack, http, adapter } = await mountSlack(tp, {
+      signingSecret: SECRET,
+      botToken: TOKEN,
+      teamId: HOME,
+    }));
     await http.ready();
 
     const users = tp.platform.users;
