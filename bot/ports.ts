@@ -159,13 +159,27 @@ export interface DeliverySpec {
 }
 
 /**
+ * A request's deliveries are written, audited and announced to the brokers in batches of this many: batch
+ * `i` of a request is its deliveries `i * 1000` to `i * 1000 + 999` in the order they were written (`seq`).
+ */
+export const DELIVERY_BATCH_SIZE = 1000;
+
+/** Which request a wake-up is for, so a large one can name its batches instead of every endpoint. */
+export interface WakeScope {
+  requestId: string;
+  /** How many deliveries the request has (one per target). */
+  deliveries: number;
+}
+
+/**
  * Hands approved work to the broker. `enqueue` writes outbox rows inside the caller's transaction (so the
  * request's state change and its deliveries commit together); `wake` runs after commit and tells whichever
- * broker holds those endpoints to look at its outbox.
+ * broker holds those endpoints to look at its outbox: by endpoint id for a few, once per batch of the
+ * request (`scope`) for many.
  */
 export interface Dispatcher {
   enqueue(tx: DbOrTx, deliveries: DeliverySpec[]): Promise<{ id: string; endpointId: string }[]>;
-  wake(endpointIds: string[]): Promise<void>;
+  wake(endpointIds: string[], scope?: WakeScope): Promise<void>;
   /** Cancel queued deliveries (of a request, or one delivery). Returns how many were cancelled. */
   cancel(tx: DbOrTx, target: { requestId?: string; deliveryId?: string }): Promise<number>;
 }

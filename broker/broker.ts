@@ -16,7 +16,12 @@ import { createEndpointPresence } from './gateway/endpoint-presence.ts';
 import { createRefusalAudit } from './gateway/refusal-audit.ts';
 import { createTlsGateway } from './gateway/tls-gateway.ts';
 import { createBatcher } from './outbox/batcher.ts';
-import { createOutboxDispatcher, DELIVERY_CHANNEL, OUTBOX_CHANNEL } from './outbox/dispatcher.ts';
+import {
+  createOutboxDispatcher,
+  DELIVERY_CHANNEL,
+  endpointsOfWake,
+  OUTBOX_CHANNEL,
+} from './outbox/dispatcher.ts';
 import { createOutboxRepo } from './outbox/outbox-repo.ts';
 import { endpointsWithQueued } from './outbox/outbox-sweep.ts';
 import { brokerUrl, recordBrokerUrl } from './pki/broker-url.ts';
@@ -254,7 +259,13 @@ export function createBroker(deps: {
       unlisten.push(
         await database.listen(
           OUTBOX_CHANNEL,
-          (payload) => pump(payload.split(',')),
+          (payload) => {
+            // A broker holding no agent has nothing to send, whichever batch is announced.
+            if (!sessions.size) return;
+            endpointsOfWake(db, payload).then(pump, (err) =>
+              logger.error({ err, payload: payload.slice(0, 80) }, 'reading a batch wake-up failed'),
+            );
+          },
           () => {
             logger.info({ brokerId }, 'outbox wake-ups resubscribed; sending what they may have missed');
             catchUp(true).catch((err) => logger.error({ err }, 'outbox catch-up failed'));

@@ -236,6 +236,7 @@ describe.each(drivers)('request service on %s', (driver) => {
     expect(await auditActions(res.request.id)).toEqual([
       'request.created',
       'request.approved',
+      'request.deliveries_queued',
       'request.dispatched',
     ]);
     expect((await failure(create(svc, analyst, 'run hostinfo web-01'))).code).toBe('request.missing_param');

@@ -75,7 +75,10 @@ export function createActionHandlers(deps: BotDeps) {
     try {
       await announceDecision(view, approver, 'approve');
     } finally {
-      if (endpointIds?.length) await deps.dispatcher.wake(endpointIds).catch(() => undefined);
+      if (endpointIds?.length)
+        await deps.dispatcher
+          .wake(endpointIds, { requestId: view.id, deliveries: view.targets.length })
+          .catch(() => undefined);
     }
   }
 

@@ -101,7 +101,11 @@ export async function runConfirmedStepUp(
           if (decision === 'approve' && res.changed)
             await actions.announceThenWake(res.request, actor, res.dispatchedEndpointIds);
           else {
-            if (res.dispatchedEndpointIds?.length) await deps.dispatcher.wake(res.dispatchedEndpointIds);
+            if (res.dispatchedEndpointIds?.length)
+              await deps.dispatcher.wake(res.dispatchedEndpointIds, {
+                requestId: res.request.id,
+                deliveries: res.request.targets.length,
+              });
             if (res.changed) await actions.announceDecision(res.request, actor, decision, attempt.reason);
           }
         };
@@ -118,7 +122,11 @@ export async function runConfirmedStepUp(
         request = res.request;
         message = `Confirmed ${res.request.ref}. The request card is now in the channel.`;
         after = async () => {
-          if (res.dispatchedEndpointIds?.length) await deps.dispatcher.wake(res.dispatchedEndpointIds);
+          if (res.dispatchedEndpointIds?.length)
+            await deps.dispatcher.wake(res.dispatchedEndpointIds, {
+              requestId: res.request.id,
+              deliveries: res.request.targets.length,
+            });
           const ctx = await requestContextOf(deps.db, res.request.id);
           if (ctx) await actions.publish(ctx, res.request);
         };

@@ -84,10 +84,11 @@ export function createRequestService(deps: {
   const { transition, approvedScriptBody, dispatch, advance, requireRow, expiredConflict, expireIfLapsed } =
     transitions;
 
-  async function wakeQuietly(endpointIds: string[]) {
+  async function wakeQuietly(endpointIds: string[], row: dal.RequestRow) {
     // A failed or lost wake-up loses nothing: the deliveries are committed, and each broker looks for queued
     // deliveries of its agents every few seconds (OUTBOX_SWEEP) and after its LISTEN session comes back.
-    if (endpointIds.length) await dispatcher.wake(endpointIds).catch(() => undefined);
+    const scope = { requestId: row.id, deliveries: (row.targets as unknown[]).length };
+    if (endpointIds.length) await dispatcher.wake(endpointIds, scope).catch(() => undefined);
   }
 
   return {
@@ -222,7 +223,7 @@ export function createRequestService(deps: {
         if (needsRequesterStepUp) return { row, endpointIds: [] as string[] };
         return advance(tx, row, actor.id);
       });
-      await wakeQuietly(result.endpointIds);
+      await wakeQuietly(result.endpointIds, result.row);
       return {
         request: await loadView(db, result.row),
         needsRequesterStepUp,
@@ -266,7 +267,7 @@ export function createRequestService(deps: {
       };
       const out = tx ? await run(tx) : await db.transaction(run);
       if (out.lapsed) throw expiredConflict(out.row);
-      if (!tx) await wakeQuietly(out.endpointIds);
+      if (!tx) await wakeQuietly(out.endpointIds, out.row);
       return {
         changed: true,
         request: await loadView(tx ?? db, out.row),
@@ -396,7 +397,7 @@ export function createRequestService(deps: {
         throw err;
       }
       if (out.lapsed) throw expiredConflict(out.row);
-      if (!tx && opts.wake !== false) await wakeQuietly(out.endpointIds);
+      if (!tx && opts.wake !== false) await wakeQuietly(out.endpointIds, out.row);
       return {
         changed: out.changed,
         request: await loadView(tx ?? db, out.row),

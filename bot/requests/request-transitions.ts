@@ -9,7 +9,7 @@ import { Conflict, NotFound } from '../errors.ts';
 import { finishGroup } from '../groups/group-dal.ts';
 import { firstWave } from '../groups/wave-plan.ts';
 import { scriptById } from '../inventory/inventory-dal.ts';
-import type { Clock, Dispatcher, TargetView } from '../ports.ts';
+import { type Clock, DELIVERY_BATCH_SIZE, type Dispatcher, type TargetView } from '../ports.ts';
 import { sha256Hex } from './digest.ts';
 import * as dal from './request-dal.ts';
 import { assertTransition, FINAL_DELIVERY_STATES } from './request-states.ts';
@@ -84,7 +84,11 @@ export function createTransitions(deps: {
     return script.body;
   }
 
-  /** approved → dispatched: one delivery per target in the same transaction. */
+  /**
+   * approved → dispatched: one delivery per target in the same transaction, written in batches of
+   * DELIVERY_BATCH_SIZE in target order, each batch with one audit record naming every endpoint in it (so a
+   * 10,000-endpoint group costs ten records, not ten thousand, and still says who got what).
+   */
   async function dispatch(tx: DbOrTx, row: Row, actor: Actor) {
     const body = await approvedScriptBody(tx, row);
     const approved = await transition(tx, row, 'approved', actor);
@@ -108,6 +112,28 @@ export function createTransitions(deps: {
         return { requestId: row.id, endpointId: t.endpointId, action: row.action, payload, expiresAt, held };
       }),
     );
+    const batches = Math.ceil(created.length / DELIVERY_BATCH_SIZE);
+    for (let b = 0; b < batches; b++) {
+      const batch = created.slice(b * DELIVERY_BATCH_SIZE, (b + 1) * DELIVERY_BATCH_SIZE);
+      await audit.append(
+        {
+          actorType: actor.type,
+          actorId: actor.id,
+          action: 'request.deliveries_queued',
+          outcome: 'ok',
+          requestId: row.id,
+          details: {
+            ref: row.ref,
+            batch: b + 1,
+            of: batches,
+            deliveries: batch.length,
+            held: wave ? batch.filter((c) => !wave.has(c.endpointId)).length : 0,
+            endpointIds: batch.map((c) => c.endpointId),
+          },
+        },
+        tx,
+      );
+    }
     const dispatched = await transition(tx, approved, 'dispatched', actor, {
       deliveries: created.length,
       expiresAt: expiresAt.toISOString(),

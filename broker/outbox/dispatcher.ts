@@ -1,7 +1,14 @@
 // The Dispatcher port on the durable outbox: deliveries are rows written in the approver's transaction,
 // and a NOTIFY on `ar_outbox` after commit wakes whichever broker process holds each endpoint's agent.
-import { and, eq, inArray, or } from 'drizzle-orm';
-import { type Clock, type DeliverySpec, type Dispatcher, systemClock } from '../../bot/ports.ts';
+import { and, asc, eq, inArray, or } from 'drizzle-orm';
+import {
+  type Clock,
+  DELIVERY_BATCH_SIZE,
+  type DeliverySpec,
+  type Dispatcher,
+  systemClock,
+  type WakeScope,
+} from '../../bot/ports.ts';
 import type { Db, DbOrTx } from '../../db/client.ts';
 import { deliveries } from '../../db/schema.ts';
 
@@ -9,6 +16,36 @@ export const OUTBOX_CHANNEL = 'ar_outbox';
 export const DELIVERY_CHANNEL = 'ar_delivery';
 /** NOTIFY payloads are capped at 8000 bytes by PostgreSQL; ids are 36 characters plus a comma. */
 const IDS_PER_NOTIFY = 200;
+
+/** The NOTIFY payload that wakes the brokers for batch `index` of a request: `request:<id>:<index>`. */
+const BATCH_PREFIX = 'request:';
+
+/** The wake-up payloads for `endpointIds`: one per batch of the request when scoped and many, else by id. */
+export function wakePayloads(endpointIds: string[], scope?: WakeScope): string[] {
+  if (!scope || endpointIds.length <= IDS_PER_NOTIFY) return packIds(endpointIds);
+  const batches = Math.ceil(scope.deliveries / DELIVERY_BATCH_SIZE);
+  return Array.from({ length: batches }, (_, i) => `${BATCH_PREFIX}${scope.requestId}:${i}`);
+}
+
+/**
+ * The endpoint ids an `ar_outbox` payload names: the ids themselves, or for a batch wake-up the endpoints of
+ * that batch of the request's deliveries in the order they were written (one indexed query; a request's
+ * deliveries are never deleted, so the batch is the one the dispatcher wrote and audited).
+ */
+export async function endpointsOfWake(db: Db, payload: string): Promise<string[]> {
+  if (!payload.startsWith(BATCH_PREFIX)) return payload.split(',');
+  const [requestId = '', index = ''] = payload.slice(BATCH_PREFIX.length).split(':');
+  const i = Number(index);
+  if (!/^[0-9a-f-]{36}$/.test(requestId) || !Number.isInteger(i) || i < 0) return [];
+  const rows = await db
+    .select({ endpointId: deliveries.endpointId })
+    .from(deliveries)
+    .where(eq(deliveries.requestId, requestId))
+    .orderBy(asc(deliveries.seq))
+    .offset(i * DELIVERY_BATCH_SIZE)
+    .limit(DELIVERY_BATCH_SIZE);
+  return rows.map((r) => r.endpointId);
+}
 
 /** Splits ids into comma-separated NOTIFY payloads (one endpoint id, or several joined by commas). */
 export function packIds(ids: string[]): string[] {
@@ -30,12 +67,13 @@ export function createOutboxDispatcher(deps: {
   return {
     async enqueue(tx: DbOrTx, specs: DeliverySpec[]) {
       const out: { id: string; endpointId: string }[] = [];
-      // Chunked so a fan-out to thousands of endpoints stays under the driver's parameter limit.
-      for (let i = 0; i < specs.length; i += 1000) {
+      // In batches: a fan-out to thousands of endpoints stays under the driver's parameter limit, and each
+      // batch is the one the request's audit record and wake-up name.
+      for (let i = 0; i < specs.length; i += DELIVERY_BATCH_SIZE) {
         const rows = await tx
           .insert(deliveries)
           .values(
-            specs.slice(i, i + 1000).map((s) => ({
+            specs.slice(i, i + DELIVERY_BATCH_SIZE).map((s) => ({
               requestId: s.requestId,
               endpointId: s.endpointId,
               action: s.action,
@@ -51,9 +89,9 @@ export function createOutboxDispatcher(deps: {
       return out;
     },
 
-    async wake(endpointIds: string[]) {
+    async wake(endpointIds: string[], scope?: WakeScope) {
       deps.onWake?.(endpointIds);
-      for (const payload of packIds(endpointIds)) await deps.notify(OUTBOX_CHANNEL, payload);
+      for (const payload of wakePayloads(endpointIds, scope)) await deps.notify(OUTBOX_CHANNEL, payload);
     },
 
     /**

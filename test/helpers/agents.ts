@@ -181,8 +181,10 @@ export async function dispatch(
   clock: Clock,
   items: TestDelivery[],
 ) {
+  let requestId = '';
   const rows = await database.db.transaction(async (tx) => {
     const req = await insertRequest(tx, items[0]?.action);
+    requestId = req.id;
     return dispatcher.enqueue(
       tx,
       items.map((i) => {
@@ -204,7 +206,11 @@ export async function dispatch(
       }),
     );
   });
-  await dispatcher.wake(items.map((i) => i.endpointId));
+  // Scoped as the request service does: a large fan-out wakes the brokers once per batch of the request.
+  await dispatcher.wake(
+    items.map((i) => i.endpointId),
+    { requestId, deliveries: items.length },
+  );
   return rows;
 }
 
