@@ -119,6 +119,11 @@ export interface RequestView {
    * (their deliveries wait in the outbox until they connect). Absent once dispatched: `progress` tells then.
    */
   presence?: { online: number; offline: number };
+  /**
+   * An action group's staged waves, as approved: a canary of that many first (the rest only once all of them
+   * succeeded), then `ratePerMinute` at a time, halting when `haltAtPercent` of the group failed.
+   */
+  waves?: { canary: number | null; ratePerMinute: number | null; haltAtPercent: number };
   /** Per-endpoint delivery counts once dispatched, e.g. { queued: 2, succeeded: 5 }. */
   progress?: Record<string, number>;
   createdAt: Date;

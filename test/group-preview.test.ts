@@ -18,7 +18,9 @@ const TOKEN = 'xoxb-preview-token';
 const HOME = 'T0HOME';
 const CHANNEL = 'CINCIDENT';
 const _silent = { info() {}, warn() {}, error() {}, debug() {} };
-const COMMAND = 'run tidy web-01 ws-02 old-04 lab-05 ghost-09 os:macos --reason "clean up" --case IR-9';
+const COMMAND =
+  'run tidy web-01 ws-02 old-04 lab-05 ghost-09 os:macos --canary 1 --rate 30/min --halt-at 20% --reason "clean up" --case IR-9';
+const WAVES = 'canary of 1 first, the rest only once it succeeded, 30 a minute; halts at 20% failed';
 const MACS = ['mac-01', 'mac-02', 'mac-03', 'mac-04', 'mac-05', 'mac-06', 'mac-07'];
 
 describe.each(drivers)('group preview on %s', { timeout: 180_000 }, (driver) => {
@@ -111,6 +113,8 @@ describe.each(drivers)('group preview on %s', { timeout: 180_000 }, (driver) => 
     expect(fields).toContain(
       '*Preview*\n1 run it now (online) · 1 offline, queued until they connect · 10 excluded',
     );
+    // The approver sees how it will go out: the canary, the pace and the halt threshold.
+    expect(fields).toContain(`*Waves*\n${WAVES}`);
     const excluded = blocks.find((b) => b.text?.text.startsWith('*Excluded (10)*'))?.text?.text;
     expect(excluded?.split('\n')).toEqual([
       '*Excluded (10)*',
@@ -141,6 +145,7 @@ describe.each(drivers)('group preview on %s', { timeout: 180_000 }, (driver) => 
     expect(text).toContain('Agent older than the minimum version (1): old-04');
     expect(text).toContain('Segment not enabled for Active Response (1): lab-05');
     expect(text).toContain('Unknown host (1): ghost-09');
+    expect(text).toContain(`Waves: ${WAVES}`);
   });
 
   it('lists every endpoint on a page behind the approval link, and refuses it once the link is used', async () => {
@@ -154,6 +159,7 @@ describe.each(drivers)('group preview on %s', { timeout: 180_000 }, (driver) => 
     expect(page.statusCode).toBe(200);
     expect(page.body).toContain(`href="${path}/endpoints"`);
     expect(page.body).toContain('OS not supported (7)');
+    expect(page.body).toContain(WAVES);
 
     const list = await http.inject({ method: 'GET', url: `${path}/endpoints` });
     expect(list.statusCode).toBe(200);

@@ -137,6 +137,20 @@ export interface Fact {
 }
 
 /**
+ * How an action group goes out, in words: `canary of 5 first, the rest only once all 5 succeeded, 100 a minute;
+ * halts at 10% failed`.
+ */
+export function wavesLine(w: NonNullable<RequestView['waves']>): string {
+  const parts: string[] = [];
+  if (w.canary) {
+    const all = w.canary === 1 ? 'it' : `all ${w.canary}`;
+    parts.push(`canary of ${w.canary} first, the rest only once ${all} succeeded`);
+  }
+  parts.push(w.ratePerMinute ? `${w.ratePerMinute} a minute` : w.canary ? 'then all at once' : 'all at once');
+  return `${parts.join(', ')}; halts at ${w.haltAtPercent}% failed`;
+}
+
+/**
  * Every fact of a request an approver needs, in order. `maxNames` caps the listed targets and exclusions
  * (chat cards); the step-up page passes Infinity.
  */
@@ -150,6 +164,7 @@ export function requestFacts(view: RequestView, maxNames = 10): Fact[] {
     value: `${plural(names.length, 'endpoint')}: ${names.slice(0, maxNames).join(', ')}${more}`,
   });
   if (view.presence) facts.push({ label: 'Preview', value: previewLine(view, view.presence) });
+  if (view.waves) facts.push({ label: 'Waves', value: wavesLine(view.waves) });
   if (view.exclusions.length) {
     const groups = exclusionGroups(view.exclusions);
     const lines = groups.map((g) => {

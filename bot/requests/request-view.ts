@@ -1,6 +1,8 @@
 // Builds the RequestView a card shows from stored rows. Kept apart from the service so the status command,
 // the delivery reporter and the step-up page all describe a request the same way.
+import { inArray } from 'drizzle-orm';
 import type { DbOrTx } from '../../db/client.ts';
+import { actionGroups } from '../../db/schema.ts';
 import { countOnline } from '../inventory/inventory-dal.ts';
 import type { ExclusionView, RequestView, TargetView } from '../ports.ts';
 import {
@@ -17,6 +19,7 @@ export function toView(
   approvals: ApprovalWithName[],
   progress?: Record<string, number>,
   presence?: RequestView['presence'],
+  waves?: RequestView['waves'],
 ): RequestView {
   return {
     id: row.id,
@@ -47,6 +50,7 @@ export function toView(
     approvalExpiresAt: row.approvalExpiresAt,
     deliveryTtlSeconds: row.deliveryTtlSeconds,
     presence,
+    waves,
     progress: progress && Object.keys(progress).length ? progress : undefined,
     createdAt: row.createdAt,
   };
@@ -63,20 +67,37 @@ async function presenceOf(db: DbOrTx, row: RequestRow): Promise<RequestView['pre
   return { online, offline: ids.length - online };
 }
 
+/** The staged waves of the action groups among `ids` (one query; none when no request is a group). */
+async function wavesOf(db: DbOrTx, rows: RequestRow[]): Promise<Map<string, RequestView['waves']>> {
+  const groupIds = rows.filter((r) => (r.targets as unknown[]).length > 1).map((r) => r.id);
+  if (!groupIds.length) return new Map();
+  const found = await db
+    .select({
+      requestId: actionGroups.requestId,
+      canary: actionGroups.canary,
+      ratePerMinute: actionGroups.ratePerMinute,
+      haltAtPercent: actionGroups.haltAtPercent,
+    })
+    .from(actionGroups)
+    .where(inArray(actionGroups.requestId, groupIds));
+  return new Map(found.map(({ requestId, ...w }) => [requestId, w]));
+}
+
 /**
- * Views for several rows with three queries in total, plus one presence count per request still awaiting
+ * Views for several rows with four queries in total, plus one presence count per request still awaiting
  * dispatch (a listing of past requests costs nothing extra).
  */
 export async function loadViews(db: DbOrTx, rows: RequestRow[]): Promise<RequestView[]> {
   const ids = rows.map((r) => r.id);
   const presence = await Promise.all(rows.map((r) => presenceOf(db, r)));
-  const [names, approvals, counts] = await Promise.all([
+  const [names, approvals, counts, waves] = await Promise.all([
     userNames(
       db,
       rows.map((r) => r.requesterId),
     ),
     approvalsFor(db, ids),
     deliveryCounts(db, ids),
+    wavesOf(db, rows),
   ]);
   return rows.map((r, i) =>
     toView(
@@ -85,6 +106,7 @@ export async function loadViews(db: DbOrTx, rows: RequestRow[]): Promise<Request
       approvals.filter((a) => a.requestId === r.id),
       counts.get(r.id),
       presence[i],
+      waves.get(r.id),
     ),
   );
 }
