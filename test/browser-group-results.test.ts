@@ -1,6 +1,6 @@
 // An action group's results page in real Chromium, at a desk (1280 px) and on a phone (390 px): every one of
 // 300 endpoints is listed, the page never runs off the side of a phone (the table scrolls on its own), and
-// the state filter works by a tap. Screenshots go to test/artifacts/ (git-ignored) for a person to look at.
+// the state filter works by a tap; the Action Groups list reads the same on both. Screenshots go to test/artifacts/ (git-ignored) for a person to look at.
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -58,6 +58,11 @@ describe.skipIf(!hasChromium)('action group results page in Chromium', { timeout
     await page.waitForURL(/state=failed/);
     expect(await page.locator('table.results tbody tr').count()).toBe(30);
     await page.screenshot({ path: artifactPath('group-results-desktop-failed.png') });
+    // The Action Groups list, in the same stepped-up session: the group is there and links its results.
+    await page.goto(`${base}/groups`);
+    await expect(page.getByRole('link', { name: 'R-GRP300' }).count()).resolves.toBeGreaterThan(0);
+    expect(await overflow(page)).toBe(0);
+    await page.screenshot({ path: artifactPath('groups-list-desktop.png'), fullPage: true });
     await desk.close();
   });
 
@@ -67,6 +72,10 @@ describe.skipIf(!hasChromium)('action group results page in Chromium', { timeout
     expect(await page.locator('table.results tbody tr').count()).toBe(300);
     expect(await overflow(page)).toBe(0);
     await page.screenshot({ path: artifactPath('group-results-phone.png') });
+    await page.goto(`${base}/groups`);
+    await expect(page.getByRole('link', { name: 'R-GRP300' }).count()).resolves.toBeGreaterThan(0);
+    expect(await overflow(page)).toBe(0);
+    await page.screenshot({ path: artifactPath('groups-list-phone.png'), fullPage: true });
     await phone.close();
   });
 });

@@ -67,17 +67,17 @@ export function registerGroupsListRoutes(app: FastifyInstance, deps: StepUpPages
     });
     const rows = items.map(
       (g) => html`<tr class="group">
-<td><a href="/groups/${g.ref}">${g.ref}</a></td><td>${g.state}</td><td>${groupAction(g)}</td>
-<td>${g.targets}${g.excluded ? ` (+${g.excluded} excluded)` : ''}</td><td>${g.requester}</td>
-<td>${g.approvers.join(', ') || '—'}</td><td>${g.caseId ?? ''}</td><td>${g.note ?? ''}</td><td>${formatUtc(g.createdAt)}</td>
+<td class="ref"><a href="/groups/${g.ref}">${g.ref}</a></td><td data-label="Status">${g.state}</td><td data-label="Action">${groupAction(g)}</td>
+<td data-label="Targets">${g.targets}${g.excluded ? ` (+${g.excluded} excluded)` : ''}</td><td data-label="Scheduled by">${g.requester}</td>
+<td data-label="Approved by">${g.approvers.join(', ') || '—'}</td><td data-label="Case">${g.caseId ?? ''}</td><td data-label="Note">${g.note ?? ''}</td><td data-label="When">${formatUtc(g.createdAt)}</td>
 </tr>`,
     );
     const pages = Math.max(1, Math.ceil(total / PAGE_SIZE));
     const body = html`<h1>Action groups</h1>
-<p>${total} groups${q.state ? ` ${q.state}` : ''}${q.mine ? ', yours' : ''} · page ${q.page} of ${pages}</p>
+<p>${total === 1 ? '1 group' : `${total} groups`}${q.state ? ` ${q.state}` : ''}${q.mine ? ', yours' : ''} · page ${q.page} of ${pages}</p>
 <nav aria-label="Filter by state"><ul class="filters">${stateLinks}
 <li><a href="${href({ mine: q.mine ? undefined : '1', page: 1 })}">${q.mine ? 'everyone’s' : 'only mine'}</a></li></ul></nav>
-<div class="table-scroll"><table class="results">
+<div class="table-scroll"><table class="results group-list">
 <thead><tr><th>Group</th><th>Status</th><th>Action</th><th>Targets</th><th>Scheduled by</th><th>Approved by</th><th>Case</th><th>Note</th><th>When</th></tr></thead>
 <tbody>${rows}</tbody></table></div>
 <p>${q.page > 1 ? html`<a rel="prev" href="${href({ page: q.page - 1 })}">Newer</a> ` : ''}${q.page < pages ? html`<a rel="next" href="${href({ page: q.page + 1 })}">Older</a>` : ''}</p>`;
