@@ -206,6 +206,40 @@ describe.skipIf(!hasChromium)('approval through the step-up page in Chromium', (
     }
   });
 
+  it("shows an action group's preview, waves and every endpoint on pages that fit a phone and a desk", async () => {
+    await t.endpoint('web-02', 'linux');
+    await t.endpoint('web-03', 'linux');
+    await t.endpoint('mac-09', 'macos');
+    const { link } = await pendingRequest(
+      'isolate web-01 web-02 web-03 mac-09 --canary 1 --rate 10/min --reason "c2 beacon" --case IR-12',
+    );
+    const desktop = await desktopContext(browser);
+    try {
+      for (const [width, ctx] of [
+        ['phone', context],
+        ['desktop', desktop],
+      ] as const) {
+        const page = await ctx.newPage();
+        await page.goto(`${base}/stepup/${link.split('/').pop()}`);
+        const shown = (await page.locator('main').textContent()) ?? '';
+        expect(shown).toContain('canary of 1 first, the rest only once it succeeded, 10 a minute');
+        expect(shown).toContain('OS not supported (1)');
+        const overflow = () => page.evaluate('document.documentElement.scrollWidth - window.innerWidth');
+        expect(await overflow(), `approve page on ${width} scrolls sideways`).toBeLessThanOrEqual(0);
+        await page.screenshot({ path: artifactPath(`approve-group-${width}.png`), fullPage: true });
+        await page.locator('a[href$="/endpoints"]').first().click();
+        await page.waitForURL(/\/endpoints$/);
+        const list = (await page.locator('main').textContent()) ?? '';
+        for (const host of ['web-01', 'web-02', 'web-03', 'mac-09']) expect(list).toContain(host);
+        expect(await overflow(), `endpoint list on ${width} scrolls sideways`).toBeLessThanOrEqual(0);
+        await page.screenshot({ path: artifactPath(`approve-group-endpoints-${width}.png`), fullPage: true });
+        await page.close();
+      }
+    } finally {
+      await desktop.close();
+    }
+  });
+
   it('lets the approver deny from the page, with a reason that reaches the thread', async () => {
     const { view, link } = await pendingRequest('isolate web-01 --reason "suspected" --case IR-8');
     const page = await context.newPage();

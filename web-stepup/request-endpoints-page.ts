@@ -17,7 +17,9 @@ export function endpointsPage(view: RequestView, online: Set<string>, backHref: 
   const up = view.targets.filter((t) => online.has(t.endpointId));
   const down = view.targets.filter((t) => !online.has(t.endpointId));
   const hosts = (list: typeof view.targets) =>
-    html`<ul class="hosts">${list.map((t) => html`<li><span class="host">${shownName(t)}</span></li>`)}</ul>`;
+    list.length
+      ? html`<ul class="hosts">${list.map((t) => html`<li><span class="host">${shownName(t)}</span></li>`)}</ul>`
+      : html`<p>None.</p>`;
   const body = html`<h1>Endpoints of ${view.ref}</h1>
 <p>${previewLine(view, { online: up.length, offline: down.length })}.</p>
 <h2>Run it now: online (${up.length})</h2>
