@@ -1,6 +1,7 @@
 // One factory, two drivers: PGlite (embedded, files under DATA_DIR) when no DATABASE_URL is given,
 // PostgreSQL through postgres.js when it is. Both get the same drizzle schema and committed migrations.
-import { mkdirSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PGlite } from '@electric-sql/pglite';
@@ -92,14 +93,65 @@ async function openPglite(opts: OpenDatabaseOptions): Promise<Database> {
   }
 }
 
+/**
+ * The embedded server's settings, written to its postgresql.conf at every start: 16 MB of shared buffers
+ * instead of 128 MB (the data of one platform is small, and the files sit in the OS page cache anyway), so an
+ * idle platform stays small.
+ */
+export const PGLITE_CONF = ['shared_buffers = 16MB', 'wal_buffers = 1MB'];
+
+/**
+ * Creates the PGlite data directory if it is new and applies the committed migrations, in a short-lived
+ * child process. `initdb` and migrations leave hundreds of megabytes of WebAssembly and allocator memory
+ * behind in the process that ran them (that memory is never given back, not even by a worker thread that
+ * ends); in a child they go away when it exits, and the platform opens the ready directory with a fraction.
+ */
+async function initPgliteDir(dir: string, migrate: boolean): Promise<void> {
+  const job = {
+    pglite: import.meta.resolve('@electric-sql/pglite'),
+    drizzle: import.meta.resolve('drizzle-orm/pglite'),
+    migrator: import.meta.resolve('drizzle-orm/pglite/migrator'),
+    migrations: migrate ? MIGRATIONS_FOLDER : null,
+    dir,
+    conf: PGLITE_CONF,
+  };
+  const source = `
+    const w = JSON.parse(process.argv[1]);
+    (async () => {
+      const { PGlite } = await import(w.pglite);
+      const db = await PGlite.create({ dataDir: w.dir, postgresqlconf: w.conf });
+      if (w.migrations) {
+        const { drizzle } = await import(w.drizzle);
+        const { migrate } = await import(w.migrator);
+        await migrate(drizzle({ client: db }), { migrationsFolder: w.migrations });
+      }
+      await db.close();
+    })().catch((err) => { console.error(String(err && err.stack || err)); process.exit(1); });`;
+  await new Promise<void>((resolve, reject) => {
+    execFile(
+      process.execPath,
+      ['-e', source, JSON.stringify(job)],
+      { timeout: 300_000 },
+      (err, _out, stderr) =>
+        err
+          ? reject(
+              new Error(`creating the embedded database in ${dir} failed: ${stderr.trim() || err.message}`),
+            )
+          : resolve(),
+    );
+  });
+}
+
 async function openPgliteClient(
   dir: string | undefined,
   opts: OpenDatabaseOptions,
   onClose?: () => void,
 ): Promise<Database> {
-  const client = await PGlite.create(dir);
+  if (dir) await initPgliteDir(dir, opts.migrate !== false);
+  const client = await PGlite.create({ dataDir: dir, postgresqlconf: PGLITE_CONF });
   try {
-    if (opts.migrate !== false) {
+    // On disk the child process migrated; in memory there is no other process to do it.
+    if (!dir && opts.migrate !== false) {
       await migratePglite(drizzlePglite({ client }), { migrationsFolder: MIGRATIONS_FOLDER });
     }
   } catch (e) {
