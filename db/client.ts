@@ -107,6 +107,7 @@ export const PGLITE_CONF = ['shared_buffers = 16MB', 'wal_buffers = 1MB'];
  * ends); in a child they go away when it exits, and the platform opens the ready directory with a fraction.
  */
 async function initPgliteDir(dir: string, migrate: boolean): Promise<void> {
+  if (!migrate && existsSync(join(dir, 'PG_VERSION'))) return;
   const job = {
     pglite: import.meta.resolve('@electric-sql/pglite'),
     drizzle: import.meta.resolve('drizzle-orm/pglite'),
