@@ -192,7 +192,8 @@ export const SPECS: Record<CommandKind, Spec> = {
   },
   scripts: {
     usage: 'scripts',
-    summary: 'list the library scripts that run can name, with their parameters',
+    summary:
+      'list the library scripts that run can name, with their parameters (built-in: process-list, network-connections, file-hash, triage-bundle, isolation-control)',
     options: [],
     args: [0, 0, ''],
     build: () => ({}),
