@@ -192,8 +192,7 @@ export const SPECS: Record<CommandKind, Spec> = {
   },
   scripts: {
     usage: 'scripts',
-    summary:
-      'list the library scripts that run can name, with their parameters (built-in: process-list, network-connections, file-hash, triage-bundle, isolation-control)',
+    summary: 'list the library scripts that run can name, with their parameters',
     options: [],
     args: [0, 0, ''],
     build: () => ({}),
