@@ -15,6 +15,9 @@ import {
   builtinBody,
   installBuiltinScripts,
 } from '../bot/scripts/builtin-scripts.ts';
+import { createCliContext } from '../cli/cli-context.ts';
+import { findCommand, runCliCommand } from '../cli/cli-runner.ts';
+import type { CliIo } from '../cli/cli-types.ts';
 import { files, scripts } from '../db/schema.ts';
 import {
   type AgentProcess,
@@ -27,6 +30,7 @@ import {
   waitFor,
 } from './helpers/agents.ts';
 import { drivers, openTestDatabase, type TestDatabase } from './helpers/db.ts';
+import { TEST_SECRET_KEY } from './helpers/keys.ts';
 import { buildTestPlatform, type TestPlatform } from './helpers/platform.ts';
 
 const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
@@ -135,6 +139,33 @@ describe.each(drivers)('installing the built-in scripts on %s', (driver) => {
       /isolation-control v1 \[built-in\][\s\S]*changes endpoints[\s\S]*action=<string, required, one of "isolate", "unisolate", "status">/,
     );
     expect(text).toMatch(/process-list v1 \[built-in\][\s\S]*read-only/);
+
+    const out: string[] = [];
+    const io: CliIo = {
+      out: (l) => void out.push(l),
+      err: (l) => void out.push(l),
+      write: async (c) => void out.push(c),
+      readLine: async () => undefined,
+      resolvePath: (p) => p,
+    };
+    const cli = async (...argv: string[]) => {
+      out.length = 0;
+      const ctx = createCliContext({
+        config: t.platform.config,
+        database: tdb,
+        secretKey: TEST_SECRET_KEY,
+        io,
+      });
+      const found = findCommand(argv, io);
+      expect(typeof found === 'number' ? found : await runCliCommand(found, ctx)).toBe(0);
+      return out.join('\n');
+    };
+    expect(await cli('script', 'list')).toMatch(
+      /^file-hash +v1 +read-only .* linux,windows built-in\n +parameters: path=<string, required, pattern/m,
+    );
+    const shown = await cli('script', 'show', 'triage-bundle');
+    expect(shown).toContain('author        built-in (system)');
+    expect(shown).toContain(builtinBody(builtin('triage-bundle')).trimEnd());
   });
 });
 
