@@ -3,7 +3,9 @@
 // the work (logged only on a dry-run agent; real nftables in a network namespace), and the thread and the
 // audit log say what happened.
 import { createServer, type Server } from 'node:net';
+import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { files } from '../db/schema.ts';
 import { drivers } from './helpers/db.ts';
 import { auditActions, type E2E, startE2E } from './helpers/e2e.ts';
 import {
@@ -58,6 +60,18 @@ describe.each(drivers)('a built-in script from chat on %s', { timeout: 180_000 }
     e.lapseWindows();
     const status = await e.act('run isolation-control web-01 action=status --reason "check"');
     expect(status.thread.join('\n')).toContain('status: isolated from the network');
+  });
+
+  it('collects a triage bundle at once (read-only) from a sandboxed agent, stored as evidence', async () => {
+    const r = await e.act('run triage-bundle web-01 --reason "triage" --case IR-11');
+    expect(auditActions(r.audit)).not.toContain('approval.recorded');
+    const executed = r.audit.find((a) => a.action === 'script.executed');
+    const out = JSON.parse((executed!.details as { result: { stdout: string } }).result.stdout) as {
+      uploaded: { fileId: string; sha256: string };
+    };
+    const [file] = await e.tdb.db.select().from(files).where(eq(files.id, out.uploaded.fileId));
+    expect(file).toMatchObject({ kind: 'fetched', sha256: out.uploaded.sha256 });
+    expect(r.thread.join('\n')).toContain('web-01: script exited with code 0');
   });
 });
 
