@@ -39,6 +39,7 @@ async function main() {
   const database = await openDatabase({ dataDir, role: 'demo' });
   const secretKey = resolveSecretKey(config);
   const platform = createPlatform({ config, database, logger, clock: systemClock, secretKey });
+  await platform.installBuiltinScripts();
   const consoleChat = createConsoleChat({ write: say });
   platform.router.register('console', consoleChat.chat);
 

@@ -54,6 +54,7 @@ async function main() {
   const clock = systemClock;
   const metrics = config.METRICS ? createMetricsRegistry() : undefined;
   const platform = createPlatform({ config, database, logger, clock, secretKey, metrics });
+  await platform.installBuiltinScripts();
   const closeAdmin = await startAdminSocket({ config, database, platform, logger });
   const fileStore = platform.fileStore;
 

@@ -28,6 +28,7 @@ import {
   type Timers,
 } from '../bot/ports.ts';
 import { createRequestService } from '../bot/requests/request-service.ts';
+import { installBuiltinScripts } from '../bot/scripts/builtin-scripts.ts';
 import { createScriptLibrary } from '../bot/scripts/script-library.ts';
 import { createSessionService } from '../bot/sessions/session-service.ts';
 import { createStepUpService } from '../bot/stepup/stepup-service.ts';
@@ -225,6 +226,12 @@ export function createPlatform(opts: PlatformOptions) {
         onResubscribed,
       );
     },
+
+    /**
+     * Installs the built-in scripts into the library (main.ts and the demo call it once at start): the same
+     * bytes add nothing, changed ones add a new version, and each version added is audited once.
+     */
+    installBuiltinScripts: () => installBuiltinScripts(scripts, logger),
 
     /** Reports final results nobody reported yet (a lost event, a failed post, a crash before it). */
     catchUpDeliveries: () => reporter.catchUp(),

@@ -196,6 +196,8 @@ export const scripts = pgTable(
     outputCapBytes: integer('output_cap_bytes').notNull().default(1_048_576),
     /** Set on every version of a disabled script: `run` no longer finds it. */
     disabledAt: tz('disabled_at'),
+    /** Shipped with the platform and installed at start (bot/scripts/builtin-scripts.ts), not added by an admin. */
+    builtin: boolean('builtin').notNull().default(false),
     createdBy: uuid('created_by').references(() => users.id),
     createdAt: createdAt(),
     updatedAt: tz('updated_at').notNull().defaultNow(),

@@ -20,6 +20,9 @@ export const LIMITS = {
   /** A script's bytes travel inside the (signed) delivery frame, which is capped at 2 MiB. */
   scriptBytes: 1024 * 1024,
   maxTimeoutSeconds: 86_400,
+  /** A script version's output cap (bytes of stdout, and of stderr) lies within these. */
+  minOutputCapBytes: 1024,
+  maxOutputCapBytes: 64 * 1024 * 1024,
 } as const;
 
 /** True when a string holds a control character (C0 or DEL), which no process name or filter needs. */
@@ -193,6 +196,11 @@ export const ACTIONS = {
           error: `at most ${LIMITS.scriptArgs} parameters`,
         }),
       timeoutSeconds: z.number().int().positive().max(LIMITS.maxTimeoutSeconds),
+      /**
+       * The script version's output cap: the agent keeps at most this many bytes of stdout and of stderr
+       * (or its own cap, when that is lower) and marks the rest as cut. Agents before 1.5.0 do not know it.
+       */
+      outputCapBytes: z.number().int().min(LIMITS.minOutputCapBytes).max(LIMITS.maxOutputCapBytes).optional(),
     }),
     result: z.object({
       exitCode: z.number().int().nullable(),
@@ -220,7 +228,8 @@ export const ACTIONS = {
     changesEndpoint: true,
     handsOutEvidence: false,
     oses: WINDOWS_LINUX,
-    minAgentVersion: '1.2.0',
+    // 1.5.0: the output cap travels with the delivery (older agents refuse the field).
+    minAgentVersion: '1.5.0',
     describe: (p) => [
       ['Script', `${p.script.name} v${p.script.version}`],
       ['Script SHA-256', p.script.sha256],
@@ -228,6 +237,9 @@ export const ACTIONS = {
         .sort(([a], [b]) => (a < b ? -1 : 1))
         .map(([k, v]): [string, string] => [`Parameter ${k}`, JSON.stringify(v)]),
       ['Time limit', `${p.timeoutSeconds} s`],
+      ...(p.outputCapBytes !== undefined
+        ? [['Output limit', `${p.outputCapBytes} bytes`] as [string, string]]
+        : []),
     ],
   }),
   processes: defineAction({

@@ -121,7 +121,11 @@ describe('npm run demo', () => {
     // 3. Every other command help lists, as the analyst.
     type('/as analyst');
     at = type('help');
-    await until(/Scripts for run: list-processes \(read-only\), sinkhole-domain[\s\S]*\/online ws-02/, at);
+    // The built-ins are listed too, in name order with the demo's own scripts.
+    await until(
+      /Scripts for run: [^\n]*isolation-control \(built-in\), list-processes \(read-only\), [^\n]*sinkhole-domain[\s\S]*\/online ws-02/,
+      at,
+    );
     at = type('processes web-01');
     await until(new RegExp(`${decoy}\\s+coinminer-xmrig-helper`), at);
     at = type('kill web-01 coinminer-xmrig-helper --reason "miner"');

@@ -171,7 +171,7 @@ describe.each(drivers)('group preview on %s', { timeout: 180_000 }, (driver) => 
     );
     for (const m of MACS)
       expect(list.body).toContain(`<span class="host">${m}</span>: macOS is not supported for run tidy`);
-    expect(list.body).toContain('<span class="host">old-04</span>: agent 1.0.0 &lt; required 1.2.0');
+    expect(list.body).toContain('<span class="host">old-04</span>: agent 1.0.0 &lt; required 1.5.0');
 
     expect(
       (await http.inject({ method: 'GET', url: '/stepup/not-a-real-token-at-all/endpoints' })).statusCode,

@@ -109,7 +109,7 @@ describe('target eligibility', () => {
       {
         hostname: 'old-01',
         endpointId: 'id-old-01',
-        reason: 'agent 1.0.3 < required 1.2.0, upgrade the sensor and reschedule',
+        reason: 'agent 1.0.3 < required 1.5.0, upgrade the sensor and reschedule',
         kind: 'agent_version',
       },
       { hostname: 'ghost', reason: 'unknown endpoint', kind: 'unknown' },

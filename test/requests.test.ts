@@ -166,7 +166,7 @@ describe.each(drivers)('request service on %s', (driver) => {
     expect(res.request.exclusions).toEqual([
       expect.objectContaining({
         hostname: 'old-01',
-        reason: 'agent 1.0.3 < required 1.2.0, upgrade the sensor and reschedule',
+        reason: 'agent 1.0.3 < required 1.5.0, upgrade the sensor and reschedule',
       }),
     ]);
   });
@@ -221,6 +221,8 @@ describe.each(drivers)('request service on %s', (driver) => {
       script: { name: 'hostinfo', version: 1, sha256: sha256(body) },
       args: { depth: 3 },
       timeoutSeconds: 600,
+      // The version's output cap travels with the delivery (the library's default, 1 MiB).
+      outputCapBytes: 1_048_576,
     });
     const rows = await tdb.db.select().from(deliveries).where(eq(deliveries.requestId, res.request.id));
     expect(rows).toHaveLength(2);

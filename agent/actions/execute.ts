@@ -110,6 +110,10 @@ export async function helperCall(ctx: ExecContext, op: string, args: Record<stri
       return applyIsolation(ctx, true);
     case 'unisolate':
       return applyIsolation(ctx, false);
+    case 'isolation': {
+      const s = ctx.state.isolation();
+      return { isolated: s.isolated, changedAt: s.changedAt || null, dryRun: ctx.options.dryRun };
+    }
     case 'processes':
       return listProcesses({ sandbox: ctx.options.sandbox, match: str(args.match) });
     case 'progress':
@@ -180,7 +184,8 @@ async function run(d: ParsedDelivery, ctx: ExecContext): Promise<ActionOutcome> 
         d.params.args,
         {
           timeoutMs: Math.min(d.params.timeoutSeconds * 1000, o.runTimeoutMs),
-          maxOutputBytes: o.maxOutputBytes,
+          // The script version's cap, within the agent's own ceiling.
+          maxOutputBytes: Math.min(d.params.outputCapBytes ?? o.maxOutputBytes, o.maxOutputBytes),
           workDir: o.sandbox,
         },
         (op, args) => helperCall(ctx, op, args),

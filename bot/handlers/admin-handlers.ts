@@ -29,7 +29,10 @@ export function createAdminHandlers(deps: BotDeps) {
       }
       // The scripts `run` may name are part of what a person can type, so help lists them too.
       const scripts = await deps.scripts.list();
-      const names = scripts.map((s) => `${s.name}${s.readOnly ? ' (read-only)' : ''}`);
+      const names = scripts.map((s) => {
+        const tags = [s.readOnly && 'read-only', s.builtin && 'built-in'].filter(Boolean);
+        return `${s.name}${tags.length ? ` (${tags.join(', ')})` : ''}`;
+      });
       await chat.reply(
         ctx,
         `${helpText()}\nScripts for run: ${names.length ? names.join(', ') : 'none yet'}. Type "scripts" for their parameters, "files" for the files put can push.`,

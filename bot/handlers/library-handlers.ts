@@ -56,7 +56,7 @@ export function createLibraryHandlers(deps: BotDeps) {
       const lines = rows
         .slice(0, MAX_LISTED)
         .flatMap((s) => [
-          `• ${s.name} v${s.version} (sha256 ${s.sha256.slice(0, 12)}…, time limit ${s.timeoutSeconds} s) — ${s.readOnly ? `read-only, no approval needed on up to ${policy.config.readOnlyApprovalAbove} endpoints` : 'changes endpoints, needs approval'}; ${s.oses.join(', ')}; agent ${s.minAgentVersion} or newer${s.description ? `\n    ${s.description}` : ''}`,
+          `• ${s.name} v${s.version}${s.builtin ? ' [built-in]' : ''} (sha256 ${s.sha256.slice(0, 12)}…, time limit ${s.timeoutSeconds} s) — ${s.readOnly ? `read-only, no approval needed on up to ${policy.config.readOnlyApprovalAbove} endpoints` : 'changes endpoints, needs approval'}; ${s.oses.join(', ')}; agent ${s.minAgentVersion} or newer${s.description ? `\n    ${s.description}` : ''}`,
           `    parameters: ${describeScriptParams(s.paramsSchema)}`,
         ]);
       await chat.reply(

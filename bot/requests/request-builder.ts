@@ -171,6 +171,7 @@ async function paramsFor(
         script: { name: script.name, version: script.version, sha256: sha },
         args: checkScriptParams(script, cmd.params) as ActionParams<'run'>['args'],
         timeoutSeconds: script.timeoutSeconds,
+        outputCapBytes: script.outputCapBytes,
       };
       return { params, script };
     }

@@ -39,12 +39,17 @@ const scriptInput = z.object({
   outputCapBytes: z
     .number()
     .int()
-    .min(1024)
-    .max(64 * 1024 * 1024)
+    .min(LIMITS.minOutputCapBytes)
+    .max(LIMITS.maxOutputCapBytes)
     .default(1_048_576),
 });
 
-export type ScriptInput = z.input<typeof scriptInput> & { body: string; actorId?: string | null };
+export type ScriptInput = z.input<typeof scriptInput> & {
+  body: string;
+  actorId?: string | null;
+  /** Shipped with the platform (bot/scripts/builtin-scripts.ts); audited as the system's, not an admin's. */
+  builtin?: boolean;
+};
 
 /** The settings that make a version what it is: a repeat of the newest one adds nothing. */
 const sameVersion = (
@@ -52,6 +57,7 @@ const sameVersion = (
   b: Omit<ScriptRow, 'id' | 'version' | 'createdAt' | 'updatedAt' | 'createdBy' | 'disabledAt'>,
 ) =>
   a.sha256 === b.sha256 &&
+  a.builtin === b.builtin &&
   a.readOnly === b.readOnly &&
   a.minAgentVersion === b.minAgentVersion &&
   a.timeoutSeconds === b.timeoutSeconds &&
@@ -86,7 +92,8 @@ export function createScriptLibrary(deps: { db: Db; audit: AuditService; maxScri
     }
     const paramsSchema = checkParamsSchema(parsed.data.paramsSchema);
     const sha256 = createHash('sha256').update(input.body).digest('hex');
-    const values = { ...parsed.data, paramsSchema, body: input.body, sha256 };
+    const builtin = input.builtin === true;
+    const values = { ...parsed.data, paramsSchema, body: input.body, sha256, builtin };
     return db.transaction(async (tx) => {
       // Two admins adding the same name at once get versions n and n+1, never the same number twice.
       await tx.execute(sql`select pg_advisory_xact_lock(hashtext(${`script:${values.name}`}))`);
@@ -99,11 +106,12 @@ export function createScriptLibrary(deps: { db: Db; audit: AuditService; maxScri
       await audit.append(
         {
           actorType: input.actorId ? 'user' : 'system',
-          actorId: input.actorId ?? 'cli',
+          actorId: input.actorId ?? (builtin ? 'builtin' : 'cli'),
           action: 'script.saved',
           outcome: 'ok',
           details: {
             name: values.name,
+            builtin,
             version: row!.version,
             sha256,
             readOnly: values.readOnly,

@@ -78,12 +78,13 @@ export const libraryCommands: CommandGroup = {
       },
     },
     list: {
-      summary: 'list scripts: the newest version of each',
+      summary: 'list scripts: the newest version of each, with its parameters',
       async run(ctx) {
         for (const s of await library(ctx).list({ includeDisabled: true })) {
           ctx.out(
-            `${s.name.padEnd(28)} v${String(s.version).padEnd(4)} ${s.readOnly ? 'read-only' : 'write    '} ${s.sha256.slice(0, 16)}… ${s.oses.join(',')}${s.disabledAt ? ' (disabled)' : ''}`,
+            `${s.name.padEnd(28)} v${String(s.version).padEnd(4)} ${s.readOnly ? 'read-only' : 'write    '} ${s.sha256.slice(0, 16)}… ${s.oses.join(',')}${s.builtin ? ' built-in' : ''}${s.disabledAt ? ' (disabled)' : ''}`,
           );
+          ctx.out(`${''.padEnd(28)} parameters: ${describeParams(s.paramsSchema)}`);
         }
       },
     },
@@ -104,6 +105,7 @@ export const libraryCommands: CommandGroup = {
         ctx.out(`${row.name} v${row.version} of ${versions}${row.disabledAt ? ' (disabled)' : ''}`);
         ctx.out(`sha256        ${row.sha256}`);
         ctx.out(`kind          ${row.readOnly ? 'read-only' : 'changes endpoints'}`);
+        ctx.out(`author        ${row.builtin ? 'built-in (system)' : (row.createdBy ?? 'an admin (CLI)')}`);
         ctx.out(`os            ${row.oses.join(', ')}`);
         ctx.out(`min agent     ${row.minAgentVersion}`);
         ctx.out(`timeout       ${row.timeoutSeconds} s`);

@@ -7,6 +7,7 @@ A script run by the agent can import this module to talk back to the agent that 
     info = ar.upload_file("/var/log/x")  # -> {"fileId", "size", "sha256"}
     ar.download_file("tool.bin", "/tmp/tool.bin")  # a library file, by name or SHA-256
     ar.isolate(); ar.unisolate()
+    ar.isolation_status()                # {"isolated", "changedAt", "dryRun"}: what the agent last applied
     for p in ar.processes():             # [{"pid", "name", "cmdline"}], what the agent may see
         print(p["pid"], p["name"])
     ar.progress("half way")
@@ -26,6 +27,7 @@ __all__ = [
     "download_file",
     "isolate",
     "unisolate",
+    "isolation_status",
     "processes",
     "progress",
     "HelperError",
@@ -81,6 +83,11 @@ def isolate():
 def unisolate():
     """Lifts network isolation."""
     return _call("unisolate")
+
+
+def isolation_status():
+    """Whether the agent has this endpoint isolated, as it last applied it (agent 1.5.0 or newer)."""
+    return _call("isolation")
 
 
 def processes(match=None):
