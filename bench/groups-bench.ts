@@ -73,6 +73,10 @@ async function onPostgres(): Promise<GroupsBenchResult> {
   }
 }
 
+const minGap = (...gaps: (number | null)[]) => {
+  const known = gaps.filter((g): g is number => g !== null);
+  return known.length ? Math.min(...known) : null;
+};
 const ratio = (a: number, b: number | undefined) => (b && b > 0 ? +(a / b).toFixed(2) : null);
 
 /** Each figure beside the floor figure it is held against, the ratio and whether the target is met. */
@@ -111,7 +115,17 @@ function verdict(r: GroupsBenchResult, floor: FloorRun | undefined) {
     },
     lost: { count: lost, target: 0, met: lost === 0 },
     run_twice: { count: twice, target: 0, met: twice === 0 },
-    max_progress_edits_per_s: { count: edits, target: '≤ 1', met: edits <= 1 },
+    // As chat saw them: each edit's slot is taken ≥ 1 s after the last, but its database reads come between the
+    // slot and the chat call, so under load two calls can land less than a second apart.
+    max_progress_edits_per_s: {
+      count: edits,
+      min_gap_ms: minGap(
+        r.online.min_gap_between_progress_edits_ms,
+        r.offline.min_gap_between_progress_edits_ms,
+      ),
+      target: '≤ 1',
+      met: edits <= 1,
+    },
     chat_calls: { online: r.online.chat_calls, offline: r.offline.chat_calls },
   };
 }
