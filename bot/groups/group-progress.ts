@@ -64,17 +64,20 @@ export function createGroupProgress(deps: {
 
   async function edit(requestId: string, p: Pending): Promise<void> {
     p.inFlight = true;
-    p.lastAt = timers.now();
     try {
-      const slot = await gdal.claimEditSlot(db, requestId, new Date(p.lastAt), interval);
+      // The reads come first and the interval counts from the chat call itself: under load the reads take
+      // hundreds of milliseconds, and counting from before them let two edits land closer than the interval.
+      const snap = await snapshot(requestId);
+      const slot = await gdal.claimEditSlot(db, requestId, new Date(timers.now()), interval);
       const ref = slot && gdal.progressRefOf(slot);
       if (!ref) {
         // Another process edited within the interval: try again after it, with whatever is newest then.
+        p.lastAt = timers.now();
         const group = await gdal.findGroup(db, requestId);
         if (group?.progressMessageId) p.dirty = true;
         return;
       }
-      const snap = await snapshot(requestId);
+      p.lastAt = timers.now();
       if (snap) await chat.updateThreadMessage(ref, snap.text);
     } catch (err) {
       logger.error({ err, requestId }, 'could not edit the progress message of an action group');
