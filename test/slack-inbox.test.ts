@@ -12,6 +12,7 @@ import { createInteractionInbox } from '../bot/inbox/interaction-inbox.ts';
 import { actionRequests, approvals, chatInbox } from '../db/schema.ts';
 import { drivers, openTestDatabase, type TestDatabase } from './helpers/db.ts';
 import {
+  appMention,
   buttonClick,
   type FakeSlack,
   type SlackCall,
@@ -144,6 +145,38 @@ describe.each(drivers)(
       expect(await tdb.db.select().from(approvals).where(eq(approvals.requestId, req!.id))).toHaveLength(1);
       const [after] = await tdb.db.select().from(actionRequests).where(eq(actionRequests.id, req!.id));
       expect(after!.state).toBe('dispatched');
+    });
+
+    it('handles an @-mention whose process died before handling it, once, when the next one starts', async () => {
+      const dying = await start(
+        { ...tp.platform.bot, handleCommand: () => new Promise<void>(() => {}) },
+        true,
+      );
+      const mention = appMention({
+        text: '<@UBOT> processes web-01',
+        user: 'UANA',
+        team: HOME,
+        channel: CHANNEL,
+        eventId: 'Ev0MENTION1',
+      });
+      expect((await dying.http.inject(signedRequest(SECRET, mention))).statusCode).toBe(200);
+      // Bolt acks an event before its listener runs: wait for the listener's insert, then see it never handled.
+      for (let i = 0; i < 200 && !(await inboxRows()).length; i++)
+        await new Promise((r) => setTimeout(r, 50));
+      const [row] = await inboxRows();
+      expect(row).toMatchObject({ kind: 'command', processedAt: null });
+      expect(await tdb.db.select().from(actionRequests)).toHaveLength(0);
+      await dying.http.close();
+
+      // The next process runs it from the inbox: one request, and Slack retrying the event changes nothing.
+      const next = await start(tp.platform.bot);
+      await next.adapter.idle();
+      await next.http.inject(signedRequest(SECRET, mention));
+      await next.adapter.idle();
+      const reqs = await tdb.db.select().from(actionRequests);
+      expect(reqs).toHaveLength(1);
+      expect(reqs[0]!.action).toBe('processes');
+      expect((await inboxRows()).map((r) => r.processedAt !== null)).toEqual([true]);
     });
   },
 );

@@ -133,7 +133,7 @@ export async function registerSlack(fastify: FastifyInstance, deps: SlackDeps): 
   const work = createWorkTracker({ chat: slackChat.chat, logger, maxConcurrent: deps.maxConcurrentWork });
   const inbox = deps.inbox;
   registerCommandListener(app, { command: config.command, bot: deps.bot, logger, work, inbox });
-  registerMentionListener(app, { bot: deps.bot, logger, work });
+  registerMentionListener(app, { bot: deps.bot, logger, work, inbox });
   registerDecisionListener(app, { bot: deps.bot, logger, work, inbox });
   // What an earlier process acked and never finished (it died): processed once this one is up.
   if (inbox) void work.run(undefined, async () => void (await inbox.resume()));
