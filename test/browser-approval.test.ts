@@ -146,6 +146,17 @@ describe.skipIf(!hasChromium)('approval through the step-up page in Chromium', (
     return { view: card!.view!, link: t.lastLinkFor('commander') };
   }
 
+  /** Runs `look` on a phone and at a desk (a fresh desktop context, closed afterwards). */
+  async function atBothWidths(look: (width: 'phone' | 'desktop', ctx: BrowserContext) => Promise<void>) {
+    const desktop = await desktopContext(browser);
+    try {
+      await look('phone', context);
+      await look('desktop', desktop);
+    } finally {
+      await desktop.close();
+    }
+  }
+
   it('shows every parameter of kill, put and run on the approve page, at phone and desktop width', async () => {
     const lib = await t.platform.library.add({
       name: 'remediate.sh',
@@ -180,29 +191,21 @@ describe.skipIf(!hasChromium)('approval through the step-up page in Chromium', (
         ],
       },
     ];
-    const desktop = await desktopContext(browser);
-    try {
-      for (const c of cases) {
-        const { view, link } = await pendingRequest(c.text);
-        for (const [width, ctx] of [
-          ['phone', context],
-          ['desktop', desktop],
-        ] as const) {
-          const page = await ctx.newPage();
-          await page.goto(`${base}/stepup/${link.split('/').pop()}`);
-          const shown = (await page.locator('main').textContent()) ?? '';
-          for (const e of c.expected) expect(shown, `${c.name} on ${width}: ${e}`).toContain(e);
-          expect(shown).toContain(view.digest);
-          // Nothing wider than the screen: long hashes and paths wrap.
-          const overflow = await page.evaluate('document.documentElement.scrollWidth - window.innerWidth');
-          expect(overflow, `${c.name} on ${width} scrolls sideways`).toBeLessThanOrEqual(0);
-          await page.getByText('What the digest covers').click();
-          await page.screenshot({ path: artifactPath(`approve-${c.name}-${width}.png`), fullPage: true });
-          await page.close();
-        }
-      }
-    } finally {
-      await desktop.close();
+    for (const c of cases) {
+      const { view, link } = await pendingRequest(c.text);
+      await atBothWidths(async (width, ctx) => {
+        const page = await ctx.newPage();
+        await page.goto(`${base}/stepup/${link.split('/').pop()}`);
+        const shown = (await page.locator('main').textContent()) ?? '';
+        for (const e of c.expected) expect(shown, `${c.name} on ${width}: ${e}`).toContain(e);
+        expect(shown).toContain(view.digest);
+        // Nothing wider than the screen: long hashes and paths wrap.
+        const overflow = await page.evaluate('document.documentElement.scrollWidth - window.innerWidth');
+        expect(overflow, `${c.name} on ${width} scrolls sideways`).toBeLessThanOrEqual(0);
+        await page.getByText('What the digest covers').click();
+        await page.screenshot({ path: artifactPath(`approve-${c.name}-${width}.png`), fullPage: true });
+        await page.close();
+      });
     }
   });
 
@@ -213,31 +216,23 @@ describe.skipIf(!hasChromium)('approval through the step-up page in Chromium', (
     const { link } = await pendingRequest(
       'isolate web-01 web-02 web-03 mac-09 --canary 1 --rate 10/min --reason "c2 beacon" --case IR-12',
     );
-    const desktop = await desktopContext(browser);
-    try {
-      for (const [width, ctx] of [
-        ['phone', context],
-        ['desktop', desktop],
-      ] as const) {
-        const page = await ctx.newPage();
-        await page.goto(`${base}/stepup/${link.split('/').pop()}`);
-        const shown = (await page.locator('main').textContent()) ?? '';
-        expect(shown).toContain('canary of 1 first, the rest only once it succeeded, 10 a minute');
-        expect(shown).toContain('OS not supported (1)');
-        const overflow = () => page.evaluate('document.documentElement.scrollWidth - window.innerWidth');
-        expect(await overflow(), `approve page on ${width} scrolls sideways`).toBeLessThanOrEqual(0);
-        await page.screenshot({ path: artifactPath(`approve-group-${width}.png`), fullPage: true });
-        await page.locator('a[href$="/endpoints"]').first().click();
-        await page.waitForURL(/\/endpoints$/);
-        const list = (await page.locator('main').textContent()) ?? '';
-        for (const host of ['web-01', 'web-02', 'web-03', 'mac-09']) expect(list).toContain(host);
-        expect(await overflow(), `endpoint list on ${width} scrolls sideways`).toBeLessThanOrEqual(0);
-        await page.screenshot({ path: artifactPath(`approve-group-endpoints-${width}.png`), fullPage: true });
-        await page.close();
-      }
-    } finally {
-      await desktop.close();
-    }
+    await atBothWidths(async (width, ctx) => {
+      const page = await ctx.newPage();
+      await page.goto(`${base}/stepup/${link.split('/').pop()}`);
+      const shown = (await page.locator('main').textContent()) ?? '';
+      expect(shown).toContain('canary of 1 first, the rest only once it succeeded, 10 a minute');
+      expect(shown).toContain('OS not supported (1)');
+      const overflow = () => page.evaluate('document.documentElement.scrollWidth - window.innerWidth');
+      expect(await overflow(), `approve page on ${width} scrolls sideways`).toBeLessThanOrEqual(0);
+      await page.screenshot({ path: artifactPath(`approve-group-${width}.png`), fullPage: true });
+      await page.locator('a[href$="/endpoints"]').first().click();
+      await page.waitForURL(/\/endpoints$/);
+      const list = (await page.locator('main').textContent()) ?? '';
+      for (const host of ['web-01', 'web-02', 'web-03', 'mac-09']) expect(list).toContain(host);
+      expect(await overflow(), `endpoint list on ${width} scrolls sideways`).toBeLessThanOrEqual(0);
+      await page.screenshot({ path: artifactPath(`approve-group-endpoints-${width}.png`), fullPage: true });
+      await page.close();
+    });
   });
 
   it('lets the approver deny from the page, with a reason that reaches the thread', async () => {
