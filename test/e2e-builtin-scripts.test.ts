@@ -2,18 +2,13 @@
 // needs the analyst's step-up, the commander's approval and step-up; the agent's own isolation backend does
 // the work (logged only on a dry-run agent; real nftables in a network namespace), and the thread and the
 // audit log say what happened.
-import { createServer, type Server } from 'node:net';
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { files } from '../db/schema.ts';
 import { drivers } from './helpers/db.ts';
 import { auditActions, type E2E, startE2E } from './helpers/e2e.ts';
-import {
-  createNamespace,
-  type Namespace,
-  namespacesUnavailable,
-  reachableFromInside,
-} from './helpers/netns.ts';
+import { type IsolationRig, startIsolationRig } from './helpers/isolation-rig.ts';
+import { type Namespace, namespacesUnavailable, reachableFromInside } from './helpers/netns.ts';
 
 const APPROVED_TRAIL = [
   'request.created',
@@ -82,23 +77,18 @@ describe.skipIf(cannot !== undefined).each(drivers)(
   'isolation-control with real nftables on %s',
   { timeout: 180_000 },
   (driver) => {
+    let rig: IsolationRig | undefined;
     let ns: Namespace;
     let e: E2E;
-    let other: Server;
     let otherPort: number;
 
     beforeAll(async () => {
-      ns = createNamespace();
-      e = await startE2E(driver, { brokerHost: ns.hostIp, brokerPublicHost: ns.hostIp });
+      rig = await startIsolationRig(driver);
+      ({ ns, e, otherPort } = rig);
       await e.t.platform.installBuiltinScripts();
-      other = createServer((s) => s.on('error', () => {}).end('other'));
-      await new Promise<void>((r) => other.listen(0, ns.hostIp, r));
-      otherPort = (other.address() as { port: number }).port;
     }, 120_000);
     afterAll(async () => {
-      await e?.stop();
-      other?.close();
-      ns?.destroy();
+      await rig?.stop();
     });
 
     it('cuts the endpoint off the network and lets it back, each after approval', async () => {

@@ -1,18 +1,13 @@
 // Isolate and unisolate from the console chat to a real agent in a network namespace, with real nftables:
 // after the approvals and step-ups, a server outside the namespace is unreachable from inside while the
 // agent keeps its broker; after unisolate it is reachable again. The thread and the audit log say so.
-import { createServer, type Server } from 'node:net';
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { endpoints } from '../db/schema.ts';
 import { drivers } from './helpers/db.ts';
-import { auditActions, type E2E, startE2E } from './helpers/e2e.ts';
-import {
-  createNamespace,
-  type Namespace,
-  namespacesUnavailable,
-  reachableFromInside,
-} from './helpers/netns.ts';
+import { auditActions, type E2E } from './helpers/e2e.ts';
+import { type IsolationRig, startIsolationRig } from './helpers/isolation-rig.ts';
+import { type Namespace, namespacesUnavailable, reachableFromInside } from './helpers/netns.ts';
 
 const cannot = namespacesUnavailable();
 if (cannot) console.warn(`chat isolation tests skipped: ${cannot}`);
@@ -21,22 +16,17 @@ describe.skipIf(cannot !== undefined).each(drivers)(
   'isolation from chat on %s',
   { timeout: 180_000 },
   (driver) => {
+    let rig: IsolationRig | undefined;
     let ns: Namespace;
     let e: E2E;
-    let other: Server;
     let otherPort: number;
 
     beforeAll(async () => {
-      ns = createNamespace();
-      e = await startE2E(driver, { brokerHost: ns.hostIp, brokerPublicHost: ns.hostIp });
-      other = createServer((s) => s.on('error', () => {}).end('other'));
-      await new Promise<void>((r) => other.listen(0, ns.hostIp, r));
-      otherPort = (other.address() as { port: number }).port;
+      rig = await startIsolationRig(driver);
+      ({ ns, e, otherPort } = rig);
     }, 120_000);
     afterAll(async () => {
-      await e?.stop();
-      other?.close();
-      ns?.destroy();
+      await rig?.stop();
     });
 
     it('isolates an endpoint and lifts it again, each after approval, with the effect on the host', async () => {
