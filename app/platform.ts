@@ -18,6 +18,8 @@ import { createGroupWaves } from '../bot/groups/group-waves.ts';
 import { cardRefOf } from '../bot/handlers/chat-ref.ts';
 import { createInteractionInbox } from '../bot/inbox/interaction-inbox.ts';
 import { createFileLibrary } from '../bot/library/file-library.ts';
+import { createChatOutbox, outboxChatPort } from '../bot/outbox/chat-outbox.ts';
+import { createChatSender } from '../bot/outbox/chat-sender.ts';
 import { createPolicy } from '../bot/policy/policy-service.ts';
 import {
   type Clock,
@@ -124,9 +126,20 @@ export function createPlatform(opts: PlatformOptions) {
   const library = createFileLibrary({ db, audit, fileStore, maxFileBytes: config.MAX_FILE_BYTES });
   const scripts = createScriptLibrary({ db, audit, maxScriptBytes: config.MAX_SCRIPT_BYTES });
   const router = createChatRouter();
-  const progress = createGroupProgress({
+  // Card edits and thread replies go into the chat outbox and out through the sender (bot/outbox/), which
+  // delivers them through the adapters registered on the router.
+  const sender = createChatSender({
     db,
     chat: router.chat,
+    render: (requestId) => requests.getView(requestId),
+    timers: opts.timers ?? systemTimers,
+    logger,
+  });
+  const outbox = createChatOutbox({ kick: sender.kick });
+  const chat = outboxChatPort(router.chat, { db, outbox });
+  const progress = createGroupProgress({
+    db,
+    chat,
     timers: opts.timers ?? systemTimers,
     logger,
     publicUrl: config.PUBLIC_URL,
@@ -137,7 +150,7 @@ export function createPlatform(opts: PlatformOptions) {
     clock,
     timers: opts.timers ?? systemTimers,
     dispatcher,
-    chat: router.chat,
+    chat,
     policy,
     progress,
     logger,
@@ -147,7 +160,8 @@ export function createPlatform(opts: PlatformOptions) {
     audit,
     clock,
     logger,
-    chat: router.chat,
+    chat,
+    outbox,
     users,
     stepup,
     policy,
@@ -163,7 +177,7 @@ export function createPlatform(opts: PlatformOptions) {
   const inbox = createInteractionInbox({ db, bot, clock, logger });
   const reporter = createDeliveryReporter({
     db,
-    chat: router.chat,
+    outbox,
     requests,
     progress,
     waves,
@@ -189,6 +203,8 @@ export function createPlatform(opts: PlatformOptions) {
     library,
     scripts,
     router,
+    outbox,
+    sender,
     bot,
     inbox,
     reporter,
@@ -240,14 +256,21 @@ export function createPlatform(opts: PlatformOptions) {
     async sweep(): Promise<void> {
       // Paced groups also release on their own timer; this catches up after a restart.
       await waves.tick().catch((err) => logger.error({ err }, 'releasing paced deliveries failed'));
+      await sender
+        .prune(new Date(clock.now().getTime() - 24 * 3600_000))
+        .catch((err) => logger.error({ err }, 'pruning the chat outbox failed'));
       for (const view of await requests.expireStale()) {
         const ref = await cardRefOf(db, view.id);
         if (!ref) continue;
-        await router.chat.updateRequestCard(ref, view);
-        await router.chat.replyInThread(
-          ref,
-          `${view.ref} expired: nobody decided within ${Math.round(config.APPROVAL_TTL / 60)} minutes. Ask again if it is still needed.`,
-        );
+        await outbox.enqueue(db, [
+          { kind: 'card_update', ref, requestId: view.id },
+          {
+            kind: 'thread_reply',
+            ref,
+            text: `${view.ref} expired: nobody decided within ${Math.round(config.APPROVAL_TTL / 60)} minutes. Ask again if it is still needed.`,
+          },
+        ]);
+        await outbox.flush();
       }
     },
   };

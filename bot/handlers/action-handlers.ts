@@ -1,11 +1,13 @@
 // Requests and decisions: create a request, post and update its card, record approvals and denials, cancel,
 // and send the step-up link when a person needs to confirm who they are first. Approving and cancelling after
 // dispatch each need a step-up bound to that very decision; no other window stands in for it.
+import type { DbOrTx } from '../../db/client.ts';
 import type { BotDeps } from '../bot-service.ts';
 import type { DecisionInput } from '../bot-types.ts';
 import type { Command } from '../commands/command-types.ts';
 import { Conflict, isAppError, StepUpRequired } from '../errors.ts';
 import { isGroup } from '../groups/group-progress.ts';
+import type { OutboxMessage } from '../outbox/chat-outbox.ts';
 import type { ChatContext, ChatMessageRef, RequestView } from '../ports.ts';
 import { describeAction, plural } from '../render/summary.ts';
 import { bindTo, encodeSubject, locationOf, REQUESTER_PURPOSES } from '../stepup/stepup-binding.ts';
@@ -42,38 +44,70 @@ export function createActionHandlers(deps: BotDeps) {
     }
   }
 
-  async function announceDecision(
+  /** What the thread hears about a decision: the card shows it, and a reply says who decided. */
+  function decisionMessages(
+    ref: ChatMessageRef,
     view: RequestView,
     approver: ResolvedUser,
     decision: 'approve' | 'deny',
     reason?: string,
-  ) {
-    const ref = await cardRefOf(deps.db, view.id);
-    if (!ref) return;
-    await chat.updateRequestCard(ref, view);
+  ): OutboxMessage[] {
+    const card: OutboxMessage = { kind: 'card_update', ref, requestId: view.id };
     if (decision === 'deny') {
-      await chat.replyInThread(ref, `Denied by ${approver.displayName}${reason ? `: ${reason}` : ''}.`);
-      return;
+      return [
+        card,
+        {
+          kind: 'thread_reply',
+          ref,
+          text: `Denied by ${approver.displayName}${reason ? `: ${reason}` : ''}.`,
+        },
+      ];
     }
     const dispatched =
       view.state === 'dispatched'
         ? ` Dispatched to ${plural(view.targets.length, 'endpoint')}; offline endpoints receive it when they reconnect.`
         : '';
-    await chat.replyInThread(
-      ref,
-      `Approved by ${approver.displayName} (digest ${view.digest}).${dispatched}`,
-    );
-    await startProgress(view, ref);
+    return [
+      card,
+      {
+        kind: 'thread_reply',
+        ref,
+        text: `Approved by ${approver.displayName} (digest ${view.digest}).${dispatched}`,
+      },
+    ];
+  }
+
+  /**
+   * Writes the decision's card edit and reply into the chat outbox inside the decision's transaction `tx`:
+   * a decision that commits is told in its thread even if this process dies right after; one that rolls
+   * back leaves no message.
+   */
+  async function recordDecision(
+    tx: DbOrTx,
+    view: RequestView,
+    approver: ResolvedUser,
+    decision: 'approve' | 'deny',
+    reason?: string,
+  ): Promise<void> {
+    const ref = await cardRefOf(tx, view.id);
+    if (ref) await deps.outbox.enqueue(tx, decisionMessages(ref, view, approver, decision, reason));
+  }
+
+  /** After the decision committed (with its messages, see recordDecision): sends them, starts a group's progress. */
+  async function announceDecision(view: RequestView) {
+    await deps.outbox.flush();
+    const ref = await cardRefOf(deps.db, view.id);
+    if (ref) await startProgress(view, ref);
   }
 
   /**
    * Tells the thread about an approval, then wakes the brokers: the thread reads "approved, dispatched"
-   * before any result can arrive. The deliveries are committed either way; a failed post only delays them
-   * until the wake-up below.
+   * before any result can arrive (results join the same thread's queue in the outbox, behind it). The
+   * deliveries are committed either way; a failed post only delays them until the wake-up below.
    */
-  async function announceThenWake(view: RequestView, approver: ResolvedUser, endpointIds?: string[]) {
+  async function announceThenWake(view: RequestView, endpointIds?: string[]) {
     try {
-      await announceDecision(view, approver, 'approve');
+      await announceDecision(view);
     } finally {
       if (endpointIds?.length)
         await deps.dispatcher
@@ -100,6 +134,7 @@ export function createActionHandlers(deps: BotDeps) {
 
   return {
     publish,
+    recordDecision,
     announceDecision,
     announceThenWake,
 
@@ -168,26 +203,25 @@ export function createActionHandlers(deps: BotDeps) {
             stepUpWindowId: window.id,
           },
           undefined,
-          { wake: false },
+          { wake: false, inTx: (tx, now) => recordDecision(tx, now, user, 'approve') },
         );
         if (!res.changed) {
           await chat.notifyPrivately(ctx, `You already approved ${view.ref}; nothing changed.`);
           return;
         }
-        await announceThenWake(res.request, user, res.dispatchedEndpointIds);
+        await announceThenWake(res.request, res.dispatchedEndpointIds);
         return;
       }
-      const res = await requests.decide({
-        requestId: view.id,
-        approver: user,
-        decision: 'deny',
-        reason: input.reason,
-      });
+      const res = await requests.decide(
+        { requestId: view.id, approver: user, decision: 'deny', reason: input.reason },
+        undefined,
+        { inTx: (tx, now) => recordDecision(tx, now, user, 'deny', input.reason) },
+      );
       if (!res.changed) {
         await chat.notifyPrivately(ctx, `${view.ref} was already decided; nothing changed.`);
         return;
       }
-      await announceDecision(res.request, user, 'deny', input.reason);
+      await announceDecision(res.request);
     },
 
     announceCancel,
