@@ -257,21 +257,21 @@ export function createPlatform(opts: PlatformOptions) {
       // Paced groups also release on their own timer; this catches up after a restart.
       await waves.tick().catch((err) => logger.error({ err }, 'releasing paced deliveries failed'));
       await sender
-        .prune(new Date(clock.now().getTime() - 24 * 3600_000))
+        .prune(24 * 3600_000)
         .catch((err) => logger.error({ err }, 'pruning the chat outbox failed'));
-      for (const view of await requests.expireStale()) {
-        const ref = await cardRefOf(db, view.id);
-        if (!ref) continue;
-        await outbox.enqueue(db, [
-          { kind: 'card_update', ref, requestId: view.id },
+      const expired = await requests.expireStale(async (tx, request) => {
+        const ref = await cardRefOf(tx, request.id);
+        if (!ref) return;
+        await outbox.enqueue(tx, [
+          { kind: 'card_update', ref, requestId: request.id },
           {
             kind: 'thread_reply',
             ref,
-            text: `${view.ref} expired: nobody decided within ${Math.round(config.APPROVAL_TTL / 60)} minutes. Ask again if it is still needed.`,
+            text: `${request.ref} expired: nobody decided within ${Math.round(config.APPROVAL_TTL / 60)} minutes. Ask again if it is still needed.`,
           },
         ]);
-        await outbox.flush();
-      }
+      });
+      if (expired.length) await outbox.flush();
     },
   };
 }

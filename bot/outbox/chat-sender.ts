@@ -333,8 +333,9 @@ export function createChatSender(opts: ChatSenderOptions) {
       return r?.n ?? 0;
     },
 
-    /** Forgets sent rows older than `before` (they only pace card edits and show what went out). */
-    async prune(before: Date): Promise<void> {
+    /** Forgets rows sent more than `ageMs` ago (they only pace card edits and show what went out). */
+    async prune(ageMs: number): Promise<void> {
+      const before = at(timers.now() - ageMs);
       await db
         .delete(chatOutbox)
         .where(

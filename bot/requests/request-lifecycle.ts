@@ -164,14 +164,21 @@ export function createLifecycle(deps: {
       return { request: await loadView(tx ?? db, out.row), cancelledDeliveries: out.n };
     },
 
-    /** Expires undecided requests past their approval TTL; returns them so their cards can be updated. */
-    async expireStale(): Promise<RequestView[]> {
+    /**
+     * Expires undecided requests past their approval TTL and returns them. `inTx` runs in each expiry's
+     * transaction (the chat messages saying so commit with it).
+     */
+    async expireStale(
+      inTx?: (tx: DbOrTx, request: { id: string; ref: string }) => Promise<void>,
+    ): Promise<RequestView[]> {
       const ids = await dal.staleRequestIds(db, clock.now());
       const expired: Row[] = [];
       for (const id of ids) {
         const row = await db.transaction(async (tx) => {
           const r = await dal.lockRequest(tx, id);
-          return r && (await expireIfLapsed(tx, r)) ? dal.findRequest(tx, id) : null;
+          if (!r || !(await expireIfLapsed(tx, r))) return null;
+          await inTx?.(tx, r);
+          return dal.findRequest(tx, id);
         });
         if (row) expired.push(row);
       }
