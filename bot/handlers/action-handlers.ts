@@ -116,19 +116,25 @@ export function createActionHandlers(deps: BotDeps) {
     }
   }
 
-  /** Updates the card and its thread after a cancel, and tells the person who cancelled. */
-  async function announceCancel(
-    ctx: ChatContext,
+  /** Writes the cancel's card edit and thread reply into the chat outbox, in the cancel's transaction `tx`. */
+  async function recordCancel(
+    tx: DbOrTx,
     user: ResolvedUser,
-    target: string,
-    result: { request?: RequestView; cancelledDeliveries: number },
-  ) {
+    done: { requestId: string; cancelledDeliveries: number },
+  ): Promise<void> {
+    const ref = await cardRefOf(tx, done.requestId);
+    if (!ref) return;
+    const withdrawn = plural(done.cancelledDeliveries, 'queued delivery', 'queued deliveries');
+    await deps.outbox.enqueue(tx, [
+      { kind: 'card_update', ref, requestId: done.requestId },
+      { kind: 'thread_reply', ref, text: `Cancelled by ${user.displayName}: ${withdrawn} withdrawn.` },
+    ]);
+  }
+
+  /** After the cancel committed (with its messages, see recordCancel): sends them, tells the person. */
+  async function announceCancel(ctx: ChatContext, target: string, result: { cancelledDeliveries: number }) {
+    await deps.outbox.flush();
     const withdrawn = plural(result.cancelledDeliveries, 'queued delivery', 'queued deliveries');
-    const ref = result.request ? await cardRefOf(deps.db, result.request.id) : null;
-    if (ref && result.request) {
-      await chat.updateRequestCard(ref, result.request);
-      await chat.replyInThread(ref, `Cancelled by ${user.displayName}: ${withdrawn} withdrawn.`);
-    }
     await chat.reply(ctx, `Cancelled ${target}: ${withdrawn} withdrawn.`);
   }
 
@@ -224,6 +230,7 @@ export function createActionHandlers(deps: BotDeps) {
       await announceDecision(res.request);
     },
 
+    recordCancel,
     announceCancel,
 
     /**
@@ -282,7 +289,9 @@ export function createActionHandlers(deps: BotDeps) {
       if (plan.stepUpRequired) throw await link();
       let result: Awaited<ReturnType<typeof requests.cancel>>;
       try {
-        result = await requests.cancel(cmd.target, user);
+        result = await requests.cancel(cmd.target, user, {
+          inTx: (tx, done) => recordCancel(tx, user, done),
+        });
       } catch (err) {
         // Dispatched between the check and the cancel: it needs the step-up after all.
         if (isAppError(err) && err.code === 'cancel.stepup_required') throw await link();
@@ -296,7 +305,7 @@ export function createActionHandlers(deps: BotDeps) {
         requestId: result.request?.id ?? null,
         details: { target: cmd.target, cancelledDeliveries: result.cancelledDeliveries },
       });
-      await announceCancel(ctx, user, cmd.target, result);
+      await announceCancel(ctx, cmd.target, result);
     },
   };
 }

@@ -174,12 +174,12 @@ export async function runConfirmedStepUp(
         const res = await deps.requests.cancel(
           body.deliveryId ?? body.requestId,
           actor,
-          { stepUpWindowId: window.id },
+          { stepUpWindowId: window.id, inTx: (t, done) => actions.recordCancel(t, actor, done) },
           tx,
         );
         request = res.request;
         message = `Cancelled ${body.target}: ${res.cancelledDeliveries} queued ${res.cancelledDeliveries === 1 ? 'delivery' : 'deliveries'} withdrawn.`;
-        after = () => actions.announceCancel(contextFromLocation(body.at), actor, body.target, res);
+        after = () => actions.announceCancel(contextFromLocation(body.at), body.target, res);
         return;
       }
       case 'resume': {

@@ -102,12 +102,16 @@ export function createLifecycle(deps: {
      * re-checking under the row lock who may (policy `canCancel`). After dispatch it needs
      * `stepUpWindowId`: the actor's live window opened to cancel this request (or this delivery); without
      * one it throws Forbidden 'cancel.stepup_required'. Without a caller `tx` a refusal is audited here;
-     * with one (a step-up completion) the step-up's own record covers it.
+     * with one (a step-up completion) the step-up's own record covers it. `inTx` runs in the cancel's
+     * transaction with what it did (the chat messages saying so commit with it).
      */
     async cancel(
       target: string,
       actor: ResolvedUser,
-      opts: { stepUpWindowId?: string } = {},
+      opts: {
+        stepUpWindowId?: string;
+        inTx?: (tx: DbOrTx, done: { requestId: string; cancelledDeliveries: number }) => Promise<void>;
+      } = {},
       tx?: DbOrTx,
     ): Promise<{ request?: RequestView; cancelledDeliveries: number }> {
       let requestId: string | undefined;
@@ -154,9 +158,14 @@ export function createLifecycle(deps: {
         );
         return { row: (await completeIfDone(t, row)).row, n };
       };
+      const runAll = async (t: DbOrTx) => {
+        const done = await run(t);
+        await opts.inTx?.(t, { requestId: done.row.id, cancelledDeliveries: done.n });
+        return done;
+      };
       let out: Awaited<ReturnType<typeof run>>;
       try {
-        out = tx ? await run(tx) : await db.transaction(run);
+        out = tx ? await runAll(tx) : await db.transaction(runAll);
       } catch (err) {
         if (!tx) await auditRefusal(actor, target, err, requestId);
         throw err;
