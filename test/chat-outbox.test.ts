@@ -184,6 +184,50 @@ describe.each(drivers)('the durable chat outbox (%s)', { timeout: 300_000 }, (dr
     expect(rows.get('two')).toMatchObject({ state: 'sent', attempts: 0 });
   });
 
+  it('keeps each thread in order and sends each message once with two senders (two processes) on one database', async () => {
+    tdb = await openTestDatabase(driver);
+    const db = tdb.db;
+    const timers = createManualTimers();
+    const said: { thread: string; text: string }[] = [];
+    // A platform call that takes a while, longer for some messages than others, so the two senders overlap.
+    const slowPort = (): ChatPort => ({
+      ...createConsoleChat().chat,
+      async replyInThread(ref, text) {
+        await new Promise((r) => setTimeout(r, 5 + ((Number(text.split(' ')[1]) * 7) % 23)));
+        said.push({ thread: ref.threadId, text });
+      },
+    });
+    const render = async (id: string) => sampleRequestView({ id });
+    const senders = [0, 1].map(() =>
+      createChatSender({ db, chat: slowPort(), render, timers: timers.port, logger: silent }),
+    );
+    const refs: ChatMessageRef[] = Array.from({ length: 3 }, (_, k) => ({
+      platform: 'console',
+      channelId: 'C1',
+      messageId: `t${k}`,
+      threadId: `t${k}`,
+    }));
+    // Messages keep arriving while both senders work: a thread's next message is written while its earlier
+    // ones are being sent by the other sender. (Several processes share PostgreSQL only; on the embedded
+    // database the two senders' queries take turns, so the overlap is smaller there.)
+    const passes: Promise<void>[] = [];
+    for (let i = 0; i < 150; i++) {
+      await enqueueChat(db, [{ kind: 'thread_reply', ref: refs[i % 3]!, text: `event ${i}` }]);
+      passes.push(senders[i % 2]!.kick());
+    }
+    await Promise.all(passes);
+    while ((await senders[0]!.backlog()) > 0) await Promise.all(senders.map((s) => s.kick()));
+
+    expect(said.map((m) => m.text).sort()).toEqual(
+      Array.from({ length: 150 }, (_, i) => `event ${i}`).sort(),
+    );
+    for (const [k, ref] of refs.entries()) {
+      expect(said.filter((m) => m.thread === ref.threadId).map((m) => m.text)).toEqual(
+        Array.from({ length: 50 }, (_, n) => `event ${n * 3 + k}`),
+      );
+    }
+  });
+
   it('commits a decision with its thread messages: a decision whose transaction fails leaves no message', async () => {
     tdb = await openTestDatabase(driver);
     const t = await buildTestPlatform(tdb);
