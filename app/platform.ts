@@ -24,6 +24,7 @@ import { createPolicy } from '../bot/policy/policy-service.ts';
 import {
   type Clock,
   type DeliveryEvent,
+  type FaultPoints,
   type FileStore,
   type Logger,
   systemTimers,
@@ -88,8 +89,27 @@ export function stepUpFromConfig(deps: {
   });
 }
 
+/**
+ * The fault drill's switch: FAULT_CRASH_AT names a point between a click and its result where this process
+ * kills itself (SIGKILL, as an OOM killer or a pulled plug would), so a drill can show that nothing
+ * committed is lost and nothing half-done survives. Unset, it does nothing.
+ */
+function faultPointsFor(config: Config, logger: Logger): FaultPoints | undefined {
+  const at = config.FAULT_CRASH_AT;
+  if (!at) return undefined;
+  logger.warn({ point: at }, 'FAULT_CRASH_AT is set: this process kills itself when it gets there');
+  return {
+    reached(point) {
+      if (point !== at) return;
+      logger.warn({ point }, 'FAULT_CRASH_AT reached: killing this process');
+      process.kill(process.pid, 'SIGKILL');
+    },
+  };
+}
+
 export function createPlatform(opts: PlatformOptions) {
   const { config, database, logger, clock, secretKey } = opts;
+  const faults = faultPointsFor(config, logger);
   const db = database.db;
   const baseAudit = createAuditService({ db, clock, chainKey: auditChainKey(secretKey) });
   // Signs the chain's head into DATA_DIR and the audit channel; main.ts starts it (tests that do not, never
@@ -162,6 +182,7 @@ export function createPlatform(opts: PlatformOptions) {
     logger,
     chat,
     outbox,
+    faults,
     users,
     stepup,
     policy,
@@ -184,6 +205,7 @@ export function createPlatform(opts: PlatformOptions) {
     clock,
     logger,
     publicUrl: config.PUBLIC_URL,
+    faults,
   });
 
   return {

@@ -19,7 +19,7 @@ import { claimEvent } from './idempotency.ts';
 import type { FileLibrary } from './library/file-library.ts';
 import type { ChatOutbox } from './outbox/chat-outbox.ts';
 import type { PolicyService } from './policy/policy-service.ts';
-import type { ChatContext, ChatPort, Clock, Dispatcher, Logger } from './ports.ts';
+import type { ChatContext, ChatPort, Clock, Dispatcher, FaultPoints, Logger } from './ports.ts';
 import type { RequestService } from './requests/request-service.ts';
 import type { ScriptLibrary } from './scripts/script-library.ts';
 import type { SessionService } from './sessions/session-service.ts';
@@ -35,6 +35,8 @@ export interface BotDeps {
   chat: ChatPort;
   /** Card edits and thread replies that must commit with the change they report (bot/outbox/). */
   outbox: ChatOutbox;
+  /** Fault drills only (FAULT_CRASH_AT); absent in normal running. */
+  faults?: FaultPoints;
   users: UserService;
   stepup: StepUpService;
   policy: PolicyService;

@@ -15,7 +15,7 @@ import { type GroupProgress, isGroup } from '../groups/group-progress.ts';
 import type { GroupWaves } from '../groups/group-waves.ts';
 import { cardRefOf } from '../handlers/chat-ref.ts';
 import type { ChatOutbox, OutboxMessage } from '../outbox/chat-outbox.ts';
-import type { Clock, DeliveryEvent, DeliveryObserver, Logger } from '../ports.ts';
+import type { Clock, DeliveryEvent, DeliveryObserver, FaultPoints, Logger } from '../ports.ts';
 import { describeResult } from '../render/results.ts';
 import { formatProgress } from '../render/summary.ts';
 import type { RequestService } from '../requests/request-service.ts';
@@ -47,6 +47,8 @@ export function createDeliveryReporter(deps: {
   clock: Clock;
   logger: Logger;
   publicUrl: string;
+  /** Fault drills only (FAULT_CRASH_AT). */
+  faults?: FaultPoints;
 }): DeliveryObserver & { catchUp(): Promise<number> } {
   const { db, outbox, requests, clock } = deps;
   /** Per request: the events waiting for the next pass, and the pass running now (if any). */
@@ -141,6 +143,7 @@ export function createDeliveryReporter(deps: {
     const late = batch.some((q) => q.late);
     let pending: (typeof deliveries.$inferSelect)[] = [];
     let reported = false;
+    if (finals.length) deps.faults?.reached('result-stored');
     try {
       pending = finals.length ? await claim(finals.map((q) => q.event.deliveryId)) : [];
       // A catch-up only reports; someone else reported or is reporting these.

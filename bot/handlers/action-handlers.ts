@@ -41,6 +41,7 @@ export function createActionHandlers(deps: BotDeps) {
         `${who} ran ${describeAction(view)}${excluded}: read-only, no approval needed. Dispatched to ${plural(view.targets.length, 'endpoint')}.`,
       );
       await startProgress(view, ref);
+      deps.faults?.reached('after-dispatch');
     }
   }
 
@@ -91,10 +92,12 @@ export function createActionHandlers(deps: BotDeps) {
   ): Promise<void> {
     const ref = await cardRefOf(tx, view.id);
     if (ref) await deps.outbox.enqueue(tx, decisionMessages(ref, view, approver, decision, reason));
+    deps.faults?.reached('decision-before-commit');
   }
 
   /** After the decision committed (with its messages, see recordDecision): sends them, starts a group's progress. */
   async function announceDecision(view: RequestView) {
+    deps.faults?.reached('decision-after-commit');
     await deps.outbox.flush();
     const ref = await cardRefOf(deps.db, view.id);
     if (ref) await startProgress(view, ref);
@@ -114,6 +117,7 @@ export function createActionHandlers(deps: BotDeps) {
           .wake(endpointIds, { requestId: view.id, deliveries: view.targets.length })
           .catch(() => undefined);
     }
+    if (view.state === 'dispatched') deps.faults?.reached('after-dispatch');
   }
 
   /** Writes the cancel's card edit and thread reply into the chat outbox, in the cancel's transaction `tx`. */
