@@ -68,6 +68,8 @@ async function main() {
   const surfaces = await attachSurfaces({ http, platform, config, logger, fileStore, database });
   // After the surfaces, so the first checkpoint already reaches the Slack or Teams audit channel.
   await platform.checkpointer.start();
+  // After the surfaces too: it sends through their adapters, starting with what an earlier process left.
+  void platform.sender.start();
 
   const broker = createBroker({
     db: database,
@@ -133,6 +135,8 @@ async function main() {
     await platform.checkpointer.stop().catch(() => {});
     await closeAdmin().catch(() => {});
     await metricsHttp?.close().catch(() => {});
+    // What is not sent yet stays in the chat outbox for the next start.
+    await platform.sender.stop().catch(() => {});
     await surfaces.close().catch(() => {});
     await broker.stop().catch(() => {});
     await unfollow().catch(() => {});

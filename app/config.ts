@@ -1,11 +1,13 @@
 // The one configuration schema. Parsed once at start; a bad value stops the process with a message that
 // names the variable and says what is expected. Services receive plain values, never process.env.
+
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
+import { FAULT_POINTS } from '../bot/ports.ts';
 import { refineTeams, teamsConfigShape, teamsEnabled } from './config-teams.ts';
 
 const port = (def: number) => z.coerce.number().int().min(0).max(65535).default(def);
@@ -213,6 +215,8 @@ export const configSchema = z
     HTTP_BODY_LIMIT: positiveInt(1024 * 1024),
     /** How long start-up waits for PostgreSQL before giving up. */
     DB_START_TIMEOUT: duration('2m'),
+    /** Fault drills only: kill this process (SIGKILL) at the named point (README "Faults"). */
+    FAULT_CRASH_AT: z.enum(FAULT_POINTS).optional(),
   })
   .superRefine((c, ctx) => {
     if (c.HTTP_HEADERS_TIMEOUT > c.HTTP_REQUEST_TIMEOUT) {

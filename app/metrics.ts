@@ -4,7 +4,15 @@
 import { count, gt, inArray, max, sql } from 'drizzle-orm';
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import type { Db } from '../db/client.ts';
-import { actionRequests, auditLog, DELIVERY_STATES, deliveries, REQUEST_STATES } from '../db/schema.ts';
+import {
+  actionRequests,
+  auditLog,
+  CHAT_OUTBOX_STATES,
+  chatOutbox,
+  DELIVERY_STATES,
+  deliveries,
+  REQUEST_STATES,
+} from '../db/schema.ts';
 
 /** A registry with Node's default process metrics (CPU, memory, event loop lag, GC, handles). */
 export function createMetricsRegistry(): Registry {
@@ -23,6 +31,8 @@ const REASON_LABEL = /^[a-z0-9_.]{1,40}$/;
  * Registers the database-backed metrics on `registry`:
  * - `ar_deliveries{state}` and `ar_requests{state}`: rows by state (grouped COUNT at scrape time);
  * - `ar_outbox_depth`: deliveries queued or sent but not yet acknowledged;
+ * - `ar_chat_outbox{state}`: chat messages and card edits by state (`pending` and `sending` not yet
+ *   accepted by the platform, `failed` given up after their retries);
  * - `ar_audit_events_total{action,outcome}`: records in the audit log, whichever process wrote them;
  * - `ar_stepup_outcomes_total{outcome,reason}`: the `stepup.attempt` records among them.
  *
@@ -58,6 +68,22 @@ export function registerDatabaseMetrics(registry: Registry, db: Db): void {
         .from(deliveries)
         .where(inArray(deliveries.state, [...OUTBOX_STATES]));
       this.set(row?.n ?? 0);
+    },
+  });
+
+  new Gauge({
+    name: 'ar_chat_outbox',
+    help: 'Chat messages and card edits in the chat outbox by state (rows in the database)',
+    labelNames: ['state'] as const,
+    registers: [registry],
+    async collect() {
+      const rows = await db
+        .select({ state: chatOutbox.state, n: count() })
+        .from(chatOutbox)
+        .groupBy(chatOutbox.state);
+      this.reset();
+      for (const state of CHAT_OUTBOX_STATES) this.set({ state }, 0);
+      for (const r of rows) this.set({ state: r.state }, r.n);
     },
   });
 

@@ -18,10 +18,13 @@ import { createGroupWaves } from '../bot/groups/group-waves.ts';
 import { cardRefOf } from '../bot/handlers/chat-ref.ts';
 import { createInteractionInbox } from '../bot/inbox/interaction-inbox.ts';
 import { createFileLibrary } from '../bot/library/file-library.ts';
+import { createChatOutbox, outboxChatPort } from '../bot/outbox/chat-outbox.ts';
+import { createChatSender } from '../bot/outbox/chat-sender.ts';
 import { createPolicy } from '../bot/policy/policy-service.ts';
 import {
   type Clock,
   type DeliveryEvent,
+  type FaultPoints,
   type FileStore,
   type Logger,
   systemTimers,
@@ -86,8 +89,27 @@ export function stepUpFromConfig(deps: {
   });
 }
 
+/**
+ * The fault drill's switch: FAULT_CRASH_AT names a point between a click and its result where this process
+ * kills itself (SIGKILL, as an OOM killer or a pulled plug would), so a drill can show that nothing
+ * committed is lost and nothing half-done survives. Unset, it does nothing.
+ */
+function faultPointsFor(config: Config, logger: Logger): FaultPoints | undefined {
+  const at = config.FAULT_CRASH_AT;
+  if (!at) return undefined;
+  logger.warn({ point: at }, 'FAULT_CRASH_AT is set: this process kills itself when it gets there');
+  return {
+    reached(point) {
+      if (point !== at) return;
+      logger.warn({ point }, 'FAULT_CRASH_AT reached: killing this process');
+      process.kill(process.pid, 'SIGKILL');
+    },
+  };
+}
+
 export function createPlatform(opts: PlatformOptions) {
   const { config, database, logger, clock, secretKey } = opts;
+  const faults = faultPointsFor(config, logger);
   const db = database.db;
   const baseAudit = createAuditService({ db, clock, chainKey: auditChainKey(secretKey) });
   // Signs the chain's head into DATA_DIR and the audit channel; main.ts starts it (tests that do not, never
@@ -124,9 +146,20 @@ export function createPlatform(opts: PlatformOptions) {
   const library = createFileLibrary({ db, audit, fileStore, maxFileBytes: config.MAX_FILE_BYTES });
   const scripts = createScriptLibrary({ db, audit, maxScriptBytes: config.MAX_SCRIPT_BYTES });
   const router = createChatRouter();
-  const progress = createGroupProgress({
+  // Card edits and thread replies go into the chat outbox and out through the sender (bot/outbox/), which
+  // delivers them through the adapters registered on the router.
+  const sender = createChatSender({
     db,
     chat: router.chat,
+    render: (requestId) => requests.getView(requestId),
+    timers: opts.timers ?? systemTimers,
+    logger,
+  });
+  const outbox = createChatOutbox({ kick: sender.kick });
+  const chat = outboxChatPort(router.chat, { db, outbox });
+  const progress = createGroupProgress({
+    db,
+    chat,
     timers: opts.timers ?? systemTimers,
     logger,
     publicUrl: config.PUBLIC_URL,
@@ -137,7 +170,7 @@ export function createPlatform(opts: PlatformOptions) {
     clock,
     timers: opts.timers ?? systemTimers,
     dispatcher,
-    chat: router.chat,
+    chat,
     policy,
     progress,
     logger,
@@ -147,7 +180,9 @@ export function createPlatform(opts: PlatformOptions) {
     audit,
     clock,
     logger,
-    chat: router.chat,
+    chat,
+    outbox,
+    faults,
     users,
     stepup,
     policy,
@@ -163,13 +198,14 @@ export function createPlatform(opts: PlatformOptions) {
   const inbox = createInteractionInbox({ db, bot, clock, logger });
   const reporter = createDeliveryReporter({
     db,
-    chat: router.chat,
+    outbox,
     requests,
     progress,
     waves,
     clock,
     logger,
     publicUrl: config.PUBLIC_URL,
+    faults,
   });
 
   return {
@@ -189,6 +225,8 @@ export function createPlatform(opts: PlatformOptions) {
     library,
     scripts,
     router,
+    outbox,
+    sender,
     bot,
     inbox,
     reporter,
@@ -240,15 +278,22 @@ export function createPlatform(opts: PlatformOptions) {
     async sweep(): Promise<void> {
       // Paced groups also release on their own timer; this catches up after a restart.
       await waves.tick().catch((err) => logger.error({ err }, 'releasing paced deliveries failed'));
-      for (const view of await requests.expireStale()) {
-        const ref = await cardRefOf(db, view.id);
-        if (!ref) continue;
-        await router.chat.updateRequestCard(ref, view);
-        await router.chat.replyInThread(
-          ref,
-          `${view.ref} expired: nobody decided within ${Math.round(config.APPROVAL_TTL / 60)} minutes. Ask again if it is still needed.`,
-        );
-      }
+      await sender
+        .prune(24 * 3600_000)
+        .catch((err) => logger.error({ err }, 'pruning the chat outbox failed'));
+      const expired = await requests.expireStale(async (tx, request) => {
+        const ref = await cardRefOf(tx, request.id);
+        if (!ref) return;
+        await outbox.enqueue(tx, [
+          { kind: 'card_update', ref, requestId: request.id },
+          {
+            kind: 'thread_reply',
+            ref,
+            text: `${request.ref} expired: nobody decided within ${Math.round(config.APPROVAL_TTL / 60)} minutes. Ask again if it is still needed.`,
+          },
+        ]);
+      });
+      if (expired.length) await outbox.flush();
     },
   };
 }

@@ -1,6 +1,7 @@
 // The core's front door: every chat adapter calls handleCommand / handleDecision, and the step-up page calls
 // describeStepUp / completeStepUp. Listeners stay thin; this file resolves who is speaking, parses, routes to
 // the services and renders results through the ChatPort. Chat is only ever touched after a commit.
+
 import type { Db } from '../db/client.ts';
 import type { AuditService } from './audit/audit-service.ts';
 import type { BotCore, DecisionInput, StepUpOutcome, StepUpPageView } from './bot-types.ts';
@@ -16,8 +17,9 @@ import { createLibraryHandlers } from './handlers/library-handlers.ts';
 import { describeChallenge, runConfirmedStepUp } from './handlers/stepup-handlers.ts';
 import { claimEvent } from './idempotency.ts';
 import type { FileLibrary } from './library/file-library.ts';
+import type { ChatOutbox } from './outbox/chat-outbox.ts';
 import type { PolicyService } from './policy/policy-service.ts';
-import type { ChatContext, ChatPort, Clock, Dispatcher, Logger } from './ports.ts';
+import type { ChatContext, ChatPort, Clock, Dispatcher, FaultPoints, Logger } from './ports.ts';
 import type { RequestService } from './requests/request-service.ts';
 import type { ScriptLibrary } from './scripts/script-library.ts';
 import type { SessionService } from './sessions/session-service.ts';
@@ -31,6 +33,10 @@ export interface BotDeps {
   clock: Clock;
   logger: Logger;
   chat: ChatPort;
+  /** Card edits and thread replies that must commit with the change they report (bot/outbox/). */
+  outbox: ChatOutbox;
+  /** Fault drills only (FAULT_CRASH_AT); absent in normal running. */
+  faults?: FaultPoints;
   users: UserService;
   stepup: StepUpService;
   policy: PolicyService;

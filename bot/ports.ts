@@ -25,6 +25,23 @@ export const systemTimers: Timers = {
   },
 };
 
+/**
+ * Named points between a click and its result where an operator's fault drill (FAULT_CRASH_AT) kills the
+ * process, to prove that what was committed survives and what was not is not half-done.
+ */
+export const FAULT_POINTS = [
+  'decision-before-commit',
+  'decision-after-commit',
+  'after-dispatch',
+  'result-stored',
+] as const;
+export type FaultPoint = (typeof FAULT_POINTS)[number];
+
+/** Told when the core passes a fault point; does nothing unless a drill asked for that point. */
+export interface FaultPoints {
+  reached(point: FaultPoint): void;
+}
+
 /** The subset of pino the core uses, so tests can pass a silent logger. */
 export interface Logger {
   info(obj: object, msg?: string): void;

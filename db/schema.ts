@@ -490,6 +490,48 @@ export const chatInbox = pgTable(
   (t) => [index('chat_inbox_open').on(t.receivedAt).where(sql`processed_at is null`)],
 );
 
+export const CHAT_OUTBOX_KINDS = ['card_update', 'thread_reply'] as const;
+export type ChatOutboxKind = (typeof CHAT_OUTBOX_KINDS)[number];
+export const CHAT_OUTBOX_STATES = ['pending', 'sending', 'sent', 'failed'] as const;
+export type ChatOutboxState = (typeof CHAT_OUTBOX_STATES)[number];
+
+/**
+ * Chat messages and card edits the core wants said, written in the transaction of the change they report
+ * and delivered by a sender (bot/outbox/chat-sender.ts). Rows of one `lane` (a thread, or one card) go out in
+ * `id` order. A card edit carries only the request id: the sender renders the view as it is when it sends,
+ * so one pending row per card (`coalesce_key`) stands for every change since the last edit.
+ */
+export const chatOutbox = pgTable(
+  'chat_outbox',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    platform: text('platform').$type<Platform>().notNull(),
+    kind: text('kind').$type<ChatOutboxKind>().notNull(),
+    /** Where it goes: the card's (or thread's) ChatMessageRef. */
+    target: jsonb('target').notNull(),
+    /** `thread:<platform>:<channel>:<thread>` or `card:<platform>:<channel>:<message>`. */
+    lane: text('lane').notNull(),
+    /** Set for card edits: a newer edit of the same card joins the pending row instead of adding one. */
+    coalesceKey: text('coalesce_key'),
+    /** card_update: { requestId }; thread_reply: { text }. */
+    payload: jsonb('payload').notNull(),
+    state: text('state').$type<ChatOutboxState>().notNull().default('pending'),
+    attempts: integer('attempts').notNull().default(0),
+    /** Null: as soon as possible. Set after a failure (backoff) or a rate limit (Retry-After). */
+    nextAttemptAt: tz('next_attempt_at'),
+    /** While `sending`: the claim runs out then, and another sender may take the row again. */
+    leaseUntil: tz('lease_until'),
+    lastError: text('last_error'),
+    createdAt: createdAt(),
+    sentAt: tz('sent_at'),
+  },
+  (t) => [
+    index('chat_outbox_open').on(t.lane, t.id).where(sql`state in ('pending','sending')`),
+    index('chat_outbox_lane_sent').on(t.lane, t.sentAt).where(sql`state = 'sent'`),
+    uniqueIndex('chat_outbox_coalesce').on(t.coalesceKey).where(sql`state = 'pending'`),
+  ],
+);
+
 /**
  * The tamper-evident audit log. `seq` is assigned gap-free under a lock, and `hash` is SHA-256 over the
  * canonical JSON of the row including `prev_hash`. A trigger (migration 0001) refuses UPDATE, DELETE and

@@ -1,13 +1,14 @@
 // Lost notifications leave nothing stuck (issue: faults lose nothing). A wake-up NOTIFY sent while a
 // broker's LISTEN session is down, or a delivery event sent while the platform's is down, is lost by
 // PostgreSQL; the broker sweeps for queued work, both catch up once their session is back, and a result is
-// marked reported only after chat accepted its post.
+// marked reported in the transaction that writes its post into the chat outbox, whose sender retries a post
+// chat refused.
 import { eq } from 'drizzle-orm';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createDeliveryReporter } from '../bot/deliveries/delivery-reporter.ts';
 import { createOutboxDispatcher } from '../broker/outbox/dispatcher.ts';
 import { openDatabase } from '../db/client.ts';
-import { deliveries } from '../db/schema.ts';
+import { chatOutbox, deliveries } from '../db/schema.ts';
 import {
   type AgentProcess,
   deliveryState,
@@ -51,11 +52,11 @@ describe.each(drivers)('work and results after lost notifications, on %s', { tim
     expect(agent.count((l) => l.msg === 'running delivery' && l.id === row!.id)).toBe(1);
   });
 
-  it('marks a result reported only once chat took its post, and one catch-up of two posts it and the completion', async () => {
+  it('keeps a result whose post failed in the chat outbox and posts it once, with the completion, on retry', async () => {
     e = await startE2E(driver, { outboxSweepMs: 60_000 });
     const flaky = await e.agent('flaky-chat-01');
     const decoy = e.decoy(flaky);
-    // The first result post fails, as a chat outage or a crash before the post would leave it.
+    // The first result post fails, as a chat outage would make it.
     const console = e.t.chat.chat;
     let failed = 0;
     e.t.platform.router.register('console', {
@@ -68,17 +69,19 @@ describe.each(drivers)('work and results after lost notifications, on %s', { tim
     const done = e.act(`kill flaky-chat-01 ${decoy.pid} --reason "beaconing"`);
     await waitFor(() => failed > 0, 'the result post to fail', 90_000);
     const [row] = await e.tdb.db.select().from(deliveries);
-    await waitFor(async () => {
-      const [r] = await e!.tdb.db.select().from(deliveries).where(eq(deliveries.id, row!.id));
-      return r!.state === 'succeeded';
-    }, 'the delivery to be stored');
-    expect((await deliveryState(e.tdb, row!.id)).reportedAt).toBeNull();
+    // Reported together with its message, which waits in the outbox for its retry.
+    expect((await deliveryState(e.tdb, row!.id)).reportedAt).not.toBeNull();
+    const [waiting] = await e.tdb.db
+      .select()
+      .from(chatOutbox)
+      .where(eq(chatOutbox.lastError, 'chat is down'));
+    expect(waiting).toMatchObject({ attempts: 1, kind: 'thread_reply' });
 
-    // Two platform processes catch up at once: the claim lets one of them post it.
+    // Two platform processes catch up at once: neither has anything left to report.
     const p = e.t.platform;
     const other = createDeliveryReporter({
       db: p.db,
-      chat: p.router.chat,
+      outbox: p.outbox,
       requests: p.requests,
       progress: p.progress,
       waves: p.waves,
@@ -86,14 +89,15 @@ describe.each(drivers)('work and results after lost notifications, on %s', { tim
       logger: silentLogger,
       publicUrl: 'http://ar.test',
     });
-    const taken = await Promise.all([p.catchUpDeliveries(), other.catchUp()]);
-    expect(taken).toEqual([1, 1]);
+    expect(await Promise.all([p.catchUpDeliveries(), other.catchUp()])).toEqual([0, 0]);
     const r = await done;
     expect(r.thread.filter((l) => /^flaky-chat-01:/.test(l))).toHaveLength(1);
     expect(r.thread.filter((l) => /completed/.test(l))).toHaveLength(1);
-    expect((await deliveryState(e.tdb, row!.id)).reportedAt).not.toBeNull();
-    // Reported: the next pass has nothing to do.
-    expect(await e.t.platform.catchUpDeliveries()).toBe(0);
+    // In the thread's order: the completion waited behind the result it follows.
+    const at = (re: RegExp) => r.thread.findIndex((l) => re.test(l));
+    expect(at(/^flaky-chat-01:/)).toBeLessThan(at(/completed/));
+    const [sent] = await e.tdb.db.select().from(chatOutbox).where(eq(chatOutbox.id, waiting!.id));
+    expect(sent).toMatchObject({ state: 'sent', attempts: 1 });
   });
 });
 

@@ -136,6 +136,9 @@ describe.each(drivers)('metrics after one isolate on %s', { timeout: 240_000 }, 
     expect(sample(s, 'ar_outbox_depth')).toBe(0);
     expect(sample(s, 'ar_requests', { state: 'completed' })).toBe(1);
     expect(sample(s, 'ar_requests', { state: 'pending_approval' })).toBe(0);
+    // Every card edit and thread reply of the request was accepted by chat.
+    expect(sample(s, 'ar_chat_outbox', { state: 'sent' })).toBeGreaterThan(0);
+    expect(sample(s, 'ar_chat_outbox', { state: 'failed' })).toBe(0);
     // The requester's and the approver's confirmations.
     expect(sample(s, 'ar_stepup_outcomes_total', { outcome: 'ok', reason: 'ok' })).toBe(2);
     expect(sample(s, 'ar_audit_events_total', { action: 'request.created', outcome: 'ok' })).toBe(1);

@@ -1,11 +1,12 @@
 // The Slack ChatPort through the real Bolt app's Web API client against the local Slack stand-in: cards
-// with buttons, edits in place, thread replies, private notices, coalesced progress edits, and internal
+// with buttons, edits in place, thread replies, private notices, Slack's 429 as a rate-limit error, and internal
 // errors answered privately with a reference that is on the matching log line.
 import type { FastifyInstance } from 'fastify';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { registerSlack, type SlackAdapter } from '../adapters/slack/slack-plugin.ts';
 import { buildHttpApp } from '../app/http-app.ts';
 import type { BotCore } from '../bot/bot-types.ts';
+import { ChatRateLimited } from '../bot/outbox/chat-outbox.ts';
 import type { ChatContext, Logger } from '../bot/ports.ts';
 import {
   type FakeSlack,
@@ -29,7 +30,7 @@ describe('Slack ChatPort', () => {
     error: (obj, msg) => void logged.push({ obj: obj as Record<string, unknown>, msg }),
   };
   // A hand-moved clock and timers: the card-edit interval passes only when the test says so.
-  let now = 0;
+  const now = 0;
   const due: { at: number; fn: () => void }[] = [];
   const timers = {
     now: () => now,
@@ -137,28 +138,29 @@ describe('Slack ChatPort', () => {
     expect(visible!.args.thread_ts).toBeUndefined();
   });
 
-  it('shows action-group progress as a few coalesced edits of one card, never one post per endpoint', async () => {
+  it('edits a card at once and turns a 429 into a rate-limit error carrying Retry-After', async () => {
     const ref = {
       platform: 'slack' as const,
       channelId: 'CINC',
       messageId: '1700000000.000400',
       threadId: '1700000000.000400',
     };
-    for (let done = 1; done <= 40; done++) {
+    // Pacing and coalescing card edits is the chat outbox's job: the adapter sends what it is given.
+    for (let done = 1; done <= 3; done++) {
       await adapter.chat.updateRequestCard(
         ref,
-        sampleView({ state: 'dispatched', progress: { succeeded: done, queued: 40 - done } }),
+        sampleView({ state: 'dispatched', progress: { succeeded: done, queued: 3 - done } }),
       );
     }
-    expect(slack.callsOf('chat.update')).toHaveLength(1);
-    now += 1000;
-    for (const t of due.splice(0)) t.fn();
-    const last = await slack.waitFor(
-      (c) => c.method === 'chat.update' && JSON.stringify(c.args.blocks).includes('succeeded 40'),
-    );
-    expect(slack.callsOf('chat.update')).toHaveLength(2);
-    expect(JSON.stringify(last.args.blocks)).not.toContain('queued');
-    expect(slack.callsOf('chat.postMessage')).toHaveLength(0);
+    expect(slack.callsOf('chat.update')).toHaveLength(3);
+    // Slack says "slow down": the client does not sleep on it, the caller learns how long to wait.
+    slack.rateLimitFor(60_000, 7);
+    const refused = await adapter.chat.updateRequestCard(ref, sampleView()).catch((err: unknown) => err);
+    expect(refused).toBeInstanceOf(ChatRateLimited);
+    expect((refused as ChatRateLimited).retryAfterMs).toBe(7000);
+    await expect(adapter.chat.replyInThread(ref, 'later')).rejects.toBeInstanceOf(ChatRateLimited);
+    expect(slack.callsOf('chat.update')).toHaveLength(3);
+    expect(slack.limited.map((c) => c.method)).toEqual(['chat.update', 'chat.postMessage']);
   });
 
   it('answers an unexpected failure privately with a reference that matches the log line', async () => {

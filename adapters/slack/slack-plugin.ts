@@ -81,9 +81,10 @@ export async function registerSlack(fastify: FastifyInstance, deps: SlackDeps): 
   const boltLogger = toBoltLogger(logger);
   const clientOptions = {
     slackApiUrl: config.apiUrl,
-    // Slack answers 429 with Retry-After, which the client honours; a few retries ride out blips without
-    // holding a thread reply for minutes.
+    // A few retries ride out blips. Slack's 429 is not waited out in the client: it is rejected, and the chat
+    // outbox's sender (bot/outbox/chat-sender.ts) holds that platform's messages for the Retry-After.
     retryConfig: { retries: 2, factor: 2, minTimeout: 200, maxTimeout: 2000 },
+    rejectRateLimitedCalls: true,
   };
 
   // One auth.test, before anything is mounted: a wrong token stops startup with Slack's own error, and Bolt

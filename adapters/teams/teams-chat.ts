@@ -1,6 +1,6 @@
-// The ChatPort for Teams: request cards as Adaptive Cards, edits in place (PUT, coalesced per card and
-// spaced per conversation), thread replies, and private notices. A thin client of the SDK's connector
-// calls (connector.ts), so a durable sender can drive the same calls later.
+// The ChatPort for Teams: request cards as Adaptive Cards, edits in place (PUT; card edits paced and coalesced
+// by the core's chat outbox, progress-message edits spaced per conversation here), thread replies, and
+// private notices. A thin client of the SDK's connector calls (connector.ts).
 //
 // Private notices have no Teams equivalent of Slack's ephemeral messages. While a click is being answered,
 // what the core says privately to the clicker is captured and returned in the click's own invoke response,
@@ -103,7 +103,7 @@ export function createTeamsChat(deps: {
       return { platform: 'teams', channelId: ctx.channelId, messageId: id, threadId };
     },
 
-    updateRequestCard(ref: ChatMessageRef, view: RequestView): Promise<void> {
+    async updateRequestCard(ref: ChatMessageRef, view: RequestView): Promise<void> {
       remember(view);
       const cap = capturing();
       if (cap) {
@@ -113,10 +113,9 @@ export function createTeamsChat(deps: {
       const address = decodeAddress(ref.channelId);
       // Edited where it was posted: inside its thread, or at the top of the channel when it is the root.
       const target = targetOf(address, ref.threadId === ref.messageId ? undefined : ref.threadId);
-      // Coalesced: of many progress updates within the interval only the newest view is sent.
-      return scheduler.schedule(address.conversationId, ref.messageId, async () => {
-        await connector.update(target, ref.messageId, cardActivity(await sharedCard(target, view)));
-      });
+      // Sent at once: the chat outbox's sender paces and coalesces card edits, and marks one sent only when
+      // this resolves (the connector itself waits out Teams' 429s).
+      await connector.update(target, ref.messageId, cardActivity(await sharedCard(target, view)));
     },
 
     async replyInThread(ref: ChatMessageRef, text: string): Promise<void> {

@@ -1,18 +1,21 @@
 // Follows delivery progress from the broker and tells the request's thread. A final result is marked
-// reported (`reported_at`) only after chat accepted its post, so a crash or a failed post between the two
-// leaves it for `catchUp`, which the platform runs on a timer and after its LISTEN session comes back (a
-// NOTIFY sent while it was down is lost). That makes a result reach the thread at least once; the card shows
-// the running counts, and completion of the whole request is announced by whoever moved it to `completed`.
+// reported (`reported_at`) in the same transaction that writes its thread reply (and the card edit) into the
+// chat outbox (bot/outbox/), and the outbox's sender delivers them after the commit: a result is told in its
+// thread exactly once, even when this process dies right after, and a result left unreported (a lost NOTIFY,
+// a crash before that transaction) is found by `catchUp`, which the platform runs on a timer and after its
+// LISTEN session comes back. The card shows the running counts, and completion of the whole request is
+// announced by whoever moved it to `completed`.
 // Events are handled one request at a time, in batches: the events of a request that arrive while a pass
 // for it runs are taken together by the next pass. An action group's thousands of results then cost a few
 // passes (each reading the request once), not one locked transaction and one full view per endpoint.
 import { and, asc, eq, inArray, isNull, lt, or } from 'drizzle-orm';
-import type { Db } from '../../db/client.ts';
+import type { Db, DbOrTx } from '../../db/client.ts';
 import { deliveries, endpoints, files } from '../../db/schema.ts';
 import { type GroupProgress, isGroup } from '../groups/group-progress.ts';
 import type { GroupWaves } from '../groups/group-waves.ts';
 import { cardRefOf } from '../handlers/chat-ref.ts';
-import type { ChatPort, Clock, DeliveryEvent, DeliveryObserver, Logger } from '../ports.ts';
+import type { ChatOutbox, OutboxMessage } from '../outbox/chat-outbox.ts';
+import type { Clock, DeliveryEvent, DeliveryObserver, FaultPoints, Logger } from '../ports.ts';
 import { describeResult } from '../render/results.ts';
 import { formatProgress } from '../render/summary.ts';
 import type { RequestService } from '../requests/request-service.ts';
@@ -37,15 +40,17 @@ interface Queued {
 
 export function createDeliveryReporter(deps: {
   db: Db;
-  chat: ChatPort;
+  outbox: ChatOutbox;
   requests: RequestService;
   progress: GroupProgress;
   waves: GroupWaves;
   clock: Clock;
   logger: Logger;
   publicUrl: string;
+  /** Fault drills only (FAULT_CRASH_AT). */
+  faults?: FaultPoints;
 }): DeliveryObserver & { catchUp(): Promise<number> } {
-  const { db, chat, requests, clock } = deps;
+  const { db, outbox, requests, clock } = deps;
   /** Per request: the events waiting for the next pass, and the pass running now (if any). */
   const queues = new Map<string, { waiting: Map<string, Queued>; running: Promise<void> | null }>();
 
@@ -82,11 +87,14 @@ export function createDeliveryReporter(deps: {
       .where(and(inArray(deliveries.id, deliveryIds), isNull(deliveries.reportedAt)));
   }
 
-  async function markReported(deliveryIds: string[]) {
-    await db
+  /** Marks results reported; returns the ones this call marked (another process may have been first). */
+  async function markReported(tx: DbOrTx, deliveryIds: string[]): Promise<Set<string>> {
+    const rows = await tx
       .update(deliveries)
       .set({ reportedAt: clock.now() })
-      .where(and(inArray(deliveries.id, deliveryIds), isNull(deliveries.reportedAt)));
+      .where(and(inArray(deliveries.id, deliveryIds), isNull(deliveries.reportedAt)))
+      .returning({ id: deliveries.id });
+    return new Set(rows.map((r) => r.id));
   }
 
   async function resultMessage(d: typeof deliveries.$inferSelect): Promise<string> {
@@ -110,8 +118,8 @@ export function createDeliveryReporter(deps: {
   }
 
   /** True when no final result of the request is still waiting to be told in its thread. */
-  async function allReported(requestId: string) {
-    const rows = await db
+  async function allReported(tx: DbOrTx, requestId: string) {
+    const rows = await tx
       .select({ id: deliveries.id })
       .from(deliveries)
       .where(
@@ -135,6 +143,7 @@ export function createDeliveryReporter(deps: {
     const late = batch.some((q) => q.late);
     let pending: (typeof deliveries.$inferSelect)[] = [];
     let reported = false;
+    if (finals.length) deps.faults?.reached('result-stored');
     try {
       pending = finals.length ? await claim(finals.map((q) => q.event.deliveryId)) : [];
       // A catch-up only reports; someone else reported or is reporting these.
@@ -147,29 +156,49 @@ export function createDeliveryReporter(deps: {
       // A final result may pass or fail a canary, or reach the failure threshold that halts the group;
       // waves go on whether or not the request has a card to update.
       if (group && pending.length) await deps.waves.afterDelivery(requestId);
-      if (ref) {
-        if (!group || progress.completedNow) await chat.updateRequestCard(ref, progress.request);
-        if (group) await deps.progress.changed(requestId);
-        if (progress.request.targets.length <= PER_ENDPOINT_REPLIES_MAX) {
-          for (const d of pending) await chat.replyInThread(ref, await resultMessage(d));
-        }
+      const perEndpoint = ref !== null && progress.request.targets.length <= PER_ENDPOINT_REPLIES_MAX;
+      const replies = perEndpoint
+        ? await Promise.all(pending.map(async (d) => ({ id: d.id, text: await resultMessage(d) })))
+        : [];
+      if (pending.length || ref) {
+        await db.transaction(async (tx) => {
+          // Only the results this transaction marks are told: a second process gets none of them.
+          const marked = pending.length
+            ? await markReported(
+                tx,
+                pending.map((d) => d.id),
+              )
+            : new Set();
+          if (!ref) return;
+          const messages: OutboxMessage[] = [];
+          if (!group || progress.completedNow) messages.push({ kind: 'card_update', ref, requestId });
+          for (const r of replies)
+            if (marked.has(r.id)) messages.push({ kind: 'thread_reply', ref, text: r.text });
+          // A catch-up may report the last result of a request completed by a pass that died before this
+          // transaction; the pass that reports that last result announces the completion.
+          const announce =
+            progress.completedNow ||
+            (late &&
+              marked.size > 0 &&
+              progress.request.state === 'completed' &&
+              (await allReported(tx, requestId)));
+          if (announce) {
+            const counts = progress.request.progress ? formatProgress(progress.request.progress) : '';
+            const results = group
+              ? ` Every endpoint's state, exit code and output: ${deps.progress.resultsUrl(progress.request.ref)}`
+              : '';
+            messages.push({
+              kind: 'thread_reply',
+              ref,
+              text: `${progress.request.ref} completed: ${counts}.${results}`,
+            });
+          }
+          await outbox.enqueue(tx, messages);
+        });
       }
-      // Only now: had a post failed (or this process died), the result would still be unreported.
-      if (pending.length) await markReported(pending.map((d) => d.id));
       reported = true;
-      const announce =
-        progress.completedNow ||
-        (late &&
-          pending.length > 0 &&
-          progress.request.state === 'completed' &&
-          (await allReported(requestId)));
-      if (ref && announce) {
-        const counts = progress.request.progress ? formatProgress(progress.request.progress) : '';
-        const results = group
-          ? ` Every endpoint's state, exit code and output: ${deps.progress.resultsUrl(progress.request.ref)}`
-          : '';
-        await chat.replyInThread(ref, `${progress.request.ref} completed: ${counts}.${results}`);
-      }
+      await outbox.flush();
+      if (ref && group) await deps.progress.changed(requestId);
     } catch (err) {
       deps.logger.error(
         { err, requestId, deliveries: batch.length },

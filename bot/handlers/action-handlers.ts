@@ -1,11 +1,13 @@
 // Requests and decisions: create a request, post and update its card, record approvals and denials, cancel,
 // and send the step-up link when a person needs to confirm who they are first. Approving and cancelling after
 // dispatch each need a step-up bound to that very decision; no other window stands in for it.
+import type { DbOrTx } from '../../db/client.ts';
 import type { BotDeps } from '../bot-service.ts';
 import type { DecisionInput } from '../bot-types.ts';
 import type { Command } from '../commands/command-types.ts';
 import { Conflict, isAppError, StepUpRequired } from '../errors.ts';
 import { isGroup } from '../groups/group-progress.ts';
+import type { OutboxMessage } from '../outbox/chat-outbox.ts';
 import type { ChatContext, ChatMessageRef, RequestView } from '../ports.ts';
 import { describeAction, plural } from '../render/summary.ts';
 import { bindTo, encodeSubject, locationOf, REQUESTER_PURPOSES } from '../stepup/stepup-binding.ts';
@@ -39,67 +41,110 @@ export function createActionHandlers(deps: BotDeps) {
         `${who} ran ${describeAction(view)}${excluded}: read-only, no approval needed. Dispatched to ${plural(view.targets.length, 'endpoint')}.`,
       );
       await startProgress(view, ref);
+      deps.faults?.reached('after-dispatch');
     }
   }
 
-  async function announceDecision(
+  /** What the thread hears about a decision: the card shows it, and a reply says who decided. */
+  function decisionMessages(
+    ref: ChatMessageRef,
     view: RequestView,
     approver: ResolvedUser,
     decision: 'approve' | 'deny',
     reason?: string,
-  ) {
-    const ref = await cardRefOf(deps.db, view.id);
-    if (!ref) return;
-    await chat.updateRequestCard(ref, view);
+  ): OutboxMessage[] {
+    const card: OutboxMessage = { kind: 'card_update', ref, requestId: view.id };
     if (decision === 'deny') {
-      await chat.replyInThread(ref, `Denied by ${approver.displayName}${reason ? `: ${reason}` : ''}.`);
-      return;
+      return [
+        card,
+        {
+          kind: 'thread_reply',
+          ref,
+          text: `Denied by ${approver.displayName}${reason ? `: ${reason}` : ''}.`,
+        },
+      ];
     }
     const dispatched =
       view.state === 'dispatched'
         ? ` Dispatched to ${plural(view.targets.length, 'endpoint')}; offline endpoints receive it when they reconnect.`
         : '';
-    await chat.replyInThread(
-      ref,
-      `Approved by ${approver.displayName} (digest ${view.digest}).${dispatched}`,
-    );
-    await startProgress(view, ref);
+    return [
+      card,
+      {
+        kind: 'thread_reply',
+        ref,
+        text: `Approved by ${approver.displayName} (digest ${view.digest}).${dispatched}`,
+      },
+    ];
+  }
+
+  /**
+   * Writes the decision's card edit and reply into the chat outbox inside the decision's transaction `tx`:
+   * a decision that commits is told in its thread even if this process dies right after; one that rolls
+   * back leaves no message.
+   */
+  async function recordDecision(
+    tx: DbOrTx,
+    view: RequestView,
+    approver: ResolvedUser,
+    decision: 'approve' | 'deny',
+    reason?: string,
+  ): Promise<void> {
+    const ref = await cardRefOf(tx, view.id);
+    if (ref) await deps.outbox.enqueue(tx, decisionMessages(ref, view, approver, decision, reason));
+    deps.faults?.reached('decision-before-commit');
+  }
+
+  /** After the decision committed (with its messages, see recordDecision): sends them, starts a group's progress. */
+  async function announceDecision(view: RequestView) {
+    deps.faults?.reached('decision-after-commit');
+    await deps.outbox.flush();
+    const ref = await cardRefOf(deps.db, view.id);
+    if (ref) await startProgress(view, ref);
   }
 
   /**
    * Tells the thread about an approval, then wakes the brokers: the thread reads "approved, dispatched"
-   * before any result can arrive. The deliveries are committed either way; a failed post only delays them
-   * until the wake-up below.
+   * before any result can arrive (results join the same thread's queue in the outbox, behind it). The
+   * deliveries are committed either way; a failed post only delays them until the wake-up below.
    */
-  async function announceThenWake(view: RequestView, approver: ResolvedUser, endpointIds?: string[]) {
+  async function announceThenWake(view: RequestView, endpointIds?: string[]) {
     try {
-      await announceDecision(view, approver, 'approve');
+      await announceDecision(view);
     } finally {
       if (endpointIds?.length)
         await deps.dispatcher
           .wake(endpointIds, { requestId: view.id, deliveries: view.targets.length })
           .catch(() => undefined);
     }
+    if (view.state === 'dispatched') deps.faults?.reached('after-dispatch');
   }
 
-  /** Updates the card and its thread after a cancel, and tells the person who cancelled. */
-  async function announceCancel(
-    ctx: ChatContext,
+  /** Writes the cancel's card edit and thread reply into the chat outbox, in the cancel's transaction `tx`. */
+  async function recordCancel(
+    tx: DbOrTx,
     user: ResolvedUser,
-    target: string,
-    result: { request?: RequestView; cancelledDeliveries: number },
-  ) {
+    done: { requestId: string; cancelledDeliveries: number },
+  ): Promise<void> {
+    const ref = await cardRefOf(tx, done.requestId);
+    if (!ref) return;
+    const withdrawn = plural(done.cancelledDeliveries, 'queued delivery', 'queued deliveries');
+    await deps.outbox.enqueue(tx, [
+      { kind: 'card_update', ref, requestId: done.requestId },
+      { kind: 'thread_reply', ref, text: `Cancelled by ${user.displayName}: ${withdrawn} withdrawn.` },
+    ]);
+  }
+
+  /** After the cancel committed (with its messages, see recordCancel): sends them, tells the person. */
+  async function announceCancel(ctx: ChatContext, target: string, result: { cancelledDeliveries: number }) {
+    await deps.outbox.flush();
     const withdrawn = plural(result.cancelledDeliveries, 'queued delivery', 'queued deliveries');
-    const ref = result.request ? await cardRefOf(deps.db, result.request.id) : null;
-    if (ref && result.request) {
-      await chat.updateRequestCard(ref, result.request);
-      await chat.replyInThread(ref, `Cancelled by ${user.displayName}: ${withdrawn} withdrawn.`);
-    }
     await chat.reply(ctx, `Cancelled ${target}: ${withdrawn} withdrawn.`);
   }
 
   return {
     publish,
+    recordDecision,
     announceDecision,
     announceThenWake,
 
@@ -168,28 +213,28 @@ export function createActionHandlers(deps: BotDeps) {
             stepUpWindowId: window.id,
           },
           undefined,
-          { wake: false },
+          { wake: false, inTx: (tx, now) => recordDecision(tx, now, user, 'approve') },
         );
         if (!res.changed) {
           await chat.notifyPrivately(ctx, `You already approved ${view.ref}; nothing changed.`);
           return;
         }
-        await announceThenWake(res.request, user, res.dispatchedEndpointIds);
+        await announceThenWake(res.request, res.dispatchedEndpointIds);
         return;
       }
-      const res = await requests.decide({
-        requestId: view.id,
-        approver: user,
-        decision: 'deny',
-        reason: input.reason,
-      });
+      const res = await requests.decide(
+        { requestId: view.id, approver: user, decision: 'deny', reason: input.reason },
+        undefined,
+        { inTx: (tx, now) => recordDecision(tx, now, user, 'deny', input.reason) },
+      );
       if (!res.changed) {
         await chat.notifyPrivately(ctx, `${view.ref} was already decided; nothing changed.`);
         return;
       }
-      await announceDecision(res.request, user, 'deny', input.reason);
+      await announceDecision(res.request);
     },
 
+    recordCancel,
     announceCancel,
 
     /**
@@ -248,7 +293,9 @@ export function createActionHandlers(deps: BotDeps) {
       if (plan.stepUpRequired) throw await link();
       let result: Awaited<ReturnType<typeof requests.cancel>>;
       try {
-        result = await requests.cancel(cmd.target, user);
+        result = await requests.cancel(cmd.target, user, {
+          inTx: (tx, done) => recordCancel(tx, user, done),
+        });
       } catch (err) {
         // Dispatched between the check and the cancel: it needs the step-up after all.
         if (isAppError(err) && err.code === 'cancel.stepup_required') throw await link();
@@ -262,7 +309,7 @@ export function createActionHandlers(deps: BotDeps) {
         requestId: result.request?.id ?? null,
         details: { target: cmd.target, cancelledDeliveries: result.cancelledDeliveries },
       });
-      await announceCancel(ctx, user, cmd.target, result);
+      await announceCancel(ctx, cmd.target, result);
     },
   };
 }

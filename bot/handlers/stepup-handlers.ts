@@ -93,20 +93,22 @@ export async function runConfirmedStepUp(
           tx,
         );
         request = res.request;
+        // The thread's messages commit with the decision (and the consumed link).
+        if (res.changed) await actions.recordDecision(tx, res.request, actor, decision, attempt.reason);
         const done = decision === 'approve' ? 'approved' : 'denied';
         message = res.changed
           ? `${decision === 'approve' ? 'Approved' : 'Denied'} ${res.request.ref}. Return to the chat to follow it.`
           : `You had already ${done} ${res.request.ref}.`;
         after = async () => {
           if (decision === 'approve' && res.changed)
-            await actions.announceThenWake(res.request, actor, res.dispatchedEndpointIds);
+            await actions.announceThenWake(res.request, res.dispatchedEndpointIds);
           else {
             if (res.dispatchedEndpointIds?.length)
               await deps.dispatcher.wake(res.dispatchedEndpointIds, {
                 requestId: res.request.id,
                 deliveries: res.request.targets.length,
               });
-            if (res.changed) await actions.announceDecision(res.request, actor, decision, attempt.reason);
+            if (res.changed) await actions.announceDecision(res.request);
           }
         };
         return;
@@ -172,12 +174,12 @@ export async function runConfirmedStepUp(
         const res = await deps.requests.cancel(
           body.deliveryId ?? body.requestId,
           actor,
-          { stepUpWindowId: window.id },
+          { stepUpWindowId: window.id, inTx: (t, done) => actions.recordCancel(t, actor, done) },
           tx,
         );
         request = res.request;
         message = `Cancelled ${body.target}: ${res.cancelledDeliveries} queued ${res.cancelledDeliveries === 1 ? 'delivery' : 'deliveries'} withdrawn.`;
-        after = () => actions.announceCancel(contextFromLocation(body.at), actor, body.target, res);
+        after = () => actions.announceCancel(contextFromLocation(body.at), body.target, res);
         return;
       }
       case 'resume': {

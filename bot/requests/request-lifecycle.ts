@@ -102,12 +102,16 @@ export function createLifecycle(deps: {
      * re-checking under the row lock who may (policy `canCancel`). After dispatch it needs
      * `stepUpWindowId`: the actor's live window opened to cancel this request (or this delivery); without
      * one it throws Forbidden 'cancel.stepup_required'. Without a caller `tx` a refusal is audited here;
-     * with one (a step-up completion) the step-up's own record covers it.
+     * with one (a step-up completion) the step-up's own record covers it. `inTx` runs in the cancel's
+     * transaction with what it did (the chat messages saying so commit with it).
      */
     async cancel(
       target: string,
       actor: ResolvedUser,
-      opts: { stepUpWindowId?: string } = {},
+      opts: {
+        stepUpWindowId?: string;
+        inTx?: (tx: DbOrTx, done: { requestId: string; cancelledDeliveries: number }) => Promise<void>;
+      } = {},
       tx?: DbOrTx,
     ): Promise<{ request?: RequestView; cancelledDeliveries: number }> {
       let requestId: string | undefined;
@@ -154,9 +158,14 @@ export function createLifecycle(deps: {
         );
         return { row: (await completeIfDone(t, row)).row, n };
       };
+      const runAll = async (t: DbOrTx) => {
+        const done = await run(t);
+        await opts.inTx?.(t, { requestId: done.row.id, cancelledDeliveries: done.n });
+        return done;
+      };
       let out: Awaited<ReturnType<typeof run>>;
       try {
-        out = tx ? await run(tx) : await db.transaction(run);
+        out = tx ? await runAll(tx) : await db.transaction(runAll);
       } catch (err) {
         if (!tx) await auditRefusal(actor, target, err, requestId);
         throw err;
@@ -164,14 +173,21 @@ export function createLifecycle(deps: {
       return { request: await loadView(tx ?? db, out.row), cancelledDeliveries: out.n };
     },
 
-    /** Expires undecided requests past their approval TTL; returns them so their cards can be updated. */
-    async expireStale(): Promise<RequestView[]> {
+    /**
+     * Expires undecided requests past their approval TTL and returns them. `inTx` runs in each expiry's
+     * transaction (the chat messages saying so commit with it).
+     */
+    async expireStale(
+      inTx?: (tx: DbOrTx, request: { id: string; ref: string }) => Promise<void>,
+    ): Promise<RequestView[]> {
       const ids = await dal.staleRequestIds(db, clock.now());
       const expired: Row[] = [];
       for (const id of ids) {
         const row = await db.transaction(async (tx) => {
           const r = await dal.lockRequest(tx, id);
-          return r && (await expireIfLapsed(tx, r)) ? dal.findRequest(tx, id) : null;
+          if (!r || !(await expireIfLapsed(tx, r))) return null;
+          await inTx?.(tx, r);
+          return dal.findRequest(tx, id);
         });
         if (row) expired.push(row);
       }

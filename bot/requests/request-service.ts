@@ -279,9 +279,15 @@ export function createRequestService(deps: {
      * Records one approver's decision under a row lock. A repeat by the same approver is `{ changed:
      * false }`. Enough approvals dispatch in the same transaction. Without a caller `tx` the brokers are
      * woken after commit (unless `wake: false`, for a caller that tells chat first); with one, the caller
-     * wakes `dispatchedEndpointIds`.
+     * wakes `dispatchedEndpointIds`. `inTx` runs inside the decision's transaction when the decision changed
+     * something, with the request as it now is: what it writes (the chat messages telling the thread)
+     * commits or rolls back with the decision.
      */
-    async decide(input: DecideInput, tx?: DbOrTx, opts: { wake?: boolean } = {}): Promise<DecisionResult> {
+    async decide(
+      input: DecideInput,
+      tx?: DbOrTx,
+      opts: { wake?: boolean; inTx?: (tx: DbOrTx, request: RequestView) => Promise<void> } = {},
+    ): Promise<DecisionResult> {
       const v = decideSchema.safeParse({ ...input, approver: undefined });
       if (!v.success) throw new BadRequest('approval.invalid', describeZodIssues(v.error.issues));
       const { approver } = input;
@@ -380,7 +386,12 @@ export function createRequestService(deps: {
       };
       let out: Step;
       try {
-        out = tx ? await run(tx) : await db.transaction(run);
+        const runAll = async (t: DbOrTx): Promise<Step> => {
+          const step = await run(t);
+          if (opts.inTx && !step.lapsed && step.changed) await opts.inTx(t, await loadView(t, step.row));
+          return step;
+        };
+        out = tx ? await runAll(tx) : await db.transaction(runAll);
       } catch (err) {
         // Refused decisions are audited too; with a caller tx the caller owns what gets recorded, since a
         // second transaction here could wait on the caller's own locks.

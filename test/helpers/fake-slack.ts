@@ -11,6 +11,8 @@ export interface SlackCall {
   method: string;
   args: Record<string, unknown>;
   seq: number;
+  /** When it was answered, by the stand-in's `now` (default the wall clock), in ms. */
+  at: number;
 }
 
 export interface FakeSlackOptions {
@@ -19,6 +21,8 @@ export interface FakeSlackOptions {
   appToken?: string;
   teamId?: string;
   botUserId?: string;
+  /** The stand-in's clock for `at` and for rate-limit stretches (default Date.now). */
+  now?: () => number;
 }
 
 /** Form fields arrive as strings; the client JSON-encodes arrays and objects (blocks), so decode them back. */
@@ -41,6 +45,10 @@ export async function startFakeSlack(opts: FakeSlackOptions) {
   const teamId = opts.teamId ?? 'T0HOME';
   const botUserId = opts.botUserId ?? 'UBOT';
   const calls: SlackCall[] = [];
+  const now = opts.now ?? Date.now;
+  /** Calls answered with 429 while a rate-limit stretch lasted; not in `calls` (Slack did nothing). */
+  const limited: Omit<SlackCall, 'seq'>[] = [];
+  let rateLimit: { until: number; retryAfterSec: number } | undefined;
   const waiters = new Set<() => void>();
   const users = new Map<string, { id: string; team_id: string; name: string; real_name: string }>();
   const channels = new Map<string, { id: string; name: string; is_ext_shared: boolean }>();
@@ -110,18 +118,25 @@ export async function startFakeSlack(opts: FakeSlackOptions) {
     },
   };
 
-  server.post('/api/:method', async (req) => {
+  server.post('/api/:method', async (req, reply) => {
     const { method } = req.params as { method: string };
     const args = decodeArgs(req.body);
     const auth = req.headers.authorization;
     const token = auth?.startsWith('Bearer ') ? auth.slice(7) : (args.token as string | undefined);
     if (method === 'apps.connections.open' && wss && token === opts.appToken) {
-      calls.push({ method, args, seq: ++seq });
+      calls.push({ method, args, seq: ++seq, at: now() });
       const { port } = wss.address() as { port: number };
       return { ok: true, url: `ws://127.0.0.1:${port}/link` };
     }
     if (token !== opts.botToken) return { ok: false, error: token ? 'invalid_auth' : 'not_authed' };
-    calls.push({ method, args, seq: ++seq });
+    if (rateLimit && now() < rateLimit.until && method.startsWith('chat.')) {
+      limited.push({ method, args, at: now() });
+      return reply
+        .code(429)
+        .header('retry-after', String(rateLimit.retryAfterSec))
+        .send({ ok: false, error: 'ratelimited' });
+    }
+    calls.push({ method, args, seq: ++seq, at: now() });
     for (const w of [...waiters]) w();
     const handler = handlers[method];
     if (!handler) return { ok: false, error: 'unknown_method' };
@@ -138,6 +153,14 @@ export async function startFakeSlack(opts: FakeSlackOptions) {
     teamId,
     botUserId,
     callsOf: (method: string) => calls.filter((c) => c.method === method),
+    limited,
+    /**
+     * Answers every chat.* call with HTTP 429 and `Retry-After: retryAfterSec` for the next `forMs` (by the
+     * stand-in's clock), as Slack does when an app posts faster than its tier allows.
+     */
+    rateLimitFor(forMs: number, retryAfterSec: number) {
+      rateLimit = { until: now() + forMs, retryAfterSec };
+    },
     addUser(u: { id: string; team_id: string; name: string; real_name?: string }) {
       users.set(u.id, { ...u, real_name: u.real_name ?? u.name });
     },

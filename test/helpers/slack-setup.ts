@@ -16,9 +16,11 @@ export async function mountSlack(
     botToken: string;
     teamId: string;
     timers?: Parameters<typeof registerSlack>[1]['timers'];
+    /** The stand-in's clock (its calls' `at`, its rate-limit stretches). */
+    slackNow?: () => number;
   },
 ): Promise<{ slack: FakeSlack; http: FastifyInstance; adapter: SlackAdapter }> {
-  const slack = await startFakeSlack({ botToken: opts.botToken, teamId: opts.teamId });
+  const slack = await startFakeSlack({ botToken: opts.botToken, teamId: opts.teamId, now: opts.slackNow });
   const http = buildHttpApp();
   const adapter = await registerSlack(http, {
     bot: tp.platform.bot,
