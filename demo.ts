@@ -65,6 +65,8 @@ async function main() {
     },
   });
   const unfollow = await platform.followDeliveries();
+  // The chat outbox's sender: retries and paced card edits go out on its timer, as under `npm start`.
+  void platform.sender.start();
   const brokerAddr = await broker.start();
   await http.listen({ host: '127.0.0.1', port: config.HTTP_PORT });
 
@@ -196,6 +198,7 @@ async function main() {
   await surfaces.close();
   await broker.stop();
   await unfollow();
+  await platform.sender.stop().catch(() => {});
   await database.close();
 }
 
