@@ -71,10 +71,11 @@ describe.each(drivers)('work and results after lost notifications, on %s', { tim
     const [row] = await e.tdb.db.select().from(deliveries);
     // Reported together with its message, which waits in the outbox for its retry.
     expect((await deliveryState(e.tdb, row!.id)).reportedAt).not.toBeNull();
-    const [waiting] = await e.tdb.db
-      .select()
-      .from(chatOutbox)
-      .where(eq(chatOutbox.lastError, 'chat is down'));
+    // The sender puts the refused row back with its error right after the call failed.
+    const waiting = await waitFor(async () => {
+      const [r] = await e!.tdb.db.select().from(chatOutbox).where(eq(chatOutbox.lastError, 'chat is down'));
+      return r;
+    }, 'the refused message back in the outbox with its error');
     expect(waiting).toMatchObject({ attempts: 1, kind: 'thread_reply' });
 
     // Two platform processes catch up at once: neither has anything left to report.
@@ -96,7 +97,11 @@ describe.each(drivers)('work and results after lost notifications, on %s', { tim
     // In the thread's order: the completion waited behind the result it follows.
     const at = (re: RegExp) => r.thread.findIndex((l) => re.test(l));
     expect(at(/^flaky-chat-01:/)).toBeLessThan(at(/completed/));
-    const [sent] = await e.tdb.db.select().from(chatOutbox).where(eq(chatOutbox.id, waiting!.id));
+    // Marked sent once the platform accepted it, just after the thread got it.
+    const sent = await waitFor(async () => {
+      const [r] = await e!.tdb.db.select().from(chatOutbox).where(eq(chatOutbox.id, waiting.id));
+      return r?.state === 'sent' ? r : undefined;
+    }, 'the retried message marked sent');
     expect(sent).toMatchObject({ state: 'sent', attempts: 1 });
   });
 });
