@@ -8,16 +8,24 @@
 // Events are handled one request at a time, in batches: the events of a request that arrive while a pass
 // for it runs are taken together by the next pass. An action group's thousands of results then cost a few
 // passes (each reading the request once), not one locked transaction and one full view per endpoint.
-import { and, asc, eq, inArray, isNull, lt, or } from 'drizzle-orm';
+import { and, asc, eq, inArray, isNull, lt, or, sql } from 'drizzle-orm';
 import type { Db, DbOrTx } from '../../db/client.ts';
-import { deliveries, endpoints, files } from '../../db/schema.ts';
+import { chatOutbox, deliveries, endpoints, files } from '../../db/schema.ts';
 import { type GroupProgress, isGroup } from '../groups/group-progress.ts';
 import type { GroupWaves } from '../groups/group-waves.ts';
 import { cardRefOf } from '../handlers/chat-ref.ts';
-import type { ChatOutbox, OutboxMessage } from '../outbox/chat-outbox.ts';
-import type { Clock, DeliveryEvent, DeliveryObserver, FaultPoints, Logger } from '../ports.ts';
+import { type ChatOutbox, laneOf, type OutboxMessage } from '../outbox/chat-outbox.ts';
+import type {
+  ChatMessageRef,
+  Clock,
+  DeliveryEvent,
+  DeliveryObserver,
+  FaultPoints,
+  Logger,
+} from '../ports.ts';
 import { describeResult } from '../render/results.ts';
 import { formatProgress } from '../render/summary.ts';
+import { lockRequest } from '../requests/request-dal.ts';
 import type { RequestService } from '../requests/request-service.ts';
 
 const FINAL = ['succeeded', 'failed', 'expired', 'cancelled'] as const;
@@ -133,14 +141,30 @@ export function createDeliveryReporter(deps: {
     return rows.length === 0;
   }
 
+  /** True when the request's completion notice is already in its thread's outbox (sent or not). */
+  async function completionTold(tx: DbOrTx, ref: ChatMessageRef, requestRef: string) {
+    const lane = laneOf({ kind: 'thread_reply', ref, text: '' });
+    const rows = await tx
+      .select({ id: chatOutbox.id })
+      .from(chatOutbox)
+      .where(
+        and(
+          eq(chatOutbox.lane, lane),
+          eq(chatOutbox.kind, 'thread_reply'),
+          sql`${chatOutbox.payload}->>'text' like ${`${requestRef} completed: %`}`,
+        ),
+      )
+      .limit(1);
+    return rows.length > 0;
+  }
+
   /**
-   * One pass over the events of one request. `late` marks a catch-up: the request may have been completed by
-   * an earlier report whose thread post failed, so nobody announced it; the pass that reports its last
-   * result does.
+   * One pass over the events of one request. A catch-up (`late`) pass only reports results nobody holds; any
+   * pass that completes the request or reports one of its results may be the one that tells the completion
+   * (see the report transaction).
    */
   async function reportBatch(requestId: string, batch: Queued[]): Promise<void> {
     const finals = batch.filter((q) => (FINAL as readonly string[]).includes(q.event.state));
-    const late = batch.some((q) => q.late);
     let pending: (typeof deliveries.$inferSelect)[] = [];
     let reported = false;
     if (finals.length) deps.faults?.reached('result-stored');
@@ -162,6 +186,9 @@ export function createDeliveryReporter(deps: {
         : [];
       if (pending.length || ref) {
         await db.transaction(async (tx) => {
+          // One report transaction of a request at a time (across processes): whether the completion is
+          // still to be told is decided under this lock, so it is told exactly once.
+          const current = await lockRequest(tx, requestId);
           // Only the results this transaction marks are told: a second process gets none of them.
           const marked = pending.length
             ? await markReported(
@@ -174,14 +201,14 @@ export function createDeliveryReporter(deps: {
           if (!group || progress.completedNow) messages.push({ kind: 'card_update', ref, requestId });
           for (const r of replies)
             if (marked.has(r.id)) messages.push({ kind: 'thread_reply', ref, text: r.text });
-          // A catch-up may report the last result of a request completed by a pass that died before this
-          // transaction; the pass that reports that last result announces the completion.
+          // The completion is told once, after the request's last result, by whichever pass finds it
+          // completed with every result reported and no completion told yet: the pass that completed it, or
+          // the one that reported a result another process still held, or a catch-up after a crash.
           const announce =
-            progress.completedNow ||
-            (late &&
-              marked.size > 0 &&
-              progress.request.state === 'completed' &&
-              (await allReported(tx, requestId)));
+            (progress.completedNow || marked.size > 0) &&
+            current?.state === 'completed' &&
+            (await allReported(tx, requestId)) &&
+            !(await completionTold(tx, ref, progress.request.ref));
           if (announce) {
             const counts = progress.request.progress ? formatProgress(progress.request.progress) : '';
             const results = group
