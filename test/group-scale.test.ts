@@ -2,7 +2,7 @@
 // the deliveries are written in batches of 1,000 inside the dispatching transaction, each batch has one
 // audit record naming every endpoint in it, the brokers are woken once per batch (and a batch wake-up names
 // exactly the endpoints its audit record names), and the chat hears a handful of messages.
-import { and, asc, eq, sql } from 'drizzle-orm';
+import { and, asc, eq, type SQL, sql } from 'drizzle-orm';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DELIVERY_BATCH_SIZE } from '../bot/ports.ts';
 import { endpointsOfWake, OUTBOX_CHANNEL } from '../broker/outbox/dispatcher.ts';
@@ -36,6 +36,12 @@ describe.each(drivers)('scheduling a 10,000-endpoint group (%s)', { timeout: 600
     await tdb?.destroy();
   });
 
+  /** The transaction ids (`x`) a query returns; PGlite answers `{ rows }`, postgres.js an array. */
+  async function xminsOf(query: SQL): Promise<{ x: string }[]> {
+    const out = await tdb.db.execute<{ x: string }>(query);
+    return Array.isArray(out) ? out : (out as unknown as { rows: { x: string }[] }).rows;
+  }
+
   async function seedFleet() {
     const [seg] = await tdb.db
       .insert(segments)
@@ -58,17 +64,15 @@ describe.each(drivers)('scheduling a 10,000-endpoint group (%s)', { timeout: 600
     expect(req!.state).toBe('dispatched');
 
     // One transaction wrote every delivery and moved the request: they share the inserting transaction id.
-    const xmins = await tdb.db.execute<{ x: string }>(
+    const xminRows = await xminsOf(
       sql`select distinct xmin::text as x from deliveries where request_id = ${req!.id}`,
     );
-    const xminRows = Array.isArray(xmins) ? xmins : (xmins as { rows: { x: string }[] }).rows;
     expect(xminRows).toHaveLength(1);
     // The batch audit records and the move to dispatched were written in that same transaction.
-    const auditXmins = await tdb.db.execute<{ x: string }>(
+    const auditRows = await xminsOf(
       sql`select distinct xmin::text as x from audit_log where request_id = ${req!.id}
           and action in ('request.deliveries_queued', 'request.dispatched')`,
     );
-    const auditRows = Array.isArray(auditXmins) ? auditXmins : (auditXmins as { rows: { x: string }[] }).rows;
     expect(auditRows.map((r) => r.x)).toEqual([xminRows[0]!.x]);
 
     const all = await tdb.db

@@ -6,39 +6,17 @@
 
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import postgres from 'postgres';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createPostgresDatabase } from './helpers/db.ts';
+import { openPgProxy } from './helpers/pg-proxy.ts';
 import { freePort, startServer } from './helpers/server-process.ts';
 
 const adminUrl = process.env.DATABASE_URL;
 if (!adminUrl)
   console.warn('start-db-wait: DATABASE_URL is not set, so there is no PostgreSQL to wait for; skipped');
-
-/** A TCP proxy on `port` to the real PostgreSQL; `cut()` drops every connection and stops listening. */
-async function openProxy(port: number, target: URL): Promise<{ cut(): Promise<void> }> {
-  const sockets = new Set<Socket>();
-  const server: Server = createServer((client) => {
-    const upstream = connect(Number(target.port || 5432), target.hostname);
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('close', () => sockets.delete(s));
-      s.on('error', () => {});
-    }
-    client.pipe(upstream).pipe(client);
-  });
-  await new Promise<void>((r) => server.listen(port, '127.0.0.1', () => r()));
-  return {
-    async cut() {
-      const closed = new Promise<void>((r) => server.close(() => r()));
-      for (const s of sockets) s.destroy();
-      await closed;
-    },
-  };
-}
 
 /** Resolves once `text()` matches `pattern`, polling; fails when the process has exited. */
 async function waitFor(text: () => string, pattern: RegExp, exited: () => boolean): Promise<void> {
@@ -62,13 +40,13 @@ describe.skipIf(!adminUrl)('start-up while PostgreSQL is unreachable', () => {
     const db = await createPostgresDatabase();
     cleanups.push(db.drop);
     const real = new URL(db.url);
-    const port = await freePort(); // closed: nothing listens there yet
-    const viaProxy = new URL(db.url);
-    viaProxy.hostname = '127.0.0.1';
-    viaProxy.port = String(port);
+    // Down from the start: nothing listens on its port yet.
+    const proxy = await openPgProxy(db.url, { down: true });
+    cleanups.push(() => proxy.cut());
+    const port = new URL(proxy.url).port;
     const server = await startServer({
       DATA_DIR: join(dataDir, 'a'),
-      DATABASE_URL: viaProxy.toString(),
+      DATABASE_URL: proxy.url,
       DB_START_TIMEOUT: '2m',
     });
     cleanups.push(() => server.stop());
@@ -77,8 +55,7 @@ describe.skipIf(!adminUrl)('start-up while PostgreSQL is unreachable', () => {
     expect(server.output()).toContain('ECONNREFUSED');
     expect(server.output()).not.toContain(real.password || 'no-password-in-url');
 
-    let proxy = await openProxy(port, real);
-    cleanups.push(() => proxy.cut());
+    await proxy.restore();
     await server.ready();
     const up = await fetch(`${server.httpUrl}/healthz`);
     expect(await up.json()).toEqual({ status: 'ok', checks: { database: 'ok' } });
@@ -92,7 +69,7 @@ describe.skipIf(!adminUrl)('start-up while PostgreSQL is unreachable', () => {
       down: ['database'],
     });
 
-    proxy = await openProxy(port, real);
+    await proxy.restore();
     await server.ready(); // postgres.js reconnects by itself
     expect(await server.stop()).toBe(0);
   });

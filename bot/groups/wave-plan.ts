@@ -5,8 +5,35 @@
 import { and, asc, eq, inArray, isNotNull, sql } from 'drizzle-orm';
 import type { DbOrTx } from '../../db/client.ts';
 import { actionGroups, deliveries, endpoints } from '../../db/schema.ts';
+import { BadRequest } from '../errors.ts';
 import type { TargetView } from '../ports.ts';
 import { lockGroup } from './group-dal.ts';
+
+/**
+ * The staged-wave options of a command (only the many-target commands carry them), refused when they make no
+ * sense for `targets` endpoints: waves need a group, and a canary must leave someone after it.
+ */
+export function checkWaves(
+  command: { canary?: number; ratePerMinute?: number; haltAtPercent?: number },
+  targets: number,
+) {
+  const { canary, ratePerMinute, haltAtPercent } = command;
+  const waves = { canary, ratePerMinute, haltAtPercent };
+  if (canary === undefined && ratePerMinute === undefined && haltAtPercent === undefined) return waves;
+  if (targets < 2) {
+    throw new BadRequest(
+      'request.waves_need_group',
+      '--canary, --rate and --halt-at are for action groups: name more than one endpoint (or a segment).',
+    );
+  }
+  if (canary !== undefined && canary >= targets) {
+    throw new BadRequest(
+      'request.canary_too_large',
+      `--canary ${canary} leaves nothing after the canary: the group has ${targets} endpoints.`,
+    );
+  }
+  return waves;
+}
 
 /** Endpoint ids of the first wave, or null when the whole group goes at once. */
 export async function firstWave(

@@ -9,6 +9,7 @@ import type { AuditService } from '../audit/audit-service.ts';
 import { actionCommandSchema, type Command, reasonSchema } from '../commands/command-types.ts';
 import { BadRequest, Conflict, describeZodIssues, Forbidden } from '../errors.ts';
 import { ensureGroup } from '../groups/group-dal.ts';
+import { checkWaves } from '../groups/wave-plan.ts';
 import type { PolicyService } from '../policy/policy-service.ts';
 import type { ChatContext, ChatMessageRef, Clock, Dispatcher, RequestView } from '../ports.ts';
 import { bindTo } from '../stepup/stepup-binding.ts';
@@ -127,27 +128,8 @@ export function createRequestService(deps: {
           },
         );
       }
-      // Only the many-target commands carry these; the others leave them undefined.
-      const w = c as { canary?: number; ratePerMinute?: number; haltAtPercent?: number };
-      const waves = { canary: w.canary, ratePerMinute: w.ratePerMinute, haltAtPercent: w.haltAtPercent };
-      if (
-        waves.canary !== undefined ||
-        waves.ratePerMinute !== undefined ||
-        waves.haltAtPercent !== undefined
-      ) {
-        if (built.targets.length < 2) {
-          throw new BadRequest(
-            'request.waves_need_group',
-            '--canary, --rate and --halt-at are for action groups: name more than one endpoint (or a segment).',
-          );
-        }
-        if (waves.canary !== undefined && waves.canary >= built.targets.length) {
-          throw new BadRequest(
-            'request.canary_too_large',
-            `--canary ${waves.canary} leaves nothing after the canary: the group has ${built.targets.length} endpoints.`,
-          );
-        }
-      }
+      // Only the many-target commands carry wave options; the others leave them undefined.
+      const waves = checkWaves(c as Parameters<typeof checkWaves>[0], built.targets.length);
       const rule = policy.approvalRule(actor, built.spec, built.targets.length);
       if (rule.requesterStepUpRequired && !c.reason) {
         throw new BadRequest(

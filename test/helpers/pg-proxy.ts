@@ -1,6 +1,7 @@
 // A TCP proxy in front of the real PostgreSQL, for fault tests: `cut()` drops every connection through it
 // and refuses new ones (the database is "down" for whoever connects through it, and for nobody else);
-// `restore()` listens again on the same port.
+// `restore()` listens again on the same port. Opened `down`, it holds its port without listening until the
+// first `restore()`: a database that is not there yet.
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { freePort } from './ports.ts';
 
@@ -11,7 +12,7 @@ export interface PgProxy {
   restore(): Promise<void>;
 }
 
-export async function openPgProxy(databaseUrl: string): Promise<PgProxy> {
+export async function openPgProxy(databaseUrl: string, opts: { down?: boolean } = {}): Promise<PgProxy> {
   const target = new URL(databaseUrl);
   const port = await freePort();
   const sockets = new Set<Socket>();
@@ -29,7 +30,7 @@ export async function openPgProxy(databaseUrl: string): Promise<PgProxy> {
     });
     await new Promise<void>((r) => server!.listen(port, '127.0.0.1', () => r()));
   }
-  await listen();
+  if (!opts.down) await listen();
   const via = new URL(databaseUrl);
   via.hostname = '127.0.0.1';
   via.port = String(port);
