@@ -129,6 +129,17 @@ describe.each(drivers)('action group waves (%s)', { timeout: 180_000 }, (driver)
     expect((await tp.platform.audit.list({ actionPrefix: 'group.resumed' })).length).toBe(1);
   });
 
+  it('refuses wave options on a single endpoint and a canary that leaves nobody after it, storing nothing', async () => {
+    await tp.say('ana', 'processes node-01 --canary 1');
+    expect(privateTo('ana').at(-1)).toContain('--canary, --rate and --halt-at are for action groups');
+    await tp.say('ana', 'processes node-01 node-02 node-03 --canary 3');
+    expect(privateTo('ana').at(-1)).toContain(
+      '--canary 3 leaves nothing after the canary: the group has 3 endpoints',
+    );
+    expect(await tdb.db.select().from(deliveries)).toHaveLength(0);
+    expect(await tdb.db.select().from(actionGroups)).toHaveLength(0);
+  });
+
   it('paces releases with --rate, by a hand-moved clock', async () => {
     await tp.say('ana', 'processes node-01 node-02 node-03 node-04 node-05 --rate 2/min');
     const { rows } = await group();
