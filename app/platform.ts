@@ -18,7 +18,8 @@ import { createGroupWaves } from '../bot/groups/group-waves.ts';
 import { cardRefOf } from '../bot/handlers/chat-ref.ts';
 import { createInteractionInbox } from '../bot/inbox/interaction-inbox.ts';
 import { createFileLibrary } from '../bot/library/file-library.ts';
-import { createChatOutbox, outboxChatPort } from '../bot/outbox/chat-outbox.ts';
+import { createChatOutbox, enqueueChat, outboxChatPort } from '../bot/outbox/chat-outbox.ts';
+import { createChatPosts } from '../bot/outbox/chat-posts.ts';
 import { createChatSender } from '../bot/outbox/chat-sender.ts';
 import { createPolicy } from '../bot/policy/policy-service.ts';
 import {
@@ -146,24 +147,29 @@ export function createPlatform(opts: PlatformOptions) {
   const library = createFileLibrary({ db, audit, fileStore, maxFileBytes: config.MAX_FILE_BYTES });
   const scripts = createScriptLibrary({ db, audit, maxScriptBytes: config.MAX_SCRIPT_BYTES });
   const router = createChatRouter();
-  // Card edits and thread replies go into the chat outbox and out through the sender (bot/outbox/), which
-  // delivers them through the adapters registered on the router.
+  // What the core says in chat goes into the chat outbox and out through the sender (bot/outbox/), which
+  // delivers it through the adapters registered on the router.
+  const progress = createGroupProgress({
+    db,
+    outbox: { enqueue: enqueueChat, flush: () => sender.kick() },
+    publicUrl: config.PUBLIC_URL,
+  });
   const sender = createChatSender({
     db,
     chat: router.chat,
     render: (requestId) => requests.getView(requestId),
+    posts: createChatPosts({
+      db,
+      chat: router.chat,
+      render: (requestId) => requests.getView(requestId),
+      progressText: progress.text,
+      clock,
+    }),
     timers: opts.timers ?? systemTimers,
     logger,
   });
   const outbox = createChatOutbox({ kick: sender.kick });
   const chat = outboxChatPort(router.chat, { db, outbox });
-  const progress = createGroupProgress({
-    db,
-    chat,
-    timers: opts.timers ?? systemTimers,
-    logger,
-    publicUrl: config.PUBLIC_URL,
-  });
   const waves = createGroupWaves({
     db,
     audit,

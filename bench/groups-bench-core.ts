@@ -356,7 +356,6 @@ export async function runGroupsBench(
   } finally {
     clearInterval(catchUp);
     child?.kill();
-    t.platform.progress.stop();
     await unfollow();
     await broker.stop();
     rmSync(dir, { recursive: true, force: true });

@@ -30,6 +30,7 @@ export const systemTimers: Timers = {
  * process, to prove that what was committed survives and what was not is not half-done.
  */
 export const FAULT_POINTS = [
+  'request-after-commit',
   'decision-before-commit',
   'decision-after-commit',
   'after-dispatch',

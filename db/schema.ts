@@ -490,7 +490,14 @@ export const chatInbox = pgTable(
   (t) => [index('chat_inbox_open').on(t.receivedAt).where(sql`processed_at is null`)],
 );
 
-export const CHAT_OUTBOX_KINDS = ['card_update', 'thread_reply'] as const;
+export const CHAT_OUTBOX_KINDS = [
+  'card_post',
+  'card_update',
+  'thread_reply',
+  'progress_post',
+  'progress_update',
+  'session_thread',
+] as const;
 export type ChatOutboxKind = (typeof CHAT_OUTBOX_KINDS)[number];
 export const CHAT_OUTBOX_STATES = ['pending', 'sending', 'sent', 'failed'] as const;
 export type ChatOutboxState = (typeof CHAT_OUTBOX_STATES)[number];

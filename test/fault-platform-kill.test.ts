@@ -228,7 +228,8 @@ describe.skipIf(!drivers.includes('postgres'))(
       }
     }
 
-    for (const point of FAULT_POINTS) {
+    // Every point between an approval click and its result (the request's own commit comes before it).
+    for (const point of FAULT_POINTS.filter((p) => p !== 'request-after-commit')) {
       it(`keeps an approval and reports its result once after a kill at ${point}; the card ends completed`, async () => {
         const { ana, ian } = await setUp();
         const first = await platform(point);
@@ -309,5 +310,56 @@ describe.skipIf(!drivers.includes('postgres'))(
         expect(row!.state).toBe('completed');
       });
     }
+
+    it('posts the card of a request committed right before a kill, once, with its whole thread, after a restart', async () => {
+      const { ana } = await setUp();
+      const first = await platform('request-after-commit');
+      // Read-only: committed and dispatched with its card post, then the platform dies before posting it.
+      await send(first.server, command('processes web-01'));
+      expect(await first.died).toBe('SIGKILL');
+      const [lost] = await tdb!.db.select().from(actionRequests);
+      expect(lost).toMatchObject({ state: 'dispatched', chatMessageId: null });
+      const cards = () => slack!.callsOf('chat.postMessage').filter((c) => !c.args.thread_ts);
+      expect(cards()).toEqual([]);
+
+      const second = await platform();
+      const request = await cardOfNewest();
+      const ts = request.chatMessageId!;
+      await waitFor(() => threadOf(ts).some((l) => /completed/.test(l)), 'the completion notice', 90_000);
+      await waitFor(() => lastEditOf(ts).includes('completed'), 'the card to show completion', 60_000);
+      await second.server.stop();
+      expect(cards()).toHaveLength(1);
+      const thread = threadOf(ts);
+      expect(thread.filter((l) => /^ana ran processes on web-01/.test(l))).toHaveLength(1);
+      expect(thread.filter((l) => /^web-01:/.test(l))).toHaveLength(1);
+      expect(thread.filter((l) => /completed/.test(l))).toHaveLength(1);
+      expect(thread.findIndex((l) => /^ana ran/.test(l))).toBe(0);
+
+      // A request confirmed on the step-up page right before a kill: its card follows on the next start.
+      const third = await platform('request-after-commit');
+      await send(third.server, command('isolate web-01 --reason "drill"'));
+      await waitFor(
+        () => slack!.callsOf('chat.postEphemeral').some((c) => c.args.user === 'UANA'),
+        "ana's link",
+      );
+      await stepUpOnPage(third.server, 'UANA', ana);
+      expect(await third.died).toBe('SIGKILL');
+      const [confirmed] = (await tdb!.db.select().from(actionRequests)).filter((r) => r.action === 'isolate');
+      expect(confirmed).toMatchObject({ state: 'pending_approval', chatMessageId: null });
+      const fourth = await platform();
+      const posted = await waitFor(async () => {
+        const [row] = await tdb!.db.select().from(actionRequests).where(eq(actionRequests.id, confirmed!.id));
+        return row?.chatMessageId ? row : undefined;
+      }, 'the confirmed card to be posted');
+      await waitFor(
+        () => threadOf(posted.chatMessageId!).some((l) => /asked for isolate/.test(l)),
+        'who asked',
+      );
+      await fourth.server.stop();
+      expect(cards()).toHaveLength(2);
+      expect(threadOf(posted.chatMessageId!).filter((l) => /asked for isolate/.test(l))).toHaveLength(1);
+      const open = await tdb!.db.select().from(chatOutbox);
+      expect(open.filter((r) => r.state !== 'sent')).toEqual([]);
+    });
   },
 );

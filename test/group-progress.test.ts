@@ -74,7 +74,6 @@ describe.each(drivers)('action group progress (%s)', { timeout: 300_000 }, (driv
   });
 
   afterEach(async () => {
-    tp?.platform.progress.stop();
     await adapter?.close();
     await http?.close();
     await slack?.close();

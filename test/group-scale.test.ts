@@ -32,7 +32,6 @@ describe.each(drivers)('scheduling a 10,000-endpoint group (%s)', { timeout: 600
   });
 
   afterEach(async () => {
-    tp?.platform.progress.stop();
     await tdb?.destroy();
   });
 

@@ -32,7 +32,6 @@ describe.each(drivers)('action group waves (%s)', { timeout: 180_000 }, (driver)
   }, 180_000);
 
   afterEach(async () => {
-    tp?.platform.progress.stop();
     tp?.platform.waves.stop();
     await tdb?.destroy();
   });

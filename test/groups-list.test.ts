@@ -28,7 +28,6 @@ describe.each(drivers)('groups in chat (%s)', { timeout: 180_000 }, (driver) => 
     for (const h of ['web-01', 'web-02', 'web-03']) await tp.endpoint(h);
   }, 180_000);
   afterEach(async () => {
-    tp?.platform.progress.stop();
     await tdb?.destroy();
   });
 

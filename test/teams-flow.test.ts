@@ -15,6 +15,7 @@ import {
   type TeamsCall,
   textOf,
 } from './helpers/fake-teams.ts';
+import { until } from './helpers/manual-timers.ts';
 import { buildTestPlatform, type Person as PlatformPerson, type TestPlatform } from './helpers/platform.ts';
 import {
   CHANNEL,
@@ -382,9 +383,9 @@ describe.each(drivers)('Teams flow on the real core (%s)', { timeout: 180_000 },
     const lost = rows.find((r) => JSON.stringify(r.targets).includes('web-02'));
     expect(lost).toBeDefined();
     expect(lost!.chatMessageId).toBeNull();
-    // Ana hears privately that it failed, and `status` still shows the request.
+    // Ana hears privately that the request stands and its card will follow, and `status` shows it.
     expect(await openNoteAs(h, notesIn(h.teams).at(-1)!, people.ana, CHANNEL)).toMatch(
-      /Something went wrong on our side, reference ERR-/,
+      new RegExp(`${lost!.ref} is recorded \\(pending approval\\), but its card could not be posted yet`),
     );
     await h.send(say(people.ana, `status ${lost!.ref}`));
     const status = h.teams
@@ -392,5 +393,11 @@ describe.each(drivers)('Teams flow on the real core (%s)', { timeout: 180_000 },
       .map(textOf)
       .find((t) => t.includes(lost!.ref));
     expect(status).toMatch(/pending approval/);
+    // The chat outbox posts the card on its retry, and the thread hears who asked for what.
+    await until(async () => {
+      const [row] = await tdb.db.select().from(actionRequests).where(eq(actionRequests.id, lost!.id));
+      return Boolean(row?.chatMessageId);
+    }, 'the card posted on retry');
+    await h.teams.waitFor((c) => c.kind === 'create' && /asked for isolate on web-02/.test(textOf(c)));
   });
 });

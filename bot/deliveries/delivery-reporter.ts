@@ -13,16 +13,14 @@ import type { Db, DbOrTx } from '../../db/client.ts';
 import { chatOutbox, deliveries, endpoints, files } from '../../db/schema.ts';
 import { type GroupProgress, isGroup } from '../groups/group-progress.ts';
 import type { GroupWaves } from '../groups/group-waves.ts';
-import { cardRefOf } from '../handlers/chat-ref.ts';
-import { type ChatOutbox, laneOf, type OutboxMessage } from '../outbox/chat-outbox.ts';
-import type {
-  ChatMessageRef,
-  Clock,
-  DeliveryEvent,
-  DeliveryObserver,
-  FaultPoints,
-  Logger,
-} from '../ports.ts';
+import {
+  type ChatOutbox,
+  type OutboxMessage,
+  type RequestThread,
+  requestThreadOf,
+  threadLane,
+} from '../outbox/chat-outbox.ts';
+import type { Clock, DeliveryEvent, DeliveryObserver, FaultPoints, Logger } from '../ports.ts';
 import { describeResult } from '../render/results.ts';
 import { formatProgress } from '../render/summary.ts';
 import { lockRequest } from '../requests/request-dal.ts';
@@ -142,14 +140,15 @@ export function createDeliveryReporter(deps: {
   }
 
   /** True when the request's completion notice is already in its thread's outbox (sent or not). */
-  async function completionTold(tx: DbOrTx, ref: ChatMessageRef, requestRef: string) {
-    const lane = laneOf({ kind: 'thread_reply', ref, text: '' });
+  async function completionTold(tx: DbOrTx, ref: RequestThread, requestId: string, requestRef: string) {
+    // Told in the card's thread, or still waiting with the card in the request's lane.
+    const lanes = [...new Set([threadLane(ref), threadLane({ platform: ref.platform, requestId })])];
     const rows = await tx
       .select({ id: chatOutbox.id })
       .from(chatOutbox)
       .where(
         and(
-          eq(chatOutbox.lane, lane),
+          inArray(chatOutbox.lane, lanes),
           eq(chatOutbox.kind, 'thread_reply'),
           sql`${chatOutbox.payload}->>'text' like ${`${requestRef} completed: %`}`,
         ),
@@ -173,7 +172,8 @@ export function createDeliveryReporter(deps: {
       // A catch-up only reports; someone else reported or is reporting these.
       if (!pending.length && batch.every((q) => q.late)) return;
       const progress = await requests.onDeliveryChanged(requestId);
-      const ref = await cardRefOf(db, requestId);
+      // The card's thread, or the request's lane while its card waits to be posted.
+      const ref = await requestThreadOf(db, requestId);
       // A group's counts live in its progress message (edited at most once a second); its card changes
       // only with the request's state.
       const group = isGroup(progress.request);
@@ -208,7 +208,7 @@ export function createDeliveryReporter(deps: {
             (progress.completedNow || marked.size > 0) &&
             current?.state === 'completed' &&
             (await allReported(tx, requestId)) &&
-            !(await completionTold(tx, ref, progress.request.ref));
+            !(await completionTold(tx, ref, requestId, progress.request.ref));
           if (announce) {
             const counts = progress.request.progress ? formatProgress(progress.request.progress) : '';
             const results = group

@@ -1,6 +1,5 @@
-// Queries for action groups: the group row beside its request, where its progress message lives, and the
-// cross-process edit slot that keeps progress edits at one a second per group.
-import { and, eq, isNotNull, isNull, lte, ne, or } from 'drizzle-orm';
+// Queries for action groups: the group row beside its request, and where its progress message lives.
+import { and, eq, isNull, ne } from 'drizzle-orm';
 import type { DbOrTx } from '../../db/client.ts';
 import { actionGroups, type GroupState } from '../../db/schema.ts';
 import type { ChatMessageRef } from '../ports.ts';
@@ -70,31 +69,4 @@ export async function setProgressMessage(
     .where(and(eq(actionGroups.requestId, requestId), isNull(actionGroups.progressMessageId)))
     .returning({ id: actionGroups.requestId });
   return rows.length > 0;
-}
-
-/**
- * Takes the group's edit slot when its last edit (by any process) is at least `intervalMs` old; returns the
- * group when this caller may edit now, null otherwise.
- */
-export async function claimEditSlot(
-  db: DbOrTx,
-  requestId: string,
-  now: Date,
-  intervalMs: number,
-): Promise<GroupRow | null> {
-  const [row] = await db
-    .update(actionGroups)
-    .set({ progressEditedAt: now })
-    .where(
-      and(
-        eq(actionGroups.requestId, requestId),
-        isNotNull(actionGroups.progressMessageId),
-        or(
-          isNull(actionGroups.progressEditedAt),
-          lte(actionGroups.progressEditedAt, new Date(now.getTime() - intervalMs)),
-        ),
-      ),
-    )
-    .returning();
-  return row ?? null;
 }

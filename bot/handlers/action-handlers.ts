@@ -1,53 +1,86 @@
 // Requests and decisions: create a request, post and update its card, record approvals and denials, cancel,
 // and send the step-up link when a person needs to confirm who they are first. Approving and cancelling after
 // dispatch each need a step-up bound to that very decision; no other window stands in for it.
+import { and, eq, sql } from 'drizzle-orm';
 import type { DbOrTx } from '../../db/client.ts';
+import { chatOutbox } from '../../db/schema.ts';
 import type { BotDeps } from '../bot-service.ts';
 import type { DecisionInput } from '../bot-types.ts';
 import type { Command } from '../commands/command-types.ts';
 import { Conflict, isAppError, StepUpRequired } from '../errors.ts';
 import { isGroup } from '../groups/group-progress.ts';
-import type { OutboxMessage } from '../outbox/chat-outbox.ts';
-import type { ChatContext, ChatMessageRef, RequestView } from '../ports.ts';
+import {
+  isPendingCard,
+  type OutboxMessage,
+  type RequestThread,
+  requestThreadOf,
+} from '../outbox/chat-outbox.ts';
+import type { ChatContext, RequestView } from '../ports.ts';
 import { describeAction, plural } from '../render/summary.ts';
 import { bindTo, encodeSubject, locationOf, REQUESTER_PURPOSES } from '../stepup/stepup-binding.ts';
 import type { ResolvedUser } from '../users/user-types.ts';
-import { cardRefOf } from './chat-ref.ts';
 
 export function createActionHandlers(deps: BotDeps) {
   const { chat, requests, stepup, audit } = deps;
 
-  /** A dispatched group gets its live progress message in the thread, after the dispatch is announced. */
-  async function startProgress(view: RequestView, ref: ChatMessageRef) {
-    if (view.state === 'dispatched' && isGroup(view)) await deps.progress.start(view.id, ref);
-  }
-
-  /** Posts the card for a request that is now visible to approvers, and records where it lives. */
-  async function publish(ctx: ChatContext, view: RequestView): Promise<void> {
-    const ref = await chat.postRequestCard(ctx, view);
-    await requests.attachChatMessage(view.id, ref);
+  /**
+   * Writes a request's card post into the chat outbox within `tx`, the transaction that makes the request
+   * visible to approvers (created, or confirmed by its requester's step-up), with the reply that says who
+   * asked for what and, for a group dispatched at once, its progress message. They wait in the request's
+   * lane until the card is posted, then go out in its thread.
+   */
+  async function recordPublish(tx: DbOrTx, view: RequestView): Promise<void> {
+    const ref = await requestThreadOf(tx, view.id);
+    // A card already posted is not posted again (a request is published once).
+    if (!ref || !isPendingCard(ref)) return;
+    const platform = ref.platform;
     const who = view.requester.displayName;
     const excluded = view.exclusions.length ? ` (${view.exclusions.length} excluded, see the card)` : '';
+    const messages: OutboxMessage[] = [{ kind: 'card_post', requestId: view.id, platform }];
     if (view.state === 'pending_approval') {
       const n = view.approvalsRequired;
       const inHouse = view.inHouseApprovalRequired ? ', one of them in-house' : '';
-      await chat.replyInThread(
+      messages.push({
+        kind: 'thread_reply',
         ref,
-        `${who} asked for ${describeAction(view)}${excluded}. Needs ${plural(n, 'approval')}${inHouse}.`,
-      );
+        text: `${who} asked for ${describeAction(view)}${excluded}. Needs ${plural(n, 'approval')}${inHouse}.`,
+      });
     } else if (view.state === 'dispatched') {
-      await chat.replyInThread(
+      messages.push({
+        kind: 'thread_reply',
         ref,
-        `${who} ran ${describeAction(view)}${excluded}: read-only, no approval needed. Dispatched to ${plural(view.targets.length, 'endpoint')}.`,
-      );
-      await startProgress(view, ref);
-      deps.faults?.reached('after-dispatch');
+        text: `${who} ran ${describeAction(view)}${excluded}: read-only, no approval needed. Dispatched to ${plural(view.targets.length, 'endpoint')}.`,
+      });
+      if (isGroup(view)) messages.push({ kind: 'progress_post', ref, requestId: view.id });
     }
+    await deps.outbox.enqueue(tx, messages);
+  }
+
+  /**
+   * After the request committed with its card post (see recordPublish): sends it. When the platform refused
+   * the card, the person who asked (`ctx`) hears privately that the request stands and its card will follow.
+   */
+  async function publish(view: RequestView, ctx?: ChatContext): Promise<void> {
+    deps.faults?.reached('request-after-commit');
+    await deps.outbox.flush();
+    if (view.state === 'dispatched') deps.faults?.reached('after-dispatch');
+    if (!ctx) return;
+    const where = await requestThreadOf(deps.db, view.id);
+    if (!where || !isPendingCard(where)) return;
+    const [row] = await deps.db
+      .select({ lastError: chatOutbox.lastError })
+      .from(chatOutbox)
+      .where(and(eq(chatOutbox.kind, 'card_post'), sql`${chatOutbox.payload}->>'requestId' = ${view.id}`));
+    const why = row?.lastError ? ` (${row.lastError})` : '';
+    await chat.notifyPrivately(
+      ctx,
+      `${view.ref} is recorded (${view.state.replace('_', ' ')}), but its card could not be posted yet${why}. It will be posted as soon as the chat accepts it; status ${view.ref} shows the request meanwhile.`,
+    );
   }
 
   /** What the thread hears about a decision: the card shows it, and a reply says who decided. */
   function decisionMessages(
-    ref: ChatMessageRef,
+    ref: RequestThread,
     view: RequestView,
     approver: ResolvedUser,
     decision: 'approve' | 'deny',
@@ -90,17 +123,21 @@ export function createActionHandlers(deps: BotDeps) {
     decision: 'approve' | 'deny',
     reason?: string,
   ): Promise<void> {
-    const ref = await cardRefOf(tx, view.id);
-    if (ref) await deps.outbox.enqueue(tx, decisionMessages(ref, view, approver, decision, reason));
+    const ref = await requestThreadOf(tx, view.id);
+    if (ref) {
+      const messages = decisionMessages(ref, view, approver, decision, reason);
+      // A group that this approval dispatched gets its live progress message, after the approval's reply.
+      if (view.state === 'dispatched' && isGroup(view))
+        messages.push({ kind: 'progress_post', ref, requestId: view.id });
+      await deps.outbox.enqueue(tx, messages);
+    }
     deps.faults?.reached('decision-before-commit');
   }
 
-  /** After the decision committed (with its messages, see recordDecision): sends them, starts a group's progress. */
-  async function announceDecision(view: RequestView) {
+  /** After the decision committed (with its messages, see recordDecision): sends them. */
+  async function announceDecision(_view: RequestView) {
     deps.faults?.reached('decision-after-commit');
     await deps.outbox.flush();
-    const ref = await cardRefOf(deps.db, view.id);
-    if (ref) await startProgress(view, ref);
   }
 
   /**
@@ -126,7 +163,7 @@ export function createActionHandlers(deps: BotDeps) {
     user: ResolvedUser,
     done: { requestId: string; cancelledDeliveries: number },
   ): Promise<void> {
-    const ref = await cardRefOf(tx, done.requestId);
+    const ref = await requestThreadOf(tx, done.requestId);
     if (!ref) return;
     const withdrawn = plural(done.cancelledDeliveries, 'queued delivery', 'queued deliveries');
     await deps.outbox.enqueue(tx, [
@@ -143,6 +180,7 @@ export function createActionHandlers(deps: BotDeps) {
   }
 
   return {
+    recordPublish,
     publish,
     recordDecision,
     announceDecision,
@@ -150,7 +188,10 @@ export function createActionHandlers(deps: BotDeps) {
 
     async request(ctx: ChatContext, user: ResolvedUser, cmd: Command): Promise<void> {
       const window = await stepup.windowFor(user.id, REQUESTER_PURPOSES);
-      const res = await requests.createRequest(user, cmd, ctx, { requesterStepUpValid: Boolean(window) });
+      const res = await requests.createRequest(user, cmd, ctx, {
+        requesterStepUpValid: Boolean(window),
+        inTx: recordPublish,
+      });
       const view = res.request;
       if (res.needsRequesterStepUp) {
         const link = await stepup.createChallenge({
@@ -169,7 +210,7 @@ export function createActionHandlers(deps: BotDeps) {
         );
         return;
       }
-      await publish(ctx, view);
+      await publish(view, ctx);
     },
 
     async decide(ctx: ChatContext, user: ResolvedUser, input: DecisionInput): Promise<void> {

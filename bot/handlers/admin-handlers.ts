@@ -12,7 +12,7 @@ import { isUuid } from '../requests/request-dal.ts';
 import { bindTo, encodeSubject, locationOf, REQUESTER_PURPOSES } from '../stepup/stepup-binding.ts';
 import { requireRole } from '../users/user-service.ts';
 import type { ResolvedUser } from '../users/user-types.ts';
-import { announceSession } from './session-thread.ts';
+import { recordSessionThread } from './session-thread.ts';
 
 type Cmd<K extends Command['kind']> = Extract<Command, { kind: K }>;
 
@@ -96,15 +96,21 @@ export function createAdminHandlers(deps: BotDeps) {
         });
         throw new StepUpRequired(`Opening a session with ${ep.hostname} needs a fresh step-up.`, link.url);
       }
-      const session = await deps.sessions.open({
-        userId: user.id,
-        hostname: ep.hostname,
-        stepUpWindowId: window.id,
-        reason: cmd.reason,
-        caseId: cmd.caseId,
-        chat: { platform: ctx.identity.platform, channelId: ctx.channelId, threadId: ctx.threadId },
+      await deps.db.transaction(async (tx) => {
+        const session = await deps.sessions.open(
+          {
+            userId: user.id,
+            hostname: ep.hostname,
+            stepUpWindowId: window.id,
+            reason: cmd.reason,
+            caseId: cmd.caseId,
+            chat: { platform: ctx.identity.platform, channelId: ctx.channelId, threadId: ctx.threadId },
+          },
+          tx,
+        );
+        await recordSessionThread(deps, tx, ctx, session.id, ep.hostname, user.displayName);
       });
-      await announceSession(deps, ctx, session.id, ep.hostname, user.displayName);
+      await deps.outbox.flush();
     },
 
     /**

@@ -16,8 +16,7 @@ import {
 } from '../stepup/stepup-binding.ts';
 import type { ChallengeView, StepUpAttempt } from '../stepup/stepup-types.ts';
 import type { ActionHandlers } from './action-handlers.ts';
-import { requestContextOf } from './chat-ref.ts';
-import { announceSession } from './session-thread.ts';
+import { recordSessionThread } from './session-thread.ts';
 
 function summarise(ch: ChallengeView, request?: RequestView): string {
   switch (ch.purpose) {
@@ -122,6 +121,8 @@ export async function runConfirmedStepUp(
           tx,
         );
         request = res.request;
+        // The card's post is written with the confirmation: it appears even if this process dies next.
+        await actions.recordPublish(tx, res.request);
         message = `Confirmed ${res.request.ref}. The request card is now in the channel.`;
         after = async () => {
           if (res.dispatchedEndpointIds?.length)
@@ -129,8 +130,7 @@ export async function runConfirmedStepUp(
               requestId: res.request.id,
               deliveries: res.request.targets.length,
             });
-          const ctx = await requestContextOf(deps.db, res.request.id);
-          if (ctx) await actions.publish(ctx, res.request);
+          await actions.publish(res.request);
         };
         return;
       }
@@ -159,14 +159,15 @@ export async function runConfirmedStepUp(
           tx,
         );
         message = `Session with ${session.hostname} started. Return to the chat: its thread takes commands for ${session.hostname}; type session stop ${session.hostname} when done.`;
-        after = () =>
-          announceSession(
-            deps,
-            contextFromLocation(body.at),
-            session.id,
-            session.hostname,
-            challenge.displayName,
-          );
+        await recordSessionThread(
+          deps,
+          tx,
+          contextFromLocation(body.at),
+          session.id,
+          session.hostname,
+          challenge.displayName,
+        );
+        after = () => deps.outbox.flush();
         return;
       }
       case 'cancel': {

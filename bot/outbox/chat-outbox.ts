@@ -1,16 +1,48 @@
-// The durable chat outbox, core side: what the core wants said in a thread (a card edit, a reply) becomes a
+// The durable chat outbox, core side: what the core wants said in a chat (a new request card, a card edit, a
+// thread reply, an action group's progress message and its edits, a session's thread) becomes a
 // `chat_outbox` row written in the transaction of the change it reports, so a crash can lose neither the
 // change without its message nor the message without its change. The sender (chat-sender.ts) delivers rows
 // after the commit. Answers to the person typing (private notices, help, errors) stay direct: nobody else
 // is waiting for them, and they make no sense later.
+import { and, eq, inArray } from 'drizzle-orm';
 import type { DbOrTx } from '../../db/client.ts';
-import { chatOutbox } from '../../db/schema.ts';
+import { actionRequests, chatOutbox, type Platform } from '../../db/schema.ts';
 import type { ChatMessageRef, ChatPort, RequestView } from '../ports.ts';
 
-/** One message for the outbox: a card edit (rendered from the request as it is at send time) or a reply. */
+/**
+ * Where a request's messages go while its card is not posted yet (it waits in the outbox): the request's own
+ * lane, behind the card's post. Posting the card moves what waits there into the card's thread.
+ */
+export interface PendingCard {
+  platform: Platform;
+  requestId: string;
+}
+
+/** A request's card once posted, or the card still waiting to be posted. */
+export type RequestThread = ChatMessageRef | PendingCard;
+
+export const isPendingCard = (t: RequestThread): t is PendingCard => 'requestId' in t;
+
+/** Where a new message with a thread of its own goes: the channel (and thread) the command came from. */
+export interface ChatPlace {
+  platform: Platform;
+  tenantId: string;
+  channelId: string;
+  threadId?: string;
+}
+
+/** One message for the outbox. Cards and progress messages are rendered when sent, from the newest state. */
 export type OutboxMessage =
-  | { kind: 'card_update'; ref: ChatMessageRef; requestId: string }
-  | { kind: 'thread_reply'; ref: ChatMessageRef; text: string };
+  /** Posts the request's card where the request was asked for; what follows it waits in its lane. */
+  | { kind: 'card_post'; requestId: string; platform: Platform }
+  | { kind: 'card_update'; ref: RequestThread; requestId: string }
+  | { kind: 'thread_reply'; ref: RequestThread; text: string }
+  /** Posts an action group's progress message in its card's thread, once. */
+  | { kind: 'progress_post'; ref: RequestThread; requestId: string }
+  /** Edits an action group's progress message with the newest counts (paced like a card edit). */
+  | { kind: 'progress_update'; platform: Platform; requestId: string }
+  /** Opens a session's thread with `text` and records it on the session. */
+  | { kind: 'session_thread'; place: ChatPlace; sessionId: string; text: string };
 
 /**
  * A platform refused a call for its rate limit; the sender waits `retryAfterMs` (Slack's Retry-After) before
@@ -23,33 +55,142 @@ export class ChatRateLimited extends Error {
   }
 }
 
-/** Rows of one lane go out in order: a thread's replies, or one card's edits. */
-export function laneOf(m: OutboxMessage): string {
-  const { platform, channelId, threadId, messageId } = m.ref;
-  return m.kind === 'card_update'
-    ? `card:${platform}:${channelId}:${messageId}`
-    : `thread:${platform}:${channelId}:${threadId}`;
+const requestLane = (requestId: string) => `request:${requestId}`;
+
+/** The lane of a thread: its replies go out in order. */
+export function threadLane(t: RequestThread): string {
+  return isPendingCard(t) ? requestLane(t.requestId) : `thread:${t.platform}:${t.channelId}:${t.threadId}`;
 }
 
 /**
- * Writes `messages` into the outbox within `tx` (or on their own when given the database). A card edit joins
- * the card's pending edit when there is one: that row renders the newest view anyway.
+ * Rows of one lane go out in order: a thread's replies (with a group's progress post among them), one
+ * card's edits, one progress message's edits, or a request's messages waiting for its card.
+ */
+export function laneOf(m: OutboxMessage): string {
+  switch (m.kind) {
+    case 'card_post':
+      return requestLane(m.requestId);
+    case 'card_update':
+      return isPendingCard(m.ref)
+        ? requestLane(m.ref.requestId)
+        : `card:${m.ref.platform}:${m.ref.channelId}:${m.ref.messageId}`;
+    case 'thread_reply':
+    case 'progress_post':
+      return threadLane(m.ref);
+    case 'progress_update':
+      return `progress:${m.requestId}`;
+    case 'session_thread':
+      return `session:${m.sessionId}`;
+  }
+}
+
+function rowOf(m: OutboxMessage) {
+  const lane = laneOf(m);
+  switch (m.kind) {
+    case 'card_post':
+      return {
+        platform: m.platform,
+        target: {},
+        lane,
+        coalesceKey: null,
+        payload: { requestId: m.requestId },
+      };
+    case 'card_update':
+      return {
+        platform: m.ref.platform,
+        target: m.ref,
+        lane,
+        coalesceKey: lane,
+        payload: { requestId: m.requestId },
+      };
+    case 'thread_reply':
+      return { platform: m.ref.platform, target: m.ref, lane, coalesceKey: null, payload: { text: m.text } };
+    case 'progress_post':
+      return {
+        platform: m.ref.platform,
+        target: m.ref,
+        lane,
+        coalesceKey: null,
+        payload: { requestId: m.requestId },
+      };
+    case 'progress_update':
+      return {
+        platform: m.platform,
+        target: {},
+        lane,
+        coalesceKey: lane,
+        payload: { requestId: m.requestId },
+      };
+    case 'session_thread':
+      return {
+        platform: m.place.platform,
+        target: m.place,
+        lane,
+        coalesceKey: null,
+        payload: { sessionId: m.sessionId, text: m.text },
+      };
+  }
+}
+
+/**
+ * Writes `messages` into the outbox within `tx` (or on their own when given the database). A card edit (or
+ * a progress edit) joins the pending edit of the same message when there is one: that row renders the
+ * newest state anyway.
  */
 export async function enqueueChat(tx: DbOrTx, messages: OutboxMessage[]): Promise<void> {
   for (const m of messages) {
-    const lane = laneOf(m);
     await tx
       .insert(chatOutbox)
-      .values({
-        platform: m.ref.platform,
-        kind: m.kind,
-        target: m.ref,
-        lane,
-        coalesceKey: m.kind === 'card_update' ? lane : null,
-        payload: m.kind === 'card_update' ? { requestId: m.requestId } : { text: m.text },
-      })
+      .values({ kind: m.kind, ...rowOf(m) })
       .onConflictDoNothing();
   }
+}
+
+/** Where the messages of request `requestId` go: its card's thread, or its lane while the card waits. */
+export async function requestThreadOf(tx: DbOrTx, requestId: string): Promise<RequestThread | null> {
+  const [row] = await tx
+    .select({
+      platform: actionRequests.chatPlatform,
+      channelId: actionRequests.chatChannelId,
+      messageId: actionRequests.chatMessageId,
+      threadId: actionRequests.chatThreadId,
+    })
+    .from(actionRequests)
+    .where(eq(actionRequests.id, requestId));
+  if (!row?.platform || !row.channelId) return null;
+  if (!row.messageId) return { platform: row.platform, requestId };
+  return {
+    platform: row.platform,
+    channelId: row.channelId,
+    messageId: row.messageId,
+    threadId: row.threadId ?? row.messageId,
+  };
+}
+
+/**
+ * The request's card is posted at `ref` (within `tx`, with the card's place recorded): what waited in the
+ * request's lane moves into the card's thread, in the order it was written, where the thread's later
+ * messages queue behind it. Card edits still waiting are dropped: the card was rendered from the newest view.
+ */
+export async function moveIntoThread(tx: DbOrTx, requestId: string, ref: ChatMessageRef): Promise<void> {
+  const lane = requestLane(requestId);
+  await tx
+    .delete(chatOutbox)
+    .where(
+      and(eq(chatOutbox.lane, lane), eq(chatOutbox.state, 'pending'), eq(chatOutbox.kind, 'card_update')),
+    );
+  // Rows being sent right behind the card move too: in the thread's lane they keep later messages of the
+  // thread, written by any process, waiting behind them.
+  await tx
+    .update(chatOutbox)
+    .set({ lane: threadLane(ref), target: ref })
+    .where(
+      and(
+        eq(chatOutbox.lane, lane),
+        inArray(chatOutbox.state, ['pending', 'sending']),
+        inArray(chatOutbox.kind, ['thread_reply', 'progress_post']),
+      ),
+    );
 }
 
 export interface ChatOutbox {

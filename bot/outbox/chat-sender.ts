@@ -11,7 +11,13 @@ import { and, asc, eq, inArray, isNotNull, lt, lte, or, sql } from 'drizzle-orm'
 import type { Db } from '../../db/client.ts';
 import { type ChatOutboxKind, chatOutbox, type Platform } from '../../db/schema.ts';
 import type { ChatMessageRef, ChatPort, Logger, RequestView, Timers } from '../ports.ts';
-import { ChatRateLimited } from './chat-outbox.ts';
+import {
+  type ChatPlace,
+  ChatRateLimited,
+  isPendingCard,
+  type RequestThread,
+  requestThreadOf,
+} from './chat-outbox.ts';
 
 /** A constant key for pg_advisory_xact_lock: one claimer at a time keeps lanes in order across processes. */
 const CLAIM_LOCK_KEY = 7_346_021;
@@ -21,12 +27,28 @@ const LANE_CONCURRENCY = 8;
 
 type Row = typeof chatOutbox.$inferSelect;
 
+/**
+ * The posts that create a message and record where it lives (chat-posts.ts). Each returns false when there
+ * is nothing to say (already posted by an earlier attempt, or nothing to edit yet): the row is then dropped.
+ */
+export interface ChatPosts {
+  card(requestId: string): Promise<boolean>;
+  progress(requestId: string, cardRef: ChatMessageRef): Promise<boolean>;
+  progressEdit(requestId: string): Promise<boolean>;
+  sessionThread(place: ChatPlace, sessionId: string, text: string): Promise<boolean>;
+}
+
+/** Kinds paced per message: at most one edit of the same message per the platform's interval. */
+const PACED = ['card_update', 'progress_update'] as const;
+
 export interface ChatSenderOptions {
   db: Db;
   /** The adapters, by platform (the chat router). */
   chat: ChatPort;
   /** The request's view as it is now, for a card edit. */
   render(requestId: string): Promise<RequestView>;
+  /** New cards, progress messages and session threads (chat-posts.ts); without them such rows fail. */
+  posts?: ChatPosts;
   timers: Timers;
   logger: Logger;
   /** Minimum time between two edits of one card, per platform (default 1000 ms; the console 0). */
@@ -99,8 +121,11 @@ export function createChatSender(opts: ChatSenderOptions) {
             sql`not exists (select 1 from chat_outbox p where p.lane = ${chatOutbox.lane} and p.id < ${chatOutbox.id}
               and ((p.state = 'sending' and p.lease_until > ${nowAt.toISOString()}::timestamptz)
                 or (p.state = 'pending' and p.next_attempt_at > ${nowAt.toISOString()}::timestamptz)))`,
-            // A card edited within its platform's interval waits for the next slot.
-            sql`not (${chatOutbox.kind} = 'card_update' and exists (select 1 from chat_outbox s
+            // A card (or progress message) edited within its platform's interval waits for the next slot.
+            sql`not (${chatOutbox.kind} in (${sql.join(
+              PACED.map((k) => sql`${k}`),
+              sql`, `,
+            )}) and exists (select 1 from chat_outbox s
               where s.lane = ${chatOutbox.lane} and s.state = 'sent'
                 and s.sent_at > (case ${chatOutbox.platform} ${paceCut} end)))`,
           ),
@@ -122,14 +147,37 @@ export function createChatSender(opts: ChatSenderOptions) {
     });
   }
 
-  async function deliver(row: Row): Promise<void> {
-    const ref = row.target as ChatMessageRef;
+  /** The card's thread for a row written while its request's card was still waiting to be posted. */
+  async function threadOf(row: Row): Promise<ChatMessageRef> {
+    const target = row.target as RequestThread;
+    if (!isPendingCard(target)) return target;
+    const now = await requestThreadOf(db, target.requestId);
+    if (!now || isPendingCard(now)) throw new Error("the request's card is not posted yet");
+    return now;
+  }
+
+  /** Says the row in its chat; false when there was nothing to say (the row is dropped, not marked sent). */
+  async function deliver(row: Row): Promise<boolean> {
     const kind: ChatOutboxKind = row.kind;
-    if (kind === 'card_update') {
-      const { requestId } = row.payload as { requestId: string };
-      await chat.updateRequestCard(ref, await opts.render(requestId));
-    } else {
-      await chat.replyInThread(ref, (row.payload as { text: string }).text);
+    const payload = row.payload as { requestId?: string; text?: string; sessionId?: string };
+    const posts = opts.posts;
+    if (!posts && kind !== 'card_update' && kind !== 'thread_reply')
+      throw new Error(`this sender has no poster for ${kind} messages`);
+    switch (kind) {
+      case 'card_post':
+        return posts!.card(payload.requestId!);
+      case 'card_update':
+        await chat.updateRequestCard(await threadOf(row), await opts.render(payload.requestId!));
+        return true;
+      case 'thread_reply':
+        await chat.replyInThread(await threadOf(row), payload.text!);
+        return true;
+      case 'progress_post':
+        return posts!.progress(payload.requestId!, await threadOf(row));
+      case 'progress_update':
+        return posts!.progressEdit(payload.requestId!);
+      case 'session_thread':
+        return posts!.sessionThread(row.target as ChatPlace, payload.sessionId!, payload.text!);
     }
   }
 
@@ -176,8 +224,9 @@ export function createChatSender(opts: ChatSenderOptions) {
         for (const r of rows.slice(i)) await putBack(r, {});
         return sent;
       }
+      let said: boolean;
       try {
-        await deliver(row);
+        said = await deliver(row);
       } catch (err) {
         const now = timers.now();
         if (err instanceof ChatRateLimited) {
@@ -211,6 +260,11 @@ export function createChatSender(opts: ChatSenderOptions) {
         }
         for (const r of rows.slice(i + 1)) await putBack(r, {});
         return sent;
+      }
+      if (!said) {
+        await db.delete(chatOutbox).where(eq(chatOutbox.id, row.id));
+        sent++;
+        continue;
       }
       // Only now, after the platform accepted it.
       await db

@@ -103,7 +103,14 @@ export function createRequestService(deps: {
       actor: ResolvedUser,
       cmd: Command,
       ctx: ChatContext,
-      opts: { requesterStepUpValid: boolean },
+      opts: {
+        requesterStepUpValid: boolean;
+        /**
+         * Runs inside the request's transaction when the request is visible to approvers at once (no
+         * requester step-up is due), with its view: the card's post goes into the chat outbox there.
+         */
+        inTx?: (tx: DbOrTx, request: RequestView) => Promise<void>;
+      },
     ): Promise<{ request: RequestView; needsRequesterStepUp: boolean; autoApproved: boolean }> {
       const parsed = actionCommandSchema.safeParse(cmd);
       if (!parsed.success) {
@@ -203,7 +210,9 @@ export function createRequestService(deps: {
           tx,
         );
         if (needsRequesterStepUp) return { row, endpointIds: [] as string[] };
-        return advance(tx, row, actor.id);
+        const advanced = await advance(tx, row, actor.id);
+        if (opts.inTx) await opts.inTx(tx, await loadView(tx, advanced.row));
+        return advanced;
       });
       await wakeQuietly(result.endpointIds, result.row);
       return {
