@@ -176,7 +176,7 @@ export function createPlatform(opts: PlatformOptions) {
     clock,
     timers: opts.timers ?? systemTimers,
     dispatcher,
-    chat,
+    outbox,
     policy,
     progress,
     logger,

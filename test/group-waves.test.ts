@@ -1,12 +1,14 @@
 // Staged waves of an action group on the real core and a real database: a halt at the failure threshold
 // holds everything not yet sent, `resume` and `cancel` from the thread each need the right role and a
 // step-up, and `--rate` paces releases by a hand-moved clock. Results go through the broker's own outbox
-// repository and the delivery reporter; the broker's claim is what shows what would be sent.
-import { and, eq } from 'drizzle-orm';
+// repository and the delivery reporter; the broker's claim is what shows what would be sent. A halt's and a
+// resume's thread notices are chat outbox rows committed with the change, so a sender that is down loses
+// neither, and a halt that rolls back says nothing.
+import { and, eq, type SQL, sql } from 'drizzle-orm';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { DeliveryEvent } from '../bot/ports.ts';
 import { createOutboxRepo } from '../broker/outbox/outbox-repo.ts';
-import { actionGroups, deliveries, type Os } from '../db/schema.ts';
+import { actionGroups, chatOutbox, deliveries, type Os } from '../db/schema.ts';
 import { drivers, openTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { createManualTimers, type ManualTimers } from './helpers/manual-timers.ts';
 import { buildTestPlatform, type Person, type TestPlatform } from './helpers/platform.ts';
@@ -65,6 +67,29 @@ describe.each(drivers)('action group waves (%s)', { timeout: 180_000 }, (driver)
     for (const r of out)
       if (r.status === 'recorded') await tp.platform.reporter.deliveryChanged(r.event as DeliveryEvent);
   }
+
+  /** Rows a raw query returns; PGlite answers `{ rows }`, postgres.js an array. */
+  async function rowsOf<T>(query: SQL): Promise<T[]> {
+    const out = await tdb.db.execute(query);
+    return (Array.isArray(out) ? out : (out as unknown as { rows: T[] }).rows) as T[];
+  }
+
+  /**
+   * The chat outbox rows whose text starts with `prefix`, each with the transaction that wrote it (`xmin`,
+   * kept while the row is still pending: the sender's update to sent would replace it).
+   */
+  const noticeRows = (prefix: string) =>
+    rowsOf<{ x: string; state: string; text: string }>(
+      sql`select xmin::text as x, state, payload->>'text' as text from ${chatOutbox}
+          where kind = 'thread_reply' and payload->>'text' like ${`${prefix}%`} order by id`,
+    );
+  /** The transactions that wrote the audit records of `action` (the log is append-only). */
+  const auditTxs = async (action: string) =>
+    (
+      await rowsOf<{ x: string }>(
+        sql`select xmin::text as x from audit_log where action = ${action} order by seq`,
+      )
+    ).map((r) => r.x);
 
   const thread = () => tp.chat.transcript.filter((m) => m.kind === 'thread').map((m) => m.text);
   const privateTo = (name: string) =>
@@ -126,6 +151,111 @@ describe.each(drivers)('action group waves (%s)', { timeout: 180_000 }, (driver)
     await tp.stepUp(cancelLink, ana);
     expect((await group()).g.state).toBe('cancelled');
     expect((await tp.platform.audit.list({ actionPrefix: 'group.resumed' })).length).toBe(1);
+  });
+
+  it('writes the halt notice into the chat outbox in the halt transaction: a stopped sender sends it once started', async () => {
+    await tp.platform.sender.stop();
+    await tp.say('ana', 'processes segment:servers --halt-at 10%');
+    const { rows, ref } = await group();
+    const sent = await brokerSends(rows.slice(0, 10));
+    await results(sent, new Set([sent[0]!.id, sent[1]!.id]));
+    expect((await group()).g.state).toBe('halted');
+
+    // Nothing reached the thread, but the notice is stored, written by the transaction that halted the group.
+    expect(thread().join('\n')).not.toContain(`${ref} halted`);
+    const notices = await noticeRows(`${ref} halted: 2 endpoints of 20 failed (10%)`);
+    expect(notices).toHaveLength(1);
+    expect(notices[0]!.state).toBe('pending');
+    expect(notices[0]!.text).toContain(`10 deliveries not yet sent are held`);
+    expect([notices[0]!.x]).toEqual(await auditTxs('group.halted'));
+
+    // The sender comes back (the next process, say) and sends it.
+    await tp.platform.sender.start();
+    expect(thread().filter((t) => t.startsWith(`${ref} halted:`))).toEqual([notices[0]!.text]);
+    expect((await noticeRows(`${ref} halted:`)).map((n) => n.state)).toEqual(['sent']);
+  });
+
+  it('writes each resume notice into the chat outbox in its resume transaction, from the step-up page and from chat', async () => {
+    await tp.say('ana', 'processes segment:servers --halt-at 10%');
+    const { rows, ref } = await group();
+    const sent = await brokerSends(rows.slice(0, 10));
+    await results(sent, new Set([sent[0]!.id, sent[1]!.id]));
+    expect((await group()).g.state).toBe('halted');
+    await tp.platform.sender.stop();
+
+    // Resumed by completing the step-up: the page's own transaction carries the resume and its notice.
+    await tp.say('ian', `resume ${ref}`);
+    await tp.stepUp(tp.lastLinkFor('ian'), ian);
+    expect((await group()).g.state).toBe('running');
+    // Halted again: five of the rest go out and two fail, with five still to send.
+    const rest = await brokerSends(rows.slice(10, 15));
+    await results(rest, new Set([rest[0]!.id, rest[1]!.id]));
+    expect((await group()).g.state).toBe('halted');
+    // Resumed from chat, with the step-up window still live: the resume's own transaction.
+    await tp.say('ian', `resume ${ref}`);
+    expect((await group()).g.state).toBe('running');
+
+    expect(thread().join('\n')).not.toContain('resumed by');
+    const notices = await noticeRows(`${ref} resumed by ian:`);
+    expect(notices.map((n) => n.text)).toEqual([
+      `${ref} resumed by ian: 10 held deliveries go on.`,
+      `${ref} resumed by ian: 5 held deliveries go on.`,
+    ]);
+    // Two resumes, two transactions, each with its audit record and its notice.
+    const resumes = await auditTxs('group.resumed');
+    expect(new Set(resumes).size).toBe(2);
+    expect(notices.map((n) => n.x)).toEqual(resumes);
+
+    await tp.platform.sender.start();
+    expect(thread().filter((t) => t.includes('resumed by ian'))).toEqual(notices.map((n) => n.text));
+  });
+
+  it('writes the canary-passed notice into the chat outbox in the transaction that releases the rest', async () => {
+    await tp.platform.sender.stop();
+    await tp.say('ana', 'processes segment:servers --canary 2');
+    const { rows, ref } = await group();
+    const canary = await brokerSends(rows);
+    expect(canary).toHaveLength(2);
+    await results(canary, new Set());
+    expect((await group()).g.state).toBe('running');
+
+    const notices = await noticeRows(`${ref}: the canary wave succeeded`);
+    expect(notices.map((n) => n.text)).toEqual([
+      `${ref}: the canary wave succeeded on 2 endpoints; going on with the other 18.`,
+    ]);
+    expect(notices.map((n) => n.x)).toEqual(await auditTxs('group.canary_passed'));
+    await tp.platform.sender.start();
+    expect(thread()).toContain(notices[0]!.text);
+  });
+
+  it('leaves no halt notice when the halt transaction rolls back, and says it once the halt commits', async () => {
+    // Any transaction that halts a group fails at its commit, after every statement ran.
+    await tdb.db.execute(
+      sql.raw(`create function halt_commit_fails() returns trigger language plpgsql as $$
+        begin raise exception 'the commit failed'; end $$`),
+    );
+    await tdb.db.execute(
+      sql.raw(`create constraint trigger halt_commit_fails after update on action_groups
+        deferrable initially deferred for each row when (new.state = 'halted')
+        execute function halt_commit_fails()`),
+    );
+    await tp.say('ana', 'processes segment:servers --halt-at 10%');
+    const { rows, ref } = await group();
+    const sent = await brokerSends(rows.slice(0, 10));
+    await results(sent.slice(0, 2), new Set([sent[0]!.id, sent[1]!.id]));
+    expect((await group()).g.state).toBe('running');
+    expect(await noticeRows(`${ref} halted`)).toEqual([]);
+    expect(await auditTxs('group.halted')).toEqual([]);
+    expect(thread().join('\n')).not.toContain(`${ref} halted`);
+
+    // Commits work again: the next failure halts the group, and the thread is told once.
+    await tdb.db.execute(sql.raw('drop trigger halt_commit_fails on action_groups'));
+    await results(sent.slice(2, 3), new Set([sent[2]!.id]));
+    expect((await group()).g.state).toBe('halted');
+    expect(thread().filter((t) => t.startsWith(`${ref} halted:`))).toEqual([
+      expect.stringContaining(`${ref} halted: 3 endpoints of 20 failed (15%)`),
+    ]);
+    expect(await noticeRows(`${ref} halted`)).toEqual([expect.objectContaining({ state: 'sent' })]);
   });
 
   it('refuses wave options on a single endpoint and a canary that leaves nobody after it, storing nothing', async () => {

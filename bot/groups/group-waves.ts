@@ -2,16 +2,18 @@
 // rest is released; a pace (`--rate N/min`) releases the rest a few at a time; failures at or above the
 // group's threshold (`--halt-at`) halt it, holding everything not yet sent. A halted group says why in its
 // thread and waits for `resume` (an approver, with a step-up bound to resuming this group) or `cancel`.
-// Each change happens under the group row's lock with its audit record; brokers are woken and chat is told
-// after the commit. Times come from `clock`; `timers` only wake the pace up.
+// Each change happens under the group row's lock with its audit record and what its thread is told (a row
+// in the chat outbox, so a crash cannot keep the halt and lose the notice); brokers are woken and the outbox
+// flushed after the commit. Times come from `clock`; `timers` only wake the pace up.
 import { and, asc, eq, inArray, isNotNull, sql } from 'drizzle-orm';
 import type { Db, DbOrTx } from '../../db/client.ts';
 import { actionGroups, deliveries, endpoints, stepUpWindows } from '../../db/schema.ts';
 import type { AuditService } from '../audit/audit-service.ts';
 import { Conflict, Forbidden, NotFound } from '../errors.ts';
 import { cardRefOf } from '../handlers/chat-ref.ts';
+import type { ChatOutbox } from '../outbox/chat-outbox.ts';
 import type { PolicyService } from '../policy/policy-service.ts';
-import type { ChatPort, Clock, Dispatcher, Logger, Timers } from '../ports.ts';
+import type { Clock, Dispatcher, Logger, Timers } from '../ports.ts';
 import { plural } from '../render/summary.ts';
 import { findRequest } from '../requests/request-dal.ts';
 import { loadView } from '../requests/request-view.ts';
@@ -28,8 +30,8 @@ const MIN_TICK_MS = 1000;
 interface Outcome {
   /** Endpoints whose deliveries were released: wake their brokers. */
   released: string[];
-  /** What to say in the group's thread. */
-  say?: string;
+  /** Something was written into the chat outbox for the group's thread: flush it. */
+  told?: boolean;
 }
 
 export function createGroupWaves(deps: {
@@ -38,12 +40,12 @@ export function createGroupWaves(deps: {
   clock: Clock;
   timers: Timers;
   dispatcher: Dispatcher;
-  chat: ChatPort;
+  outbox: ChatOutbox;
   policy: Pick<PolicyService, 'canApprove'>;
   progress: GroupProgress;
   logger: Logger;
 }) {
-  const { db, audit, clock, timers, dispatcher, chat, logger } = deps;
+  const { db, audit, clock, timers, dispatcher, outbox, logger } = deps;
   let cancelTick: (() => void) | undefined;
   let tickAt = Number.POSITIVE_INFINITY;
 
@@ -75,7 +77,19 @@ export function createGroupWaves(deps: {
     return releaseHeld(tx, g.requestId, 1);
   }
 
-  async function halt(tx: DbOrTx, g: GroupRow, ref: string, reason: string, now: Date): Promise<string> {
+  /**
+   * Writes `text` for the group's thread into the chat outbox within `tx`, so it commits with the change it
+   * tells of. Returns whether there was a thread to tell (a request posted nowhere has none).
+   */
+  async function tell(tx: DbOrTx, requestId: string, text: string): Promise<boolean> {
+    const ref = await cardRefOf(tx, requestId);
+    if (!ref) return false;
+    await outbox.enqueue(tx, [{ kind: 'thread_reply', ref, text }]);
+    return true;
+  }
+
+  /** Halts the group, holding what is not yet sent, and tells its thread why; all within `tx`. */
+  async function halt(tx: DbOrTx, g: GroupRow, ref: string, reason: string, now: Date): Promise<Outcome> {
     const held = await holdUnsent(tx, g.requestId);
     await tx
       .update(actionGroups)
@@ -92,7 +106,12 @@ export function createGroupWaves(deps: {
       },
       tx,
     );
-    return `${ref} halted: ${reason}. ${plural(held, 'delivery', 'deliveries')} not yet sent ${held === 1 ? 'is' : 'are'} held. Nothing more goes out until an approver types resume ${ref} or someone cancels it with cancel ${ref}; both need a step-up.`;
+    const told = await tell(
+      tx,
+      g.requestId,
+      `${ref} halted: ${reason}. ${plural(held, 'delivery', 'deliveries')} not yet sent ${held === 1 ? 'is' : 'are'} held. Nothing more goes out until an approver types resume ${ref} or someone cancels it with cancel ${ref}; both need a step-up.`,
+    );
+    return { released: [], told };
   }
 
   /** Why the canary failed, in words: the first endpoint that did not succeed and what it reported. */
@@ -123,10 +142,7 @@ export function createGroupWaves(deps: {
 
   async function afterCommit(requestId: string, out: Outcome) {
     if (out.released.length) await dispatcher.wake(out.released).catch(() => undefined);
-    if (out.say) {
-      const ref = await cardRefOf(db, requestId);
-      if (ref) await chat.replyInThread(ref, out.say);
-    }
+    if (out.told) await outbox.flush();
     await deps.progress.changed(requestId);
     await arm();
   }
@@ -215,10 +231,7 @@ export function createGroupWaves(deps: {
           const c = await waveCounts(tx, requestId);
           if (g.state === 'canary') {
             if (FAILED_CANARY.some((s) => (c.released[s] ?? 0) > 0)) {
-              return {
-                released: [],
-                say: await halt(tx, g, row.ref, await canaryFailure(tx, requestId), now),
-              };
+              return halt(tx, g, row.ref, await canaryFailure(tx, requestId), now);
             }
             const releasedTotal = c.total - c.held;
             if ((c.released.succeeded ?? 0) < releasedTotal) return { released: [] };
@@ -235,16 +248,18 @@ export function createGroupWaves(deps: {
               tx,
             );
             const pace = g.ratePerMinute ? `, ${g.ratePerMinute} a minute` : '';
-            return {
-              released,
-              say: `${row.ref}: the canary wave succeeded on ${plural(releasedTotal, 'endpoint')}; going on with the other ${c.held}${pace}.`,
-            };
+            const told = await tell(
+              tx,
+              requestId,
+              `${row.ref}: the canary wave succeeded on ${plural(releasedTotal, 'endpoint')}; going on with the other ${c.held}${pace}.`,
+            );
+            return { released, told };
           }
           const failed = (c.all.failed ?? 0) - g.failuresAtResume;
           if (failed > 0 && c.held + (c.all.queued ?? 0) > 0 && failed * 100 >= g.haltAtPercent * c.total) {
             const pct = Math.round((failed * 100) / c.total);
             const reason = `${plural(failed, 'endpoint')} of ${c.total} failed (${pct}%), at or above its halt threshold of ${g.haltAtPercent}%`;
-            return { released: [], say: await halt(tx, g, row.ref, reason, now) };
+            return halt(tx, g, row.ref, reason, now);
           }
           return { released: [] };
         });
@@ -256,8 +271,8 @@ export function createGroupWaves(deps: {
 
     /**
      * Resumes a halted group: an approver (not its requester) with a live step-up window bound to resuming
-     * it. Failures so far no longer count toward the threshold. With a caller `tx` the caller calls
-     * `announce` after its commit.
+     * it. Failures so far no longer count toward the threshold. The thread's notice is written into the chat
+     * outbox in the same transaction; with a caller `tx` the caller calls `announce` after its commit.
      */
     async resume(
       requestId: string,
@@ -318,18 +333,17 @@ export function createGroupWaves(deps: {
           t,
         );
         const pace = g.ratePerMinute ? ` at ${g.ratePerMinute} a minute` : '';
-        return {
-          ref: row.ref,
-          outcome: {
-            released,
-            say: `${row.ref} resumed by ${actor.displayName}: ${plural(c.held, 'held delivery', 'held deliveries')} go on${pace}.`,
-          },
-        };
+        const told = await tell(
+          t,
+          requestId,
+          `${row.ref} resumed by ${actor.displayName}: ${plural(c.held, 'held delivery', 'held deliveries')} go on${pace}.`,
+        );
+        return { ref: row.ref, outcome: { released, told } };
       };
       return tx ? run(tx) : db.transaction(run);
     },
 
-    /** Wakes the brokers, tells the thread and refreshes the progress, after a resume committed. */
+    /** After a resume committed: wakes the brokers, sends its thread notice and refreshes the progress. */
     announce: afterCommit,
 
     /** Marks a group cancelled (its queued deliveries were withdrawn in the caller's transaction). */
