@@ -3,13 +3,14 @@
 // died before handling it leaves it in the inbox, and the next start handles it once; a redelivered activity
 // is answered and does nothing more. The process that dies is an adapter whose core never gets to the work; the
 // one that starts next is a fresh adapter on the same database and the same Teams stand-in.
-import { eq } from 'drizzle-orm';
+import { eq, sql } from 'drizzle-orm';
 import type { FastifyInstance } from 'fastify';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { registerTeams, type TeamsAdapter } from '../adapters/teams/teams-plugin.ts';
 import { buildHttpApp } from '../app/http-app.ts';
 import type { BotCore } from '../bot/bot-types.ts';
 import { createInteractionInbox } from '../bot/inbox/interaction-inbox.ts';
+import type { Logger } from '../bot/ports.ts';
 import { actionRequests, approvals, chatInbox } from '../db/schema.ts';
 import { drivers, openTestDatabase, type TestDatabase } from './helpers/db.ts';
 import {
@@ -49,12 +50,16 @@ describe.each(drivers)(
     const mounted: { http: FastifyInstance; adapter: TeamsAdapter; dead: boolean }[] = [];
 
     /** A Teams adapter on its own web server, as one platform process; `bot` is the core it hands work to. */
-    async function start(bot: BotCore, opts: { dead?: boolean; answerWithinMs?: number } = {}) {
+    async function start(
+      bot: BotCore,
+      opts: { dead?: boolean; answerWithinMs?: number; logger?: Logger } = {},
+    ) {
       const http = buildHttpApp();
+      const logger = opts.logger ?? silent;
       const adapter = await registerTeams(http, {
         bot,
-        inbox: createInteractionInbox({ db: tdb.db, bot, clock: tp.clock, logger: silent }),
-        logger: silent,
+        inbox: createInteractionInbox({ db: tdb.db, bot, clock: tp.clock, logger }),
+        logger,
         config: {
           clientId: CLIENT_ID,
           clientSecret: CLIENT_SECRET,
@@ -312,6 +317,23 @@ describe.each(drivers)(
       expect(await approvalsOf(at.requestId)).toHaveLength(1);
       expect(threadTexts(at.thread).filter((t) => /Denied by ian: our scanner/.test(t))).toHaveLength(1);
       expect((await inboxRows()).filter((r) => r.kind === 'decision')).toHaveLength(1);
+    });
+
+    it('handles a command from memory, and logs it, when the inbox cannot record it', async () => {
+      const errors: string[] = [];
+      const h = await start(tp.platform.bot, {
+        logger: { ...silent, error: (_obj: unknown, msg?: string) => void errors.push(String(msg)) },
+      });
+      // The inbox's table is gone: the insert fails as it would with the database unreachable for it.
+      await tdb.db.execute(sql`alter table chat_inbox rename to chat_inbox_away`);
+      try {
+        expect((await h.send(say(people.ana, 'processes web-01'))).statusCode).toBe(200);
+        expect(errors).toContain('could not record an interaction; handling it anyway');
+        const reqs = await tdb.db.select().from(actionRequests);
+        expect(reqs.map((r) => r.action)).toEqual(['processes']);
+      } finally {
+        await tdb.db.execute(sql`alter table chat_inbox_away rename to chat_inbox`);
+      }
     });
   },
 );
