@@ -63,6 +63,7 @@ export async function attachSurfaces(deps: SurfaceDeps): Promise<{ close(): Prom
     const teams = await registerTeams(http, {
       bot: platform.bot,
       logger: deps.logger,
+      inbox: platform.inbox,
       maxConcurrentWork: deps.database.driver === 'pglite' ? 1 : 2,
       config: {
         clientId: config.TEAMS_CLIENT_ID!,

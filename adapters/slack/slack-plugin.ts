@@ -137,7 +137,7 @@ export async function registerSlack(fastify: FastifyInstance, deps: SlackDeps): 
   registerMentionListener(app, { bot: deps.bot, logger, work, inbox });
   registerDecisionListener(app, { bot: deps.bot, logger, work, inbox });
   // What an earlier process acked and never finished (it died): processed once this one is up.
-  if (inbox) void work.run(undefined, async () => void (await inbox.resume()));
+  if (inbox) void work.run(undefined, async () => void (await inbox.resume({ platform: 'slack' })));
 
   if (mode === 'socket') await app.start();
   logger.info({ mode, team: auth.team_id, botUserId: auth.user_id }, 'Slack adapter ready');

@@ -10,11 +10,13 @@ import { App } from '@microsoft/teams.apps';
 import type { FastifyInstance } from 'fastify';
 import type { AuditAnchorSink } from '../../bot/audit/audit-checkpoint.ts';
 import type { BotCore } from '../../bot/bot-types.ts';
+import type { InteractionInbox } from '../../bot/inbox/interaction-inbox.ts';
 import type { ChatPort, Logger, RequestView } from '../../bot/ports.ts';
 import { createApproverDirectory, type LinkedApprover } from './approver-directory.ts';
 import { createTeamsConnector, type SdkHttpClient } from './connector.ts';
 import { createFastifyAdapter } from './fastify-adapter.ts';
 import { registerCardActionListener } from './listeners/card-action-listener.ts';
+import { createTeamsInboxHandler } from './listeners/inbox-items.ts';
 import { registerMessageListener } from './listeners/message-listener.ts';
 import { createWorkTracker } from './listeners/work-tracker.ts';
 import { createOutboundGate, type OutboundGate, systemTimers, type TimerPort } from './outbound-gate.ts';
@@ -39,6 +41,12 @@ export interface TeamsConfig {
 
 export interface TeamsDeps {
   bot: BotCore;
+  /**
+   * The durable inbox: commands and clicks are recorded in it before Teams gets its answer and processed
+   * from it, and what an earlier process answered and never finished is processed once this one is up. It
+   * must hand work to the same `bot`. Without it they are handled from memory only.
+   */
+  inbox?: InteractionInbox;
   config: TeamsConfig;
   logger: Logger;
   /** The request as the core shows it (platform.requests.getView): refreshes and click answers render it. */
@@ -143,7 +151,9 @@ export async function registerTeams(fastify: FastifyInstance, deps: TeamsDeps): 
     maxConcurrent: deps.maxConcurrentWork,
     answering: () => httpAdapter.answering(),
   });
-  registerMessageListener(app, { bot: deps.bot, chat: teamsChat.chat, identity, logger, work });
+  const { inbox } = deps;
+  const handler = createTeamsInboxHandler({ identity, chat: teamsChat.chat, logger });
+  registerMessageListener(app, { bot: deps.bot, identity, logger, work, inbox, handler });
   const clicks = createWorkTracker({ chat: teamsChat.chat, logger, maxConcurrent: deps.maxConcurrentWork });
   registerCardActionListener(app, {
     bot: deps.bot,
@@ -152,6 +162,8 @@ export async function registerTeams(fastify: FastifyInstance, deps: TeamsDeps): 
     notes,
     views: deps.views,
     clicks,
+    inbox,
+    handler,
     logger,
     timers,
     answerWithinMs: deps.answerWithinMs,
@@ -168,6 +180,12 @@ export async function registerTeams(fastify: FastifyInstance, deps: TeamsDeps): 
     { clientId: config.clientId, cloud: config.cloud.name, endpoint: MESSAGING_ENDPOINT },
     'Teams adapter ready',
   );
+  // What an earlier process answered and never finished (it died): processed once this one can answer.
+  if (inbox)
+    void work.run(
+      () => undefined,
+      async () => void (await inbox.resume({ platform: 'teams', handler })),
+    );
 
   return {
     chat: teamsChat.chat,

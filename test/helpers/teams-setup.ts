@@ -3,6 +3,7 @@
 import type { FastifyInstance } from 'fastify';
 import { registerTeams, type TeamsAdapter, type TeamsDeps } from '../../adapters/teams/teams-plugin.ts';
 import { buildHttpApp } from '../../app/http-app.ts';
+import { createInteractionInbox } from '../../bot/inbox/interaction-inbox.ts';
 import {
   type Conversation,
   cardAction,
@@ -61,8 +62,11 @@ export async function startTeamsHarness(
     tenantId: HOME_TENANT,
   });
   const http = buildHttpApp();
+  const bot = overrides.bot ?? tp.platform.bot;
   const adapter = await registerTeams(http, {
-    bot: tp.platform.bot,
+    bot,
+    // As in production, commands and clicks go through the durable inbox, which hands them to the same core.
+    inbox: createInteractionInbox({ db: tp.platform.db, bot, clock: tp.clock, logger: silent }),
     logger: silent,
     config: { clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, tenantId: HOME_TENANT, cloud: teams.cloud },
     views: (id) => tp.platform.requests.getView(id),

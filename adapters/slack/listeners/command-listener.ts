@@ -1,10 +1,10 @@
 // The slash command (`/ar isolate web-01 --reason ...`): ack at once, then hand the text to the core.
 import type { App } from '@slack/bolt';
 import type { BotCore } from '../../../bot/bot-types.ts';
+import { enterInbox } from '../../../bot/inbox/inbox-entry.ts';
 import type { InteractionInbox } from '../../../bot/inbox/interaction-inbox.ts';
 import type { Logger } from '../../../bot/ports.ts';
 import { commandContext, commandPayload, unescapeSlackText } from '../slack-context.ts';
-import { enterInbox } from './inbox-entry.ts';
 import type { WorkTracker } from './work-tracker.ts';
 
 export function registerCommandListener(
@@ -24,12 +24,7 @@ export function registerCommandListener(
     }
     const ctx = commandContext(parsed.data);
     const text = unescapeSlackText(parsed.data.text);
-    const work = await enterInbox(
-      deps.inbox,
-      { kind: 'command', ctx, text },
-      () => deps.bot.handleCommand(ctx, text),
-      deps.logger,
-    );
+    const work = await enterInbox(deps, { kind: 'command', ctx, text });
     await ack();
     if (work) await deps.work.run(ctx, work);
   });

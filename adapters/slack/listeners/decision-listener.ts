@@ -3,11 +3,11 @@
 // clicked, by whom, where.
 import type { App } from '@slack/bolt';
 import type { BotCore } from '../../../bot/bot-types.ts';
+import { enterInbox } from '../../../bot/inbox/inbox-entry.ts';
 import type { InteractionInbox } from '../../../bot/inbox/interaction-inbox.ts';
 import type { Logger } from '../../../bot/ports.ts';
 import { APPROVE_ACTION_ID, DENY_ACTION_ID } from '../blocks.ts';
 import { actionContext, actionPayload } from '../slack-context.ts';
-import { enterInbox } from './inbox-entry.ts';
 import type { WorkTracker } from './work-tracker.ts';
 
 const DECISION_ACTIONS = new RegExp(`^(${APPROVE_ACTION_ID}|${DENY_ACTION_ID})$`);
@@ -40,12 +40,7 @@ export function registerDecisionListener(
       decision: action.action_id === APPROVE_ACTION_ID ? ('approve' as const) : ('deny' as const),
     };
     // Recorded before the ack (one insert), so a crash after the ack cannot lose the click.
-    const work = await enterInbox(
-      deps.inbox,
-      { kind: 'decision', ctx, input },
-      () => deps.bot.handleDecision(ctx, input),
-      deps.logger,
-    );
+    const work = await enterInbox(deps, { kind: 'decision', ctx, input });
     await ack();
     if (work) await deps.work.run(ctx, work);
   });

@@ -4,10 +4,10 @@
 // (only one in the few milliseconds between Bolt's ack and that insert could be).
 import type { App } from '@slack/bolt';
 import type { BotCore } from '../../../bot/bot-types.ts';
+import { enterInbox } from '../../../bot/inbox/inbox-entry.ts';
 import type { InteractionInbox } from '../../../bot/inbox/interaction-inbox.ts';
 import type { Logger } from '../../../bot/ports.ts';
 import { mentionContext, mentionPayload, stripMention } from '../slack-context.ts';
-import { enterInbox } from './inbox-entry.ts';
 import type { WorkTracker } from './work-tracker.ts';
 
 export function registerMentionListener(
@@ -25,12 +25,7 @@ export function registerMentionListener(
     }
     const ctx = mentionContext(parsed.data);
     const text = stripMention(parsed.data.event.text, context.botUserId);
-    const work = await enterInbox(
-      deps.inbox,
-      { kind: 'command', ctx, text },
-      () => deps.bot.handleCommand(ctx, text),
-      deps.logger,
-    );
+    const work = await enterInbox(deps, { kind: 'command', ctx, text });
     if (work) await deps.work.run(ctx, work);
   });
 }

@@ -1,16 +1,20 @@
 // Universal Actions on request cards and private notes (invoke `adaptiveCard/action`):
 // - `ar.refresh`: a viewer's client asks for their own view of a card. Approvers who may still decide get
 //   Approve and Deny, everyone else the read-only card. Nothing is decided, so the core is not involved.
-// - `ar.approve` / `ar.deny`: a click. The clicker is identified afresh (their tenant and guest status from
-//   the member lookup) and the core re-checks everything under the request's row lock; what the core says
-//   to the clicker comes back in this invoke's answer, which only they see. Teams expects that answer
-//   within a few seconds, so the answer waits for the core's first word (or `answerWithinMs`), while card
-//   edits and thread replies carry on afterwards.
+// - `ar.approve` / `ar.deny`: a click. It is recorded in the durable inbox first (one insert), so a crash
+//   after the answer leaves it for the next start. The clicker is then identified afresh (their tenant and
+//   guest status from the member lookup) and the core re-checks everything under the request's row lock;
+//   what the core says to the clicker comes back in this invoke's answer, which only they see. Teams expects
+//   that answer within a few seconds, so the answer waits for the core's first word (or `answerWithinMs`),
+//   while card edits and thread replies carry on afterwards. A redelivered invoke (same id) finds its row:
+//   it is answered with the card as it stands, and nothing more is done.
 // - `ar.note`: a private note's recipient opens it; anyone else gets the closed note back.
 import type { App } from '@microsoft/teams.apps';
 import type { IAdaptiveCard } from '@microsoft/teams.cards';
 import type { BotCore } from '../../../bot/bot-types.ts';
 import { isAppError } from '../../../bot/errors.ts';
+import { enterInbox } from '../../../bot/inbox/inbox-entry.ts';
+import type { InboxHandler, InteractionInbox } from '../../../bot/inbox/interaction-inbox.ts';
 import type { Logger, RequestView } from '../../../bot/ports.ts';
 import {
   REASON_INPUT,
@@ -28,14 +32,11 @@ import {
   addressOf,
   type CardActionActivity,
   cardActionActivity,
-  contextOf,
-  hostTenantOf,
   invokeEventId,
-  targetOf,
-  teamOf,
   threadOf,
 } from '../teams-context.ts';
 import type { TeamsIdentity } from '../teams-identity.ts';
+import { originOf, provisionalContext } from './inbox-items.ts';
 import type { WorkTracker } from './work-tracker.ts';
 
 type InvokeAnswer =
@@ -67,6 +68,10 @@ export interface CardActionDeps {
   views: (requestId: string) => Promise<RequestView>;
   /** Bounded queue for the decisions and reads behind clicks. */
   clicks: WorkTracker;
+  /** Where clicks are recorded before they are answered; without it they are handled from memory. */
+  inbox?: InteractionInbox;
+  /** Identifies the clicker, then hands the click to the core (inbox-items.ts). */
+  handler: InboxHandler;
   logger: Logger;
   timers: TimerPort;
   /** How long a click's answer waits for the core (Teams gives up after a few seconds). Default 1,000 ms: under load the answer still leaves within the 2 s Teams is promised. */
@@ -156,37 +161,26 @@ async function decide(
   const root = threadOf(a);
   const reason =
     typeof data[REASON_INPUT] === 'string' ? (data[REASON_INPUT] as string).trim().slice(0, 500) : '';
+  const input = { requestId, decision, reason: decision === 'deny' && reason ? reason : undefined };
+  // Recorded before anything can answer Teams, the late answer included. Undefined: a redelivery.
+  const work = await enterInbox(
+    deps,
+    { kind: 'decision', ctx: provisionalContext(a, invokeEventId(a)), input, origin: originOf(a) },
+    deps.handler,
+  );
   const capture = deps.chat.capture();
   const notices = (extra?: string) =>
     [...capture.notices, ...(extra ? [extra] : [])].join('\n\n') || undefined;
 
   const render = (async (): Promise<IAdaptiveCard> => {
-    let refused: string | undefined;
-    try {
-      const identity = await deps.identity.identify({
-        target: targetOf(address, root),
-        hostTenant: hostTenantOf(a),
-        teamId: teamOf(a),
-        from: a.from,
-      });
-      const ctx = contextOf(a, identity, invokeEventId(a));
-      const work = deps.clicks.queue(() =>
-        capture.run(() =>
-          deps.bot.handleDecision(ctx, {
-            requestId,
-            decision,
-            reason: decision === 'deny' && reason ? reason : undefined,
-          }),
-        ),
-      );
-      // The core's first word (a notice for the clicker, or the card it updated) is the answer.
-      await Promise.race([work, capture.said]);
-    } catch (err) {
-      if (!isAppError(err)) throw err;
-      refused = err.message;
+    if (work) {
+      const done = deps.clicks.queue(() => capture.run(work));
+      // The core's first word (a notice for the clicker, the refusal of an unknown clicker, or the card it
+      // updated) is the answer.
+      await Promise.race([done, capture.said]);
     }
     const view = capture.view ?? (await deps.clicks.queue(() => deps.views(requestId)));
-    return deps.chat.viewerCard(address, root, view, a.from, notices(refused));
+    return deps.chat.viewerCard(address, root, view, a.from, notices());
   })().catch((err: unknown) => {
     if (isAppError(err)) return deps.chat.lastKnownCard(requestId, notices(err.message));
     throw err;
