@@ -15,10 +15,9 @@ import { createBotService } from '../bot/bot-service.ts';
 import { createDeliveryReporter } from '../bot/deliveries/delivery-reporter.ts';
 import { createGroupProgress } from '../bot/groups/group-progress.ts';
 import { createGroupWaves } from '../bot/groups/group-waves.ts';
-import { cardRefOf } from '../bot/handlers/chat-ref.ts';
 import { createInteractionInbox } from '../bot/inbox/interaction-inbox.ts';
 import { createFileLibrary } from '../bot/library/file-library.ts';
-import { createChatOutbox, enqueueChat, outboxChatPort } from '../bot/outbox/chat-outbox.ts';
+import { createChatOutbox, enqueueChat, outboxChatPort, requestThreadOf } from '../bot/outbox/chat-outbox.ts';
 import { createChatPosts } from '../bot/outbox/chat-posts.ts';
 import { createChatSender } from '../bot/outbox/chat-sender.ts';
 import { createPolicy } from '../bot/policy/policy-service.ts';
@@ -288,7 +287,7 @@ export function createPlatform(opts: PlatformOptions) {
         .prune(24 * 3600_000)
         .catch((err) => logger.error({ err }, 'pruning the chat outbox failed'));
       const expired = await requests.expireStale(async (tx, request) => {
-        const ref = await cardRefOf(tx, request.id);
+        const ref = await requestThreadOf(tx, request.id);
         if (!ref) return;
         await outbox.enqueue(tx, [
           { kind: 'card_update', ref, requestId: request.id },

@@ -10,8 +10,7 @@ import type { Db, DbOrTx } from '../../db/client.ts';
 import { actionGroups, deliveries, endpoints, stepUpWindows } from '../../db/schema.ts';
 import type { AuditService } from '../audit/audit-service.ts';
 import { Conflict, Forbidden, NotFound } from '../errors.ts';
-import { cardRefOf } from '../handlers/chat-ref.ts';
-import type { ChatOutbox } from '../outbox/chat-outbox.ts';
+import { type ChatOutbox, requestThreadOf } from '../outbox/chat-outbox.ts';
 import type { PolicyService } from '../policy/policy-service.ts';
 import type { Clock, Dispatcher, Logger, Timers } from '../ports.ts';
 import { plural } from '../render/summary.ts';
@@ -82,7 +81,8 @@ export function createGroupWaves(deps: {
    * tells of. Returns whether there was a thread to tell (a request posted nowhere has none).
    */
   async function tell(tx: DbOrTx, requestId: string, text: string): Promise<boolean> {
-    const ref = await cardRefOf(tx, requestId);
+    // The card's thread, or behind the card while it waits to be posted.
+    const ref = await requestThreadOf(tx, requestId);
     if (!ref) return false;
     await outbox.enqueue(tx, [{ kind: 'thread_reply', ref, text }]);
     return true;
