@@ -319,7 +319,11 @@ describe.skipIf(!drivers.includes('postgres'))(
       expect(await first.died).toBe('SIGKILL');
       const [lost] = await tdb!.db.select().from(actionRequests);
       expect(lost).toMatchObject({ state: 'dispatched', chatMessageId: null });
-      const cards = () => slack!.callsOf('chat.postMessage').filter((c) => !c.args.thread_ts);
+      // Request cards (with their digest), not the plain replies to a command.
+      const cards = () =>
+        slack!
+          .callsOf('chat.postMessage')
+          .filter((c) => !c.args.thread_ts && /digest/i.test(JSON.stringify(c.args.blocks ?? '')));
       expect(cards()).toEqual([]);
 
       const second = await platform();
