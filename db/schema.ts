@@ -505,8 +505,8 @@ export type ChatOutboxState = (typeof CHAT_OUTBOX_STATES)[number];
 /**
  * Chat messages and card edits the core wants said, written in the transaction of the change they report
  * and delivered by a sender (bot/outbox/chat-sender.ts). Rows of one `lane` (a thread, or one card) go out in
- * `id` order. A card edit carries only the request id: the sender renders the view as it is when it sends,
- * so one pending row per card (`coalesce_key`) stands for every change since the last edit.
+ * `id` order. A card or progress edit carries only the request id: the sender renders it as it is when it
+ * sends, so one pending row per message (`coalesce_key`) stands for every change since the last edit.
  */
 export const chatOutbox = pgTable(
   'chat_outbox',
@@ -514,13 +514,20 @@ export const chatOutbox = pgTable(
     id: bigserial('id', { mode: 'number' }).primaryKey(),
     platform: text('platform').$type<Platform>().notNull(),
     kind: text('kind').$type<ChatOutboxKind>().notNull(),
-    /** Where it goes: the card's (or thread's) ChatMessageRef. */
+    /**
+     * Where it goes: the card's (or thread's) ChatMessageRef; `{ platform, requestId }` while the request's
+     * card waits to be posted; the channel for a session thread; `{}` for a card post or a progress edit
+     * (they find their place from the request or group row).
+     */
     target: jsonb('target').notNull(),
-    /** `thread:<platform>:<channel>:<thread>` or `card:<platform>:<channel>:<message>`. */
+    /**
+     * `thread:<platform>:<channel>:<thread>`, `card:<platform>:<channel>:<message>`, `request:<id>` (a card
+     * post and what waits for it), `progress:<request id>` or `session:<id>`.
+     */
     lane: text('lane').notNull(),
-    /** Set for card edits: a newer edit of the same card joins the pending row instead of adding one. */
+    /** Set for card and progress edits: a newer edit of the same message joins the pending row. */
     coalesceKey: text('coalesce_key'),
-    /** card_update: { requestId }; thread_reply: { text }. */
+    /** thread_reply: { text }; session_thread: { sessionId, text }; the others: { requestId }. */
     payload: jsonb('payload').notNull(),
     state: text('state').$type<ChatOutboxState>().notNull().default('pending'),
     attempts: integer('attempts').notNull().default(0),

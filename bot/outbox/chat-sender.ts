@@ -1,9 +1,11 @@
 // Delivers the chat outbox (chat-outbox.ts) through the adapters' ChatPort. One sender per platform
 // process; with several, claims are taken one process at a time (an advisory lock) and held by a lease, so
-// a row goes out once and a lane (a thread, or a card) strictly in order: a row waits while an earlier row of
-// its lane is being sent or backing off. A row is marked sent only after the platform accepted it; a process
-// that dies mid-send leaves it `sending` until its lease runs out, then another sender sends it again (at
-// least once). Card edits are paced per card (at most one per `editIntervalMs`); a rate limit (Slack's 429)
+// a row goes out once and a lane (a thread, a card, a request waiting for its card) strictly in order: a row
+// waits while an earlier row of its lane is being sent or backing off. A row is marked sent only after the
+// platform accepted it; a process that dies mid-send leaves it `sending` until its lease runs out, then
+// another sender sends it again (at least once). Posts of new messages (a card, a progress message, a
+// session thread) go through chat-posts.ts, which records where each lives. Card and progress edits are
+// paced per message (at most one per `editIntervalMs`); a rate limit (Slack's 429)
 // pauses the whole platform for its Retry-After; other failures back off exponentially up to a cap and
 // then the row is `failed` with its error recorded and logged.
 import { AsyncResource } from 'node:async_hooks';
