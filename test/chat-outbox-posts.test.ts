@@ -10,6 +10,7 @@ import { enqueueChat } from '../bot/outbox/chat-outbox.ts';
 import { createOutboxRepo } from '../broker/outbox/outbox-repo.ts';
 import { actionGroups, actionRequests, auditLog, chatOutbox, deliveries, sessions } from '../db/schema.ts';
 import { drivers, openTestDatabase, type TestDatabase } from './helpers/db.ts';
+import { until } from './helpers/manual-timers.ts';
 import { buildTestPlatform, type Person, type TestPlatform } from './helpers/platform.ts';
 
 describe.each(drivers)('new chat messages through the outbox (%s)', { timeout: 120_000 }, (driver) => {
@@ -159,11 +160,14 @@ describe.each(drivers)('new chat messages through the outbox (%s)', { timeout: 1
       /0 of 2 done/,
     );
 
-    // Results move the counts: one edit of the progress message, from the outbox, with the newest counts.
+    // Results move the counts: the progress message is edited from the outbox, a second after its last
+    // edit at the soonest, with the newest counts.
     await results(req!.id);
-    await tp.platform.sender.kick();
-    const progress = tp.chat.transcript.find((m) => m.messageId === group!.progressMessageId)!;
-    expect(progress.text).toMatch(/2 of 2 done/);
+    const progress = () => tp.chat.transcript.find((m) => m.messageId === group!.progressMessageId)!;
+    await until(async () => {
+      await tp.platform.sender.kick();
+      return /2 of 2 done/.test(progress().text);
+    }, 'the progress edit with both results');
     const edits = (await outboxRows()).filter((r) => r.kind === 'progress_update');
     expect(edits.length).toBeGreaterThan(0);
     expect(edits.every((r) => r.state === 'sent' && r.lane === `progress:${req!.id}`)).toBe(true);

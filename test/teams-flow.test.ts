@@ -20,12 +20,12 @@ import { buildTestPlatform, type Person as PlatformPerson, type TestPlatform } f
 import {
   CHANNEL,
   CLIENT_ID,
-  HOME_TENANT,
   join,
   MDR_TENANT,
   notesIn,
   openNoteAs,
   people,
+  seatAnaAndIan,
   startTeamsHarness,
   type TeamsHarness,
 } from './helpers/teams-setup.ts';
@@ -54,22 +54,7 @@ describe.each(drivers)('Teams flow on the real core (%s)', { timeout: 180_000 },
       // answer budget itself is tested in teams-chat.
       answerWithinMs: 15_000,
     });
-    const users = tp.platform.users;
-    await users.mapTenant({ platform: 'teams', tenantId: HOME_TENANT, orgName: 'home' });
-    ana = await tp.person('ana', ['active_response']);
-    ian = await tp.person('ian', ['approver']);
-    for (const [p, who] of [
-      [ana, people.ana],
-      [ian, people.ian],
-    ] as const) {
-      await users.linkChatIdentity({
-        userId: p.id,
-        platform: 'teams',
-        tenantId: HOME_TENANT,
-        chatUserId: who.aadObjectId,
-      });
-      join(h.teams, CHANNEL, who);
-    }
+    ({ ana, ian } = await seatAnaAndIan(tp, h.teams));
     await tp.endpoint('web-01');
   });
 

@@ -29,10 +29,10 @@ import {
   CLIENT_ID,
   CLIENT_SECRET,
   HOME_TENANT,
-  join,
   notesIn,
   openNoteAs,
   people,
+  seatAnaAndIan,
   silent,
   type TeamsHarness,
 } from './helpers/teams-setup.ts';
@@ -98,22 +98,7 @@ describe.each(drivers)(
         clientSecret: CLIENT_SECRET,
         tenantId: HOME_TENANT,
       });
-      const users = tp.platform.users;
-      await users.mapTenant({ platform: 'teams', tenantId: HOME_TENANT, orgName: 'home' });
-      ana = await tp.person('ana', ['active_response']);
-      ian = await tp.person('ian', ['approver']);
-      for (const [p, who] of [
-        [ana, people.ana],
-        [ian, people.ian],
-      ] as const) {
-        await users.linkChatIdentity({
-          userId: p.id,
-          platform: 'teams',
-          tenantId: HOME_TENANT,
-          chatUserId: who.aadObjectId,
-        });
-        join(teams, CHANNEL, who);
-      }
+      ({ ana, ian } = await seatAnaAndIan(tp, teams));
       await tp.endpoint('web-01');
     });
 

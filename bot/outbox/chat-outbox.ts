@@ -84,52 +84,19 @@ export function laneOf(m: OutboxMessage): string {
   }
 }
 
+/** The row of a message: where it goes, its lane, and what the sender needs to say it. */
 function rowOf(m: OutboxMessage) {
   const lane = laneOf(m);
-  switch (m.kind) {
-    case 'card_post':
-      return {
-        platform: m.platform,
-        target: {},
-        lane,
-        coalesceKey: null,
-        payload: { requestId: m.requestId },
-      };
-    case 'card_update':
-      return {
-        platform: m.ref.platform,
-        target: m.ref,
-        lane,
-        coalesceKey: lane,
-        payload: { requestId: m.requestId },
-      };
-    case 'thread_reply':
-      return { platform: m.ref.platform, target: m.ref, lane, coalesceKey: null, payload: { text: m.text } };
-    case 'progress_post':
-      return {
-        platform: m.ref.platform,
-        target: m.ref,
-        lane,
-        coalesceKey: null,
-        payload: { requestId: m.requestId },
-      };
-    case 'progress_update':
-      return {
-        platform: m.platform,
-        target: {},
-        lane,
-        coalesceKey: lane,
-        payload: { requestId: m.requestId },
-      };
-    case 'session_thread':
-      return {
-        platform: m.place.platform,
-        target: m.place,
-        lane,
-        coalesceKey: null,
-        payload: { sessionId: m.sessionId, text: m.text },
-      };
+  // Edits fold into the pending edit of the same message.
+  const coalesceKey = m.kind === 'card_update' || m.kind === 'progress_update' ? lane : null;
+  if (m.kind === 'session_thread') {
+    const payload = { sessionId: m.sessionId, text: m.text };
+    return { platform: m.place.platform, target: m.place, lane, coalesceKey, payload };
   }
+  if (m.kind === 'card_post' || m.kind === 'progress_update')
+    return { platform: m.platform, target: {}, lane, coalesceKey, payload: { requestId: m.requestId } };
+  const payload = m.kind === 'thread_reply' ? { text: m.text } : { requestId: m.requestId };
+  return { platform: m.ref.platform, target: m.ref, lane, coalesceKey, payload };
 }
 
 /**

@@ -55,6 +55,11 @@ export interface ChatSenderOptions {
   logger: Logger;
   /** Minimum time between two edits of one card, per platform (default 1000 ms; the console 0). */
   editIntervalMs?: Partial<Record<Platform, number>>;
+  /**
+   * Minimum time between two edits of an action group's progress message, on every platform (default
+   * 1000 ms): what the group's thread promises, whatever the platform would take.
+   */
+  progressIntervalMs?: number;
   /** How long a claim keeps other senders off a row. */
   leaseMs?: number;
   /** Failures (not rate limits) before a row is given up as `failed`. */
@@ -75,6 +80,7 @@ export function createChatSender(opts: ChatSenderOptions) {
     console: 0,
     ...opts.editIntervalMs,
   };
+  const progressInterval = opts.progressIntervalMs ?? 1000;
   const leaseMs = opts.leaseMs ?? 30_000;
   const maxAttempts = opts.maxAttempts ?? 8;
   const backoffBase = opts.backoffBaseMs ?? 1000;
@@ -123,13 +129,16 @@ export function createChatSender(opts: ChatSenderOptions) {
             sql`not exists (select 1 from chat_outbox p where p.lane = ${chatOutbox.lane} and p.id < ${chatOutbox.id}
               and ((p.state = 'sending' and p.lease_until > ${nowAt.toISOString()}::timestamptz)
                 or (p.state = 'pending' and p.next_attempt_at > ${nowAt.toISOString()}::timestamptz)))`,
-            // A card (or progress message) edited within its platform's interval waits for the next slot.
+            // A card edited within its platform's interval, or a progress message within the progress
+            // interval, waits for the next slot.
             sql`not (${chatOutbox.kind} in (${sql.join(
               PACED.map((k) => sql`${k}`),
               sql`, `,
             )}) and exists (select 1 from chat_outbox s
               where s.lane = ${chatOutbox.lane} and s.state = 'sent'
-                and s.sent_at > (case ${chatOutbox.platform} ${paceCut} end)))`,
+                and s.sent_at > (case when ${chatOutbox.kind} = 'progress_update'
+                  then ${at(now - progressInterval).toISOString()}::timestamptz
+                  else (case ${chatOutbox.platform} ${paceCut} end) end)))`,
           ),
         )
         .orderBy(asc(chatOutbox.id))

@@ -107,6 +107,30 @@ export function join(
 }
 
 /**
+ * Ana (active_response) and Ian (approver) in the home tenant, each linked to their Teams user and a member
+ * of CHANNEL at the stand-in.
+ */
+export async function seatAnaAndIan(tp: TestPlatform, teams: FakeTeams) {
+  const users = tp.platform.users;
+  await users.mapTenant({ platform: 'teams', tenantId: HOME_TENANT, orgName: 'home' });
+  const ana = await tp.person('ana', ['active_response']);
+  const ian = await tp.person('ian', ['approver']);
+  for (const [p, who] of [
+    [ana, people.ana],
+    [ian, people.ian],
+  ] as const) {
+    await users.linkChatIdentity({
+      userId: p.id,
+      platform: 'teams',
+      tenantId: HOME_TENANT,
+      chatUserId: who.aadObjectId,
+    });
+    join(teams, CHANNEL, who);
+  }
+  return { ana, ian };
+}
+
+/**
  * What `viewer` sees of a private note card: their client asks the bot (a signed `ar.note` refresh) and
  * shows the card it answers with. Returns the card's text.
  */
