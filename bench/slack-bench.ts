@@ -135,6 +135,8 @@ async function run(driver: Driver) {
   const http = buildHttpApp();
   const adapter = await registerSlack(http, {
     bot: tp.platform.bot,
+    // As npm start runs it: each interaction is recorded in the durable inbox before its answer.
+    inbox: tp.platform.inbox,
     logger: silent,
     config: { signingSecret: SECRET, botToken: TOKEN, apiUrl: slack.apiUrl, command: '/ar' },
     maxConcurrentWork: workFor(driver),

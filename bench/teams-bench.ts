@@ -174,6 +174,8 @@ async function run(driver: Driver, remote: Awaited<ReturnType<typeof startRemote
   const http = buildHttpApp();
   const adapter = await registerTeams(http, {
     bot: tp.platform.bot,
+    // As npm start runs it: each interaction is recorded in the durable inbox before its answer.
+    inbox: tp.platform.inbox,
     logger: silent,
     config: { clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, tenantId: HOME_TENANT, cloud: remote.cloud },
     views: (id) => tp.platform.requests.getView(id),

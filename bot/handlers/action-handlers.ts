@@ -1,7 +1,7 @@
 // Requests and decisions: create a request, post and update its card, record approvals and denials, cancel,
 // and send the step-up link when a person needs to confirm who they are first. Approving and cancelling after
 // dispatch each need a step-up bound to that very decision; no other window stands in for it.
-import { and, eq, sql } from 'drizzle-orm';
+import { and, eq } from 'drizzle-orm';
 import type { DbOrTx } from '../../db/client.ts';
 import { chatOutbox } from '../../db/schema.ts';
 import type { BotDeps } from '../bot-service.ts';
@@ -14,6 +14,7 @@ import {
   type OutboxMessage,
   type RequestThread,
   requestThreadOf,
+  threadLane,
 } from '../outbox/chat-outbox.ts';
 import type { ChatContext, RequestView } from '../ports.ts';
 import { describeAction, plural } from '../render/summary.ts';
@@ -70,7 +71,7 @@ export function createActionHandlers(deps: BotDeps) {
     const [row] = await deps.db
       .select({ lastError: chatOutbox.lastError })
       .from(chatOutbox)
-      .where(and(eq(chatOutbox.kind, 'card_post'), sql`${chatOutbox.payload}->>'requestId' = ${view.id}`));
+      .where(and(eq(chatOutbox.lane, threadLane(where)), eq(chatOutbox.kind, 'card_post')));
     const why = row?.lastError ? ` (${row.lastError})` : '';
     await chat.notifyPrivately(
       ctx,
