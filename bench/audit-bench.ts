@@ -2,7 +2,9 @@
 // (as request handlers do), on PGlite and on PostgreSQL when DATABASE_URL is set. Two paths are measured on
 // the same fresh database: standalone appends (group-committed by the audit service) and appends inside a
 // transaction of their own (the lock, head read and commit paid per record, as every append did before
-// group commit). After each, the whole chain is verified with the key. Prints one JSON document.
+// group commit), and appends made in batches of 100 inside one transaction, as the broker's claim, ack and
+// result transactions make them. After each, the whole chain is verified with the key. Prints one JSON
+// document.
 //
 //   npm run bench:audit [-- --quick]        (RECORDS=20000 by default, 4,000 with --quick)
 import { randomBytes } from 'node:crypto';
@@ -15,7 +17,9 @@ const QUICK = process.argv.includes('--quick');
 const RECORDS = Number(process.env.RECORDS ?? (QUICK ? 4000 : 20_000));
 const WRITERS = 8;
 
-type Path = 'group_commit' | 'per_record_transaction';
+type Path = 'group_commit' | 'per_record_transaction' | 'batch_transaction';
+/** Records per transaction on the batch path. */
+const BATCH = 100;
 
 async function run(audit: AuditService, db: Parameters<typeof createAuditService>[0]['db'], path: Path) {
   const perWriter = Math.ceil(RECORDS / WRITERS);
@@ -32,6 +36,23 @@ async function run(audit: AuditService, db: Parameters<typeof createAuditService
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: WRITERS }, async (_, w) => {
+      if (path === 'batch_transaction') {
+        for (let i = 0; i < perWriter; i += BATCH)
+          await db.transaction(async (tx) => {
+            for (let k = i; k < Math.min(i + BATCH, perWriter); k++)
+              await audit.append(
+                {
+                  actorType: 'system',
+                  actorId: `writer-${w}`,
+                  action: 'bench.append',
+                  outcome: 'ok',
+                  details: { i: k, path },
+                },
+                tx,
+              );
+          });
+        return;
+      }
       for (let i = 0; i < perWriter; i++) await append(i, w);
     }),
   );
@@ -58,7 +79,7 @@ async function benchDriver(driver: Driver) {
       ),
     );
     const out: Record<string, unknown> = { driver, writers: WRITERS };
-    for (const path of ['group_commit', 'per_record_transaction'] as Path[]) {
+    for (const path of ['group_commit', 'per_record_transaction', 'batch_transaction'] as Path[]) {
       const r = await run(audit, database.db, path);
       const t0 = performance.now();
       const verified = await audit.verify();

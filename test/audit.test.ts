@@ -105,6 +105,68 @@ describe.each(drivers)('audit log on %s', (driver) => {
     await expect(audit.verify()).resolves.toMatchObject({ ok: true, count: 20 });
   });
 
+  it('chains many appends inside one transaction, interleaved with appends outside it, and keeps them with their transaction', async () => {
+    const audit = createAuditService({ db: tdb.db, clock, chainKey: testChainKey });
+    await audit.append({ actorType: 'system', action: 'before', outcome: 'ok' });
+    // Appends from outside queue behind the transaction's lock and land after it.
+    let outside: Promise<unknown> | undefined;
+    await tdb.db.transaction(async (tx) => {
+      for (let i = 0; i < 30; i++) {
+        await audit.append({ actorType: 'system', action: 'in-tx', outcome: 'ok', details: { i } }, tx);
+        if (i === 3)
+          outside = Promise.all(
+            Array.from({ length: 5 }, (_, k) =>
+              audit.append({ actorType: 'system', action: 'outside', outcome: 'ok', details: { k } }),
+            ),
+          );
+      }
+    });
+    await outside;
+    const rows = await tdb.db.select().from(auditLog).orderBy(auditLog.seq);
+    expect(rows.map((r) => r.action)).toEqual([
+      'before',
+      ...Array(30).fill('in-tx'),
+      ...Array(5).fill('outside'),
+    ]);
+    expect(rows.filter((r) => r.action === 'in-tx').map((r) => (r.details as { i: number }).i)).toEqual(
+      Array.from({ length: 30 }, (_, i) => i),
+    );
+    await expect(audit.verify()).resolves.toMatchObject({ ok: true, count: 36 });
+
+    // A transaction that rolls back leaves none of its records, and the chain goes on from the last kept one.
+    await expect(
+      tdb.db.transaction(async (tx) => {
+        for (let i = 0; i < 3; i++)
+          await audit.append({ actorType: 'system', action: 'lost', outcome: 'ok' }, tx);
+        throw new Error('rolled back');
+      }),
+    ).rejects.toThrow('rolled back');
+    await audit.append({ actorType: 'system', action: 'after', outcome: 'ok' });
+    await tdb.db.transaction(async (tx) => {
+      await audit.append({ actorType: 'system', action: 'again', outcome: 'ok' }, tx);
+      await audit.append({ actorType: 'system', action: 'again', outcome: 'ok' }, tx);
+    });
+    await expect(audit.verify()).resolves.toMatchObject({ ok: true, count: 39 });
+  });
+
+  it("links a transaction's next record to the real head when something else in the transaction moved it", async () => {
+    const audit = createAuditService({ db: tdb.db, clock, chainKey: testChainKey });
+    const other = createAuditService({ db: tdb.db, clock, chainKey: testChainKey });
+    await tdb.db.transaction(async (tx) => {
+      await audit.append({ actorType: 'system', action: 'first', outcome: 'ok' }, tx);
+      // Another writer in the same transaction (another service instance) appends behind this one's back.
+      await other.append({ actorType: 'system', action: 'sideways', outcome: 'ok' }, tx);
+      await audit.append({ actorType: 'system', action: 'second', outcome: 'ok' }, tx);
+    });
+    const rows = await tdb.db.select().from(auditLog).orderBy(auditLog.seq);
+    expect(rows.map((r) => [r.seq, r.action])).toEqual([
+      [1, 'first'],
+      [2, 'sideways'],
+      [3, 'second'],
+    ]);
+    await expect(audit.verify()).resolves.toMatchObject({ ok: true, count: 3 });
+  });
+
   it('refuses UPDATE, DELETE and TRUNCATE through the database itself', async () => {
     await seed(2);
     await expect(tdb.db.execute(sql`update audit_log set action = 'x' where seq = 1`)).rejects.toSatisfy(
