@@ -17,7 +17,7 @@ import { createGroupProgress } from '../bot/groups/group-progress.ts';
 import { createGroupWaves } from '../bot/groups/group-waves.ts';
 import { createInteractionInbox } from '../bot/inbox/interaction-inbox.ts';
 import { createFileLibrary } from '../bot/library/file-library.ts';
-import { createChatOutbox, enqueueChat, outboxChatPort, requestThreadOf } from '../bot/outbox/chat-outbox.ts';
+import { createChatOutbox, enqueueChat, requestThreadOf } from '../bot/outbox/chat-outbox.ts';
 import { createChatPosts } from '../bot/outbox/chat-posts.ts';
 import { createChatSender } from '../bot/outbox/chat-sender.ts';
 import { createPolicy } from '../bot/policy/policy-service.ts';
@@ -168,7 +168,6 @@ export function createPlatform(opts: PlatformOptions) {
     logger,
   });
   const outbox = createChatOutbox({ kick: sender.kick });
-  const chat = outboxChatPort(router.chat, { db, outbox });
   const waves = createGroupWaves({
     db,
     audit,
@@ -185,7 +184,7 @@ export function createPlatform(opts: PlatformOptions) {
     audit,
     clock,
     logger,
-    chat,
+    chat: router.chat,
     outbox,
     faults,
     users,

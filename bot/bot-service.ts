@@ -19,7 +19,7 @@ import { claimEvent } from './idempotency.ts';
 import type { FileLibrary } from './library/file-library.ts';
 import type { ChatOutbox } from './outbox/chat-outbox.ts';
 import type { PolicyService } from './policy/policy-service.ts';
-import type { ChatContext, ChatPort, Clock, Dispatcher, FaultPoints, Logger } from './ports.ts';
+import type { ChatContext, Clock, DirectChat, Dispatcher, FaultPoints, Logger } from './ports.ts';
 import type { RequestService } from './requests/request-service.ts';
 import type { ScriptLibrary } from './scripts/script-library.ts';
 import type { SessionService } from './sessions/session-service.ts';
@@ -32,8 +32,9 @@ export interface BotDeps {
   audit: AuditService;
   clock: Clock;
   logger: Logger;
-  chat: ChatPort;
-  /** Card edits and thread replies that must commit with the change they report (bot/outbox/). */
+  /** Answers to the person typing; what a channel or thread hears goes through `outbox`. */
+  chat: DirectChat;
+  /** Everything said in a channel or thread, written with the change it reports (bot/outbox/). */
   outbox: ChatOutbox;
   /** Fault drills only (FAULT_CRASH_AT); absent in normal running. */
   faults?: FaultPoints;

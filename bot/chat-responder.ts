@@ -2,9 +2,9 @@
 // else becomes "something went wrong, reference X" with X on the matching log line.
 import { randomBytes } from 'node:crypto';
 import { isAppError, StepUpRequired } from './errors.ts';
-import type { ChatContext, ChatPort, Logger } from './ports.ts';
+import type { ChatContext, DirectChat, Logger } from './ports.ts';
 
-export function createChatResponder(deps: { chat: ChatPort; logger: Logger }) {
+export function createChatResponder(deps: { chat: DirectChat; logger: Logger }) {
   return {
     async fail(ctx: ChatContext, err: unknown): Promise<void> {
       let text: string;

@@ -170,6 +170,13 @@ export interface ChatPort {
   startThread(ctx: ChatContext, text: string): Promise<ChatMessageRef>;
 }
 
+/**
+ * What the core says straight to the person typing: answers, listings, private notices and step-up links.
+ * Nobody else waits for them and they make no sense later, so they skip the chat outbox; everything a
+ * channel or thread hears goes through the outbox instead (bot/outbox/).
+ */
+export type DirectChat = Pick<ChatPort, 'reply' | 'notifyPrivately'>;
+
 /** One delivery to write into the outbox: one per target endpoint. */
 export interface DeliverySpec {
   requestId: string;

@@ -130,6 +130,21 @@ describe.skipIf(!drivers.includes('postgres'))(
           .at(-1)?.args.blocks ?? '',
       );
 
+    /** Ian's click on the card at `ts`, signed as Slack sends it. */
+    const ianClicks = (actionId: string, requestId: string, ts: string) =>
+      signedRequest(
+        SECRET,
+        buttonClick({
+          actionId,
+          value: requestId,
+          user: 'UIAN',
+          userTeam: HOME,
+          team: HOME,
+          channel: CHANNEL,
+          messageTs: ts,
+        }),
+      );
+
     for (const point of ['decision-before-commit', 'decision-after-commit'] as const) {
       it(`keeps a denial made before a kill at ${point}, told once in the thread`, async () => {
         await setUp();
@@ -139,16 +154,7 @@ describe.skipIf(!drivers.includes('postgres'))(
         const request = await cardOfNewest();
         const ts = request.chatMessageId!;
         await waitFor(() => threadOf(ts).some((l) => /asked for/.test(l)), 'the request in the thread');
-        const deny = buttonClick({
-          actionId: 'ar_deny',
-          value: request.id,
-          user: 'UIAN',
-          userTeam: HOME,
-          team: HOME,
-          channel: CHANNEL,
-          messageTs: ts,
-        });
-        await send(first.server, signedRequest(SECRET, deny));
+        await send(first.server, ianClicks('ar_deny', request.id, ts));
         expect(await first.died).toBe('SIGKILL');
         const state = async () =>
           (await tdb!.db.select().from(actionRequests).where(eq(actionRequests.id, request.id)))[0]!.state;
@@ -241,16 +247,7 @@ describe.skipIf(!drivers.includes('postgres'))(
         expect(await stepUpOnPage(first.server, 'UANA', ana)).toBe(200);
         const request = await cardOfNewest();
         const ts = request.chatMessageId!;
-        const approve = buttonClick({
-          actionId: 'ar_approve',
-          value: request.id,
-          user: 'UIAN',
-          userTeam: HOME,
-          team: HOME,
-          channel: CHANNEL,
-          messageTs: ts,
-        });
-        await send(first.server, signedRequest(SECRET, approve));
+        await send(first.server, ianClicks('ar_approve', request.id, ts));
         await waitFor(
           () => slack!.callsOf('chat.postEphemeral').some((c) => c.args.user === 'UIAN'),
           "ian's link",

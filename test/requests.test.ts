@@ -5,6 +5,7 @@ import { parseCommand } from '../bot/commands/command-parser.ts';
 import type { Command } from '../bot/commands/command-types.ts';
 import { AppError } from '../bot/errors.ts';
 import { createPolicy } from '../bot/policy/policy-service.ts';
+import { setChatMessage } from '../bot/requests/request-dal.ts';
 import { createRequestService } from '../bot/requests/request-service.ts';
 import { assertTransition, canTransition } from '../bot/requests/request-states.ts';
 import { bindTo } from '../bot/stepup/stepup-binding.ts';
@@ -629,7 +630,8 @@ describe.each(drivers)('request service on %s', (driver) => {
     const r1 = (await create(svc, analyst, 'isolate web-01 --reason x')).request;
     clock.advance(1000);
     const r2 = (await create(svc, analyst, 'isolate web-02 --reason x')).request;
-    await svc.attachChatMessage(r1.id, {
+    // Where the chat outbox's sender records a posted card (bot/outbox/chat-posts.ts).
+    await setChatMessage(tdb.db, r1.id, {
       platform: 'console',
       channelId: 'C-ops',
       messageId: 'm1',

@@ -7,7 +7,7 @@
 import { and, eq, inArray } from 'drizzle-orm';
 import type { DbOrTx } from '../../db/client.ts';
 import { actionRequests, chatOutbox, type Platform } from '../../db/schema.ts';
-import type { ChatMessageRef, ChatPort, RequestView } from '../ports.ts';
+import type { ChatMessageRef } from '../ports.ts';
 
 /**
  * Where a request's messages go while its card is not posted yet (it waits in the outbox): the request's own
@@ -172,23 +172,4 @@ export interface ChatOutbox {
 
 export function createChatOutbox(deps: { kick: () => Promise<void> }): ChatOutbox {
   return { enqueue: enqueueChat, flush: deps.kick };
-}
-
-/**
- * The ChatPort the core holds: card edits and thread replies go through the outbox (each durable once this
- * returns, delivered in order with its thread), the rest straight to `port`. For code that has no
- * transaction of its own to put its message in.
- */
-export function outboxChatPort(port: ChatPort, deps: { db: DbOrTx; outbox: ChatOutbox }): ChatPort {
-  return {
-    ...port,
-    async updateRequestCard(ref: ChatMessageRef, view: RequestView): Promise<void> {
-      await deps.outbox.enqueue(deps.db, [{ kind: 'card_update', ref, requestId: view.id }]);
-      await deps.outbox.flush();
-    },
-    async replyInThread(ref: ChatMessageRef, text: string): Promise<void> {
-      await deps.outbox.enqueue(deps.db, [{ kind: 'thread_reply', ref, text }]);
-      await deps.outbox.flush();
-    },
-  };
 }

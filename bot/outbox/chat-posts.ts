@@ -5,18 +5,11 @@
 // twice, but it is never missing. One that dies after the record finds it on the retry and posts nothing.
 import { and, eq, isNull } from 'drizzle-orm';
 import type { Db } from '../../db/client.ts';
-import { sessions } from '../../db/schema.ts';
+import { actionRequests, sessions } from '../../db/schema.ts';
 import * as gdal from '../groups/group-dal.ts';
-import { requestContextOf } from '../handlers/chat-ref.ts';
 import type { ChatMessageRef, ChatPort, Clock, RequestView } from '../ports.ts';
 import { setChatMessage } from '../requests/request-dal.ts';
-import {
-  type ChatPlace,
-  enqueueChat,
-  isPendingCard,
-  moveIntoThread,
-  requestThreadOf,
-} from './chat-outbox.ts';
+import { type ChatPlace, enqueueChat, moveIntoThread } from './chat-outbox.ts';
 import type { ChatPosts } from './chat-sender.ts';
 
 export function createChatPosts(deps: {
@@ -32,10 +25,23 @@ export function createChatPosts(deps: {
 
   return {
     async card(requestId) {
-      const where = await requestThreadOf(db, requestId);
-      if (!where || !isPendingCard(where)) return false;
-      const ctx = await requestContextOf(db, requestId);
-      if (!ctx) return false;
+      // Where the request was asked for; a card already recorded (an earlier attempt) is not posted again.
+      const [row] = await db
+        .select({
+          platform: actionRequests.chatPlatform,
+          tenantId: actionRequests.chatTenantId,
+          channelId: actionRequests.chatChannelId,
+          threadId: actionRequests.chatThreadId,
+          messageId: actionRequests.chatMessageId,
+        })
+        .from(actionRequests)
+        .where(eq(actionRequests.id, requestId));
+      if (!row?.platform || !row.channelId || row.messageId) return false;
+      const ctx = {
+        identity: { platform: row.platform, tenantId: row.tenantId ?? '', chatUserId: '' },
+        channelId: row.channelId,
+        threadId: row.threadId ?? undefined,
+      };
       const ref = await chat.postRequestCard(ctx, await deps.render(requestId));
       await db.transaction(async (tx) => {
         await setChatMessage(tx, requestId, ref);

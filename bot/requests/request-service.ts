@@ -11,7 +11,7 @@ import { BadRequest, Conflict, describeZodIssues, Forbidden } from '../errors.ts
 import { ensureGroup } from '../groups/group-dal.ts';
 import { checkWaves } from '../groups/wave-plan.ts';
 import type { PolicyService } from '../policy/policy-service.ts';
-import type { ChatContext, ChatMessageRef, Clock, Dispatcher, RequestView } from '../ports.ts';
+import type { ChatContext, Clock, Dispatcher, RequestView } from '../ports.ts';
 import { bindTo } from '../stepup/stepup-binding.ts';
 import type { ResolvedUser } from '../users/user-types.ts';
 import { buildRequest, PLATFORM_MAX_TARGETS } from './request-builder.ts';
@@ -420,11 +420,6 @@ export function createRequestService(deps: {
 
     async listForUser(userId: string, limit = 20): Promise<RequestView[]> {
       return loadViews(db, await dal.requestsForUser(db, userId, Math.min(Math.max(limit, 1), 100)));
-    },
-
-    /** Stores where the request's card lives, so any process can update it later. */
-    async attachChatMessage(requestId: string, ref: ChatMessageRef): Promise<void> {
-      await dal.setChatMessage(db, requestId, ref);
     },
   };
 }
