@@ -1,5 +1,5 @@
 // Delivers the chat outbox (chat-outbox.ts) through the adapters' ChatPort. One sender per platform
-// process; with several, claims are taken one process at a time (an advisory lock) and held by a lease, so
+// process; with several, claims (chat-claim.ts) are taken one process at a time and held by a lease, so
 // a row goes out once and a lane (a thread, a card, a request waiting for its card) strictly in order: a row
 // waits while an earlier row of its lane is being sent or backing off. A row is marked sent only after the
 // platform accepted it; a process that dies mid-send leaves it `sending` until its lease runs out, then
@@ -9,10 +9,11 @@
 // pauses the whole platform for its Retry-After; other failures back off exponentially up to a cap and
 // then the row is `failed` with its error recorded and logged.
 import { AsyncResource } from 'node:async_hooks';
-import { and, asc, eq, inArray, isNotNull, lt, lte, or, sql } from 'drizzle-orm';
+import { and, eq, inArray, isNotNull, lt, sql } from 'drizzle-orm';
 import type { Db } from '../../db/client.ts';
 import { type ChatOutboxKind, chatOutbox, type Platform } from '../../db/schema.ts';
 import type { ChatMessageRef, ChatPort, Logger, RequestView, Timers } from '../ports.ts';
+import { claimDue, type OutboxRow } from './chat-claim.ts';
 import {
   type ChatPlace,
   ChatRateLimited,
@@ -21,13 +22,10 @@ import {
   requestThreadOf,
 } from './chat-outbox.ts';
 
-/** A constant key for pg_advisory_xact_lock: one claimer at a time keeps lanes in order across processes. */
-const CLAIM_LOCK_KEY = 7_346_021;
-const CLAIM_BATCH = 200;
 /** Lanes sent at once within a pass; each lane is sent in order. */
 const LANE_CONCURRENCY = 8;
 
-type Row = typeof chatOutbox.$inferSelect;
+type Row = OutboxRow;
 
 /**
  * The posts that create a message and record where it lives (chat-posts.ts). Each returns false when there
@@ -39,9 +37,6 @@ export interface ChatPosts {
   progressEdit(requestId: string): Promise<boolean>;
   sessionThread(place: ChatPlace, sessionId: string, text: string): Promise<boolean>;
 }
-
-/** Kinds paced per message: at most one edit of the same message per the platform's interval. */
-const PACED = ['card_update', 'progress_update'] as const;
 
 export interface ChatSenderOptions {
   db: Db;
@@ -101,60 +96,16 @@ export function createChatSender(opts: ChatSenderOptions) {
   const at = (ms: number) => new Date(ms);
   const paused = (p: Platform, now: number) => (pausedUntil.get(p) ?? 0) > now;
 
-  /** Takes the rows that may go now: due, and first in their lane among those not yet sent. */
+  /** Takes the rows that may go now (chat-claim.ts), on the platforms not waiting out a rate limit. */
   async function claim(now: number): Promise<Row[]> {
-    const nowAt = at(now);
-    const live = (Object.keys(intervals) as Platform[]).filter((p) => !paused(p, now));
-    if (!live.length) return [];
-    const paceCut = sql.join(
-      live.map((p) => sql`when ${p} then ${at(now - intervals[p]).toISOString()}::timestamptz`),
-      sql` `,
-    );
-    return db.transaction(async (tx) => {
-      await tx.execute(sql`select pg_advisory_xact_lock(${CLAIM_LOCK_KEY})`);
-      const ids = await tx
-        .select({ id: chatOutbox.id })
-        .from(chatOutbox)
-        .where(
-          and(
-            inArray(chatOutbox.platform, live),
-            or(
-              and(
-                eq(chatOutbox.state, 'pending'),
-                or(sql`${chatOutbox.nextAttemptAt} is null`, lte(chatOutbox.nextAttemptAt, nowAt)),
-              ),
-              and(eq(chatOutbox.state, 'sending'), lte(chatOutbox.leaseUntil, nowAt)),
-            ),
-            // An earlier row of the lane still open (being sent, or waiting out a backoff) goes first.
-            sql`not exists (select 1 from chat_outbox p where p.lane = ${chatOutbox.lane} and p.id < ${chatOutbox.id}
-              and ((p.state = 'sending' and p.lease_until > ${nowAt.toISOString()}::timestamptz)
-                or (p.state = 'pending' and p.next_attempt_at > ${nowAt.toISOString()}::timestamptz)))`,
-            // A card edited within its platform's interval, or a progress message within the progress
-            // interval, waits for the next slot.
-            sql`not (${chatOutbox.kind} in (${sql.join(
-              PACED.map((k) => sql`${k}`),
-              sql`, `,
-            )}) and exists (select 1 from chat_outbox s
-              where s.lane = ${chatOutbox.lane} and s.state = 'sent'
-                and s.sent_at > (case when ${chatOutbox.kind} = 'progress_update'
-                  then ${at(now - progressInterval).toISOString()}::timestamptz
-                  else (case ${chatOutbox.platform} ${paceCut} end) end)))`,
-          ),
-        )
-        .orderBy(asc(chatOutbox.id))
-        .limit(CLAIM_BATCH);
-      if (!ids.length) return [];
-      const rows = await tx
-        .update(chatOutbox)
-        .set({ state: 'sending', leaseUntil: at(now + leaseMs) })
-        .where(
-          inArray(
-            chatOutbox.id,
-            ids.map((r) => r.id),
-          ),
-        )
-        .returning();
-      return rows.sort((a, b) => a.id - b.id);
+    const platforms = (Object.keys(intervals) as Platform[]).filter((p) => !paused(p, now));
+    if (!platforms.length) return [];
+    return claimDue(db, {
+      now,
+      platforms,
+      editIntervalMs: intervals,
+      progressIntervalMs: progressInterval,
+      leaseMs,
     });
   }
 
