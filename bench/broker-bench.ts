@@ -5,6 +5,8 @@
 //
 //   npm run bench:broker                 N=10,000 (env N, up to 50,000)
 //   npm run bench:broker -- --quick      N=1,000, for development
+//   PGLITE_THREAD=both                   PGlite on its own thread (the default, as the platform runs it) and
+//                                        in the broker's thread, one after the other (`main`: only the latter)
 //
 // It raises its own open-file limit to the hard limit (re-running itself under bash when needed) and reports
 // what it got. Memory per connection is the broker process's resident size with N connections open less its
@@ -89,10 +91,22 @@ function pct(sorted: number[], p: number) {
   return +sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!.toFixed(3);
 }
 
-async function runOn(driver: 'pglite' | 'postgres') {
+type Variant = 'pglite' | 'pglite-in-broker-thread' | 'postgres';
+const PGLITE_VARIANTS: Variant[] = (
+  { both: ['pglite', 'pglite-in-broker-thread'], main: ['pglite-in-broker-thread'] } as Record<
+    string,
+    Variant[]
+  >
+)[process.env.PGLITE_THREAD ?? ''] ?? ['pglite'];
+
+async function runOn(driver: Variant) {
   const dir = mkdtempSync(join(tmpdir(), 'ar-bench-'));
   const pg = driver === 'postgres' ? await createPostgresDatabase() : undefined;
-  const database = await openDatabase(pg ? { url: pg.url, maxConnections: 10 } : { dataDir: dir });
+  const database = await openDatabase(
+    pg
+      ? { url: pg.url, maxConnections: 10 }
+      : { dataDir: dir, pgliteThread: driver === 'pglite' ? 'worker' : 'main' },
+  );
   const acked = new Map<string, number>();
   const finished = new Set<string>();
   let onAck: ((e: DeliveryEvent) => void) | undefined;
@@ -288,7 +302,8 @@ async function main() {
     process.stderr.write(`[bench floor] run ${i + 1} ${JSON.stringify(f)}\n`);
   }
   const floor = floors.length ? spreadEach(floors) : undefined;
-  const results = [await runOn('pglite')];
+  const results = [];
+  for (const variant of PGLITE_VARIANTS) results.push(await runOn(variant));
   if (process.env.DATABASE_URL) results.push(await runOn('postgres'));
   const ratio = (a: number, b: number | undefined) => (b && b > 0 ? +(a / b).toFixed(2) : null);
   console.log(

@@ -13,6 +13,7 @@ import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
 import { prepareDataDir, tightenTree } from './data-dir.ts';
 import { acquireDataDirLock, type LockHolder } from './data-dir-lock.ts';
+import { PgliteThread } from './pglite-thread.ts';
 import * as schema from './schema.ts';
 
 export type Schema = typeof schema;
@@ -62,6 +63,11 @@ export interface OpenDatabaseOptions {
   role?: string;
   /** Told when the lock of a process that is gone is taken over. */
   onStaleLock?: (holder: LockHolder) => void;
+  /**
+   * Where PGlite runs: on its own worker thread (default), so that its queries do not hold up the event loop
+   * that serves TLS, agents and chat, or in this thread ('main').
+   */
+  pgliteThread?: 'worker' | 'main';
 }
 
 export async function openDatabase(opts: OpenDatabaseOptions): Promise<Database> {
@@ -149,11 +155,16 @@ async function openPgliteClient(
   onClose?: () => void,
 ): Promise<Database> {
   if (dir) await initPgliteDir(dir, opts.migrate !== false);
-  const client = await PGlite.create({ dataDir: dir, postgresqlconf: PGLITE_CONF });
+  const client =
+    opts.pgliteThread === 'main'
+      ? await PGlite.create({ dataDir: dir, postgresqlconf: PGLITE_CONF })
+      : await PgliteThread.start({ dataDir: dir, conf: PGLITE_CONF });
   try {
     // On disk the child process migrated; in memory there is no other process to do it.
     if (!dir && opts.migrate !== false) {
-      await migratePglite(drizzlePglite({ client }), { migrationsFolder: MIGRATIONS_FOLDER });
+      await migratePglite(drizzlePglite({ client: client as PGlite }), {
+        migrationsFolder: MIGRATIONS_FOLDER,
+      });
     }
   } catch (e) {
     await client.close().catch(() => {});
@@ -163,11 +174,12 @@ async function openPgliteClient(
 }
 
 /**
- * The Database over an already open PGlite instance (for example one restored with `loadDataDir`).
- * `onClose` runs after the client closes (it releases the data directory's lock).
+ * The Database over an already open PGlite, in this thread or on its own (for example one restored with
+ * `loadDataDir`). `onClose` runs after the client closes (it releases the data directory's lock).
  */
-export function wrapPglite(client: PGlite, onClose?: () => void): Database {
-  const db = drizzlePglite({ client, schema }) as unknown as Db;
+export function wrapPglite(client: PGlite | PgliteThread, onClose?: () => void): Database {
+  // drizzle's PGlite driver uses `query` and `transaction`, which PgliteThread provides with PGlite's semantics.
+  const db = drizzlePglite({ client: client as PGlite, schema }) as unknown as Db;
   return {
     db,
     driver: 'pglite',

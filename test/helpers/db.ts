@@ -7,6 +7,7 @@ import { drizzle } from 'drizzle-orm/pglite';
 import { migrate } from 'drizzle-orm/pglite/migrator';
 import postgres from 'postgres';
 import { type Database, MIGRATIONS_FOLDER, openDatabase, wrapPglite } from '../../db/client.ts';
+import { PgliteThread } from '../../db/pglite-thread.ts';
 
 export type Driver = 'pglite' | 'postgres';
 
@@ -62,7 +63,13 @@ async function pgliteSnapshot(): Promise<Blob> {
 
 export async function openTestDatabase(driver: Driver): Promise<TestDatabase> {
   if (driver === 'pglite') {
-    const db = wrapPglite(await PGlite.create({ loadDataDir: await pgliteSnapshot() }));
+    // On its own thread, as the platform runs it; AR_TEST_PGLITE_THREAD=main runs it in the test's thread.
+    const loadDataDir = await pgliteSnapshot();
+    const client =
+      process.env.AR_TEST_PGLITE_THREAD === 'main'
+        ? await PGlite.create({ loadDataDir })
+        : await PgliteThread.start({ loadDataDir });
+    const db = wrapPglite(client);
     return { ...db, destroy: () => db.close() };
   }
   const fresh = await createPostgresDatabase();
