@@ -135,6 +135,10 @@ export function createBroker(deps: {
     await presence.onlineMany(items);
     return items.map(() => undefined);
   }, 1000);
+  const goodbyes = createBatcher<{ endpointId: string; connectedAt: Date; at: Date }, void>(async (items) => {
+    await presence.offlineMany(items);
+    return items.map(() => undefined);
+  }, 1000);
   // Other brokers holding an older connection of these agents close theirs. Batched: a reconnect storm
   // would otherwise send one NOTIFY per agent.
   const announcer = createBatcher<string, void>(async (pairs) => {
@@ -178,6 +182,7 @@ export function createBroker(deps: {
       maxFileBytes: config.maxFileBytes,
       acknowledge: (endpointId, id) => acker.add({ endpointId, id }),
       online: (endpointId, hello, at) => hellos.add({ endpointId, hello, at }),
+      offline: (endpointId, connectedAt, at) => goodbyes.add({ endpointId, connectedAt, at }),
       recordResult: (endpointId, res, extraAudit) => resulter.add({ endpointId, res, extraAudit }),
       emit,
       ready(session) {

@@ -164,6 +164,36 @@ describe.each(drivers)('agent frames on %s', (driver) => {
     expect(await refusedFrames()).toHaveLength(20);
   });
 
+  it("records many agents going away at once, and an older connection's end never clears a newer one", async () => {
+    const hosts = Array.from({ length: 4 }, (_, i) => `bye-0${i + 1}`);
+    const agents = [];
+    for (const h of hosts) agents.push(await enrolled(h));
+    const presence = () => Promise.all(hosts.map(async (h) => (await endpointByHost(tdb, h))!));
+    const clients = await Promise.all(agents.map((a) => rawClient(tb, a.stateDir)));
+    await waitFor(async () => (await presence()).every((e) => e.brokerId), 'every agent recorded online');
+    const before = await presence();
+
+    // The first agent reconnects a second later: its older connection is closed (4000).
+    tb.clock.advance(1000);
+    const again = await rawClient(tb, agents[0]!.stateDir);
+    await waitFor(() => clients[0]!.closed(), 'the older connection to close');
+    for (const c of clients.slice(1)) c.ws.terminate();
+    await waitFor(
+      async () => (await presence()).slice(1).every((e) => e.brokerId === null),
+      'the agents that went away to be recorded offline',
+    );
+    const after = await presence();
+    for (const [i, e] of after.entries()) {
+      if (i === 0) continue;
+      expect(e.lastSeenAt!.getTime()).toBeGreaterThanOrEqual(before[i]!.lastSeenAt!.getTime());
+    }
+    await again.settle();
+    expect(after[0]!.brokerId).toBe(before[0]!.brokerId);
+    expect(after[0]!.connectedAt!.getTime()).toBeGreaterThan(before[0]!.connectedAt!.getTime());
+    again.ws.terminate();
+    await waitFor(async () => (await presence())[0]!.brokerId === null, 'the newer connection to end');
+  });
+
   it('closes an older connection as soon as a newer one is accepted, before its hello', async () => {
     const { endpointId, stateDir } = await enrolled('dup-02');
     const first = await rawClient(tb, stateDir);

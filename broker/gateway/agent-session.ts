@@ -41,6 +41,8 @@ export interface SessionHost extends TransferDeps {
   acknowledge(endpointId: string, id: string): Promise<{ go: boolean; reason?: string }>;
   /** Records the hello (presence) together with other connections' hellos. */
   online(endpointId: string, hello: Extract<AgentFrame, { type: 'hello' }>, now: Date): Promise<void>;
+  /** Records the end of the connection that said hello at `connectedAt`, together with other connections'. */
+  offline(endpointId: string, connectedAt: Date, now: Date): Promise<void>;
   recordResult: OutboxRepo['recordResult'];
   emit(events: DeliveryEvent[]): void;
   /** The connection said hello: send it the endpoint's open deliveries. */
@@ -288,7 +290,7 @@ export function createAgentSession(
     transfers.close();
     host.unregister(session);
     if (connectedAt) {
-      host.presence
+      host
         .offline(endpointId, connectedAt, clock.now())
         .catch((e) => logger.error({ err: e }, 'presence update failed'));
     }

@@ -1,5 +1,5 @@
 // Presence: which broker holds which agent, and what the agent said about itself on hello.
-import { and, eq, inArray, sql } from 'drizzle-orm';
+import { eq, inArray, sql } from 'drizzle-orm';
 import type { z } from 'zod';
 import type { Db, DbOrTx } from '../../db/client.ts';
 import { endpoints } from '../../db/schema.ts';
@@ -76,18 +76,22 @@ export function createEndpointPresence(deps: { db: Db; brokerId: string }) {
         .where(eq(endpoints.id, endpointId));
     },
 
-    /** Only clears presence this broker set on this connection, never a newer connection elsewhere. */
-    async offline(endpointId: string, connectedAt: Date, now: Date) {
-      await db
-        .update(endpoints)
-        .set({ brokerId: null, lastSeenAt: now })
-        .where(
-          and(
-            eq(endpoints.id, endpointId),
-            eq(endpoints.brokerId, brokerId),
-            sql`${endpoints.connectedAt} = ${connectedAt.toISOString()}::timestamptz`,
-          ),
-        );
+    /**
+     * Records many ends of connections in one statement (after a network blip every agent goes at once). Only
+     * clears presence this broker set on that connection, never a newer connection here or elsewhere.
+     */
+    async offlineMany(items: { endpointId: string; connectedAt: Date; at: Date }[]) {
+      const values = sql.join(
+        items.map(
+          (i) =>
+            sql`(${i.endpointId}::uuid, ${i.connectedAt.toISOString()}::timestamptz, ${i.at.toISOString()}::timestamptz)`,
+        ),
+        sql`, `,
+      );
+      await db.execute(sql`
+        update ${endpoints} set broker_id = null, last_seen_at = v.at
+        from (values ${values}) as v(id, connected_at, at)
+        where ${endpoints.id} = v.id and ${endpoints.brokerId} = ${brokerId} and ${endpoints.connectedAt} = v.connected_at`);
     },
 
     async setIsolated(endpointId: string, isolated: boolean, now: Date, tx: DbOrTx = db) {
