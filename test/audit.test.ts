@@ -167,6 +167,41 @@ describe.each(drivers)('audit log on %s', (driver) => {
     await expect(audit.verify()).resolves.toMatchObject({ ok: true, count: 3 });
   });
 
+  it('links a batch after the real head when the head its statement saw is stale, and after the real one when it is not', async () => {
+    const audit = createAuditService({ db: tdb.db, clock, chainKey: testChainKey });
+    await audit.append({ actorType: 'system', action: 'first', outcome: 'ok' });
+    const [seen] = await tdb.db.select({ head: audit.headSeen() }).from(sql`(select 1) as one`);
+    // Written after that statement read the head: the head it saw is now stale.
+    await audit.append({ actorType: 'system', action: 'meanwhile', outcome: 'ok' });
+    await tdb.db.transaction(async (tx) => {
+      await tx.execute(sql`select 1 where ${audit.lockFirst()}`);
+      await audit.appendAll(
+        [
+          { actorType: 'system', action: 'batch', outcome: 'ok', details: { i: 0 } },
+          { actorType: 'system', action: 'batch', outcome: 'ok', details: { i: 1 } },
+        ],
+        tx,
+        seen!.head,
+      );
+    });
+    await tdb.db.transaction(async (tx) => {
+      const [now] = await tx
+        .select({ head: audit.headSeen() })
+        .from(sql`(select 1) as one`)
+        .where(audit.lockFirst());
+      await audit.appendAll([{ actorType: 'system', action: 'current', outcome: 'ok' }], tx, now!.head);
+    });
+    const rows = await tdb.db.select().from(auditLog).orderBy(auditLog.seq);
+    expect(rows.map((r) => [r.seq, r.action])).toEqual([
+      [1, 'first'],
+      [2, 'meanwhile'],
+      [3, 'batch'],
+      [4, 'batch'],
+      [5, 'current'],
+    ]);
+    await expect(audit.verify()).resolves.toMatchObject({ ok: true, count: 5 });
+  });
+
   it('refuses UPDATE, DELETE and TRUNCATE through the database itself', async () => {
     await seed(2);
     await expect(tdb.db.execute(sql`update audit_log set action = 'x' where seq = 1`)).rejects.toSatisfy(

@@ -18,6 +18,13 @@ import { orgScope } from './audit-scope.ts';
 import { type CheckpointAnchors, type VerifyResult, verifyAuditChain } from './audit-verify.ts';
 
 const AUDIT_LOCK_KEY = 7_261_002;
+
+/**
+ * A WHERE condition that takes the append lock before its statement reads or locks any row: PostgreSQL
+ * evaluates an uncorrelated subquery in a condition once, as a one-time filter ahead of the scan, and the
+ * condition is always true.
+ */
+const lockFirst = () => sql`(select pg_advisory_xact_lock(${AUDIT_LOCK_KEY})::text) is not null`;
 /** Most records one group commit writes (bounds the statement's size and the time the lock is held). */
 const MAX_BATCH = 500;
 
@@ -109,45 +116,75 @@ export function createAuditService(deps: { db: Db; clock: Clock; chainKey: Buffe
     return { seq: last?.seq ?? 0, hash: last?.hash ?? GENESIS_HASH };
   }
 
-  // Appends inside a caller's transaction. The first takes the append lock, which the transaction then holds
-  // until it ends, and reads the head; each later one in the same transaction links to the record it wrote
-  // last, in one statement guarded by the head still being that record (only the transaction itself can move
-  // it now). A batch of results, each with its record, then costs one round trip per record instead of three.
+  // Appends inside a caller's transaction. The first append reads the head in the statement that takes the
+  // append lock, which the transaction then holds until it ends; each later one links to the record it wrote
+  // last. Every insert is guarded by the head still being the record it links to, so a head that was stale
+  // (the locking statement waited for the lock, and its snapshot predates the commit it waited for) writes
+  // nothing: the head is then read again, under the lock, and the records linked anew. The chain never forks,
+  // and an uncontended append costs two round trips, later ones in the transaction one.
   const txHeads = new WeakMap<object, { seq: number; hash: string }>();
 
-  /** Inserts `record` only if the chain's head is still `after`; false when it moved. */
-  async function insertAfter(tx: DbOrTx, record: AuditRecord, after: number): Promise<boolean> {
-    const row = JSON.stringify([{ ...record, at: record.at.toISOString() }]);
+  /** Takes the append lock (before the head is read: a one-time filter) and reads the head. */
+  async function lockAndReadHead(tx: DbOrTx): Promise<{ seq: number; hash: string }> {
+    const [last] = await tx
+      .select({ seq: auditLog.seq, hash: auditLog.hash })
+      .from(auditLog)
+      .where(lockFirst())
+      .orderBy(desc(auditLog.seq))
+      .limit(1);
+    return { seq: last?.seq ?? 0, hash: last?.hash ?? GENESIS_HASH };
+  }
+
+  /** Inserts `records` (linked after seq `after`) only if the chain's head is still `after`; false when not. */
+  async function insertAfter(tx: DbOrTx, records: AuditRecord[], after: number): Promise<boolean> {
+    const rows = JSON.stringify(records.map((r) => ({ ...r, at: r.at.toISOString() })));
     // The lock again (held already, so it costs nothing) keeps the statement safe on its own.
     const out = await tx.execute(sql`with l as materialized (select pg_advisory_xact_lock(${AUDIT_LOCK_KEY}))
       insert into ${auditLog} (seq, at, actor_type, actor_id, action, outcome, request_id, endpoint_id,
         details, prev_hash, hash)
       select r."seq", r."at", r."actorType", r."actorId", r."action", r."outcome", r."requestId",
         r."endpointId", r."details", r."prevHash", r."hash"
-      from l, jsonb_to_recordset(${row}::jsonb) as r("seq" bigint, "at" timestamptz, "actorType" text,
+      from l, jsonb_to_recordset(${rows}::jsonb) as r("seq" bigint, "at" timestamptz, "actorType" text,
         "actorId" text, "action" text, "outcome" text, "requestId" uuid, "endpointId" uuid, "details" jsonb,
         "prevHash" text, "hash" text)
       where (select coalesce(max(seq), 0) from ${auditLog}) = ${after}
       returning seq`);
-    const rows = Array.isArray(out) ? out : (out as unknown as { rows: unknown[] }).rows;
-    return rows.length === 1;
+    const inserted = Array.isArray(out) ? out : (out as unknown as { rows: unknown[] }).rows;
+    return inserted.length === records.length;
+  }
+
+  /** The head as `headSeen()` returned it: `seq:hash`, null for an empty chain, undefined when not read. */
+  function parseSeen(seen: string | null | undefined): { seq: number; hash: string } | undefined {
+    if (seen === undefined) return undefined;
+    if (seen === null) return { seq: 0, hash: GENESIS_HASH };
+    const [seq, hash] = seen.split(':');
+    return { seq: Number(seq), hash: hash ?? '' };
+  }
+
+  async function appendAllIn(
+    tx: DbOrTx,
+    entries: AuditEntry[],
+    seen?: string | null,
+  ): Promise<AuditRecord[]> {
+    if (!entries.length) return [];
+    const fields = entries.map(fieldsOf);
+    const head = txHeads.get(tx) ?? parseSeen(seen) ?? (await lockAndReadHead(tx));
+    let records = link(fields, head);
+    if (!(await insertAfter(tx, records, head.seq))) {
+      // The lock is held now: this read is current, and nothing else can move the head before the insert.
+      const current = await readHead(tx);
+      records = link(fields, current);
+      if (!(await insertAfter(tx, records, current.seq)))
+        throw new Error('the audit chain head moved while the append lock was held');
+    }
+    const last = records[records.length - 1]!;
+    txHeads.set(tx, { seq: last.seq, hash: last.hash });
+    return records;
   }
 
   async function appendIn(tx: DbOrTx, entry: AuditEntry): Promise<AuditRecord> {
-    const fields = fieldsOf(entry);
-    const known = txHeads.get(tx);
-    if (known) {
-      const [record] = link([fields], known);
-      if (await insertAfter(tx, record!, known.seq)) {
-        txHeads.set(tx, { seq: record!.seq, hash: record!.hash });
-        return record!;
-      }
-    }
-    await tx.execute(sql`select pg_advisory_xact_lock(${AUDIT_LOCK_KEY})`);
-    const [record] = link([fields], await readHead(tx));
-    const [row] = await tx.insert(auditLog).values(record!).returning();
-    txHeads.set(tx, { seq: row!.seq, hash: row!.hash });
-    return row!;
+    const [record] = await appendAllIn(tx, [entry]);
+    return record!;
   }
 
   // The group commit: callers queue, one writer drains the queue batch by batch. The writer remembers the
@@ -233,6 +270,34 @@ export function createAuditService(deps: { db: Db; clock: Clock; chainKey: Buffe
         if (!writing) void drain();
       });
     },
+
+    /**
+     * Appends several records in the caller's transaction, in order, in one statement. `seen` is what
+     * `headSeen()` returned in a statement of this transaction that took the lock with `lockFirst()`: the
+     * append then needs no round trip to read the head.
+     */
+    appendAll(entries: AuditEntry[], tx: DbOrTx, seen?: string | null): Promise<AuditRecord[]> {
+      return appendAllIn(tx, entries, seen);
+    },
+
+    /**
+     * For the RETURNING list of a statement that takes the lock with `lockFirst()`: the chain's head as that
+     * statement saw it, for `appendAll`. It is stale when the statement waited for the lock (its snapshot
+     * predates the commit it waited for); the guarded insert then writes nothing and the head is read again,
+     * so a stale one costs two round trips and never forks the chain.
+     */
+    headSeen: () =>
+      sql<
+        string | null
+      >`(select h.seq::text || ':' || h.hash from ${auditLog} h order by h.seq desc limit 1)`,
+
+    /**
+     * A WHERE condition (always true) that takes the append lock before the statement reads or locks a
+     * row. A transaction that changes rows and appends records about them puts it in its first statement:
+     * one holding a row while it waits for the lock, and another holding the lock while it waits for that
+     * row, would deadlock.
+     */
+    lockFirst,
 
     async list(q: AuditQuery = {}): Promise<AuditRecord[]> {
       const where: SQL[] = [];
