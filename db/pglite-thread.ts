@@ -38,6 +38,7 @@ export interface QueryResult {
 }
 
 type ErrorData = { message: string } & Record<string, unknown>;
+type SyncReply = { id: number; ok: true; value: unknown } | { id: number; ok: false; error: ErrorData };
 type Reply =
   | { id: number; ok: true; value: unknown }
   | { id: number; ok: false; error: ErrorData }
@@ -189,27 +190,35 @@ export class PgliteThread {
     });
   }
 
-  /** Posts the request and blocks this thread until the worker has answered it (see the top of this file). */
+  /**
+   * Posts the request and blocks this thread until the worker has answered it (see the top of this file). The
+   * worker posts each synchronous answer to its own port and then counts it in the shared flag, so a wait
+   * that starts after the count was read cannot miss the answer, and an answer is only ever taken by its id.
+   */
   #requestNow(message: Record<string, unknown>): Promise<unknown> {
     if (this.#stopped) return Promise.reject(this.#stopped);
     if (this.#closed) return Promise.reject(new Error('the embedded database is closed'));
     const id = this.#nextId++;
-    Atomics.store(this.#flag, 0, 0);
     this.#worker.postMessage({ id, sync: true, ...message });
-    if (Atomics.wait(this.#flag, 0, 0, STATEMENT_WAIT_MS) === 'timed-out') {
-      const e = new Error(
-        `the embedded database did not answer a statement within ${STATEMENT_WAIT_MS / 1000} s`,
-      );
-      this.#stop(e);
-      void this.#worker.terminate();
-      return Promise.reject(e);
+    const until = Date.now() + STATEMENT_WAIT_MS;
+    for (;;) {
+      const counted = Atomics.load(this.#flag, 0);
+      let got = receiveMessageOnPort(this.#syncPort);
+      while (got) {
+        const m = got.message as SyncReply;
+        if (m.id === id) return m.ok ? Promise.resolve(m.value) : Promise.reject(rebuild(m.error));
+        got = receiveMessageOnPort(this.#syncPort); // an answer no one waits for any more
+      }
+      const left = until - Date.now();
+      if (left <= 0 || Atomics.wait(this.#flag, 0, counted, left) === 'timed-out') {
+        const e = new Error(
+          `the embedded database did not answer a statement within ${STATEMENT_WAIT_MS / 1000} s`,
+        );
+        this.#stop(e);
+        void this.#worker.terminate();
+        return Promise.reject(e);
+      }
     }
-    const m = receiveMessageOnPort(this.#syncPort)?.message as Exclude<
-      Reply,
-      { ready: true } | { notify: string }
-    >;
-    if (!m || m.id !== id) return Promise.reject(new Error('the embedded database answered out of turn'));
-    return m.ok ? Promise.resolve(m.value) : Promise.reject(rebuild(m.error));
   }
 
   #onMessage(m: Exclude<Reply, { ready: true }>): void {

@@ -3,7 +3,7 @@
 // TLS handshakes, chat requests and agent frames. Plain JavaScript, so it runs under tsx, vitest and node alike.
 //
 // Requests: { id, op, sync?, ... } → reply { id, ok: true, value } or { id, ok: false, error }. A `sync` request's
-// reply goes to the synchronous port and the shared flag is raised, for a caller blocked in Atomics.wait.
+// reply goes to the synchronous port and is then counted in the shared flag, for a caller blocked in Atomics.wait.
 //   query  { sql, params, rowMode, rawTypes, tx? }  rawTypes: type OIDs returned as PostgreSQL's text
 //   exec   { sql, tx? }
 //   begin  {}                  → value: a transaction id; PGlite's lock is held until `end`
@@ -122,7 +122,7 @@ async function handle(msg) {
 function answer(msg, reply) {
   if (!msg.sync) return parentPort.postMessage(reply);
   syncPort.postMessage(reply);
-  Atomics.store(flag, 0, 1);
+  Atomics.add(flag, 0, 1);
   Atomics.notify(flag, 0);
 }
 
