@@ -1,6 +1,7 @@
 import { count, desc, eq } from 'drizzle-orm';
+import postgres from 'postgres';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createAuditService } from '../bot/audit/audit-service.ts';
+import { AUDIT_LOCK_KEY, createAuditService } from '../bot/audit/audit-service.ts';
 import { parseCommand } from '../bot/commands/command-parser.ts';
 import type { Command } from '../bot/commands/command-types.ts';
 import { AppError } from '../bot/errors.ts';
@@ -11,6 +12,7 @@ import { assertTransition, canTransition } from '../bot/requests/request-states.
 import { bindTo } from '../bot/stepup/stepup-binding.ts';
 import type { ResolvedUser } from '../bot/users/user-types.ts';
 import { actionRequests, approvals, auditLog, deliveries, REQUEST_STATES } from '../db/schema.ts';
+import { waitFor } from './helpers/agents.ts';
 import { createTestClock } from './helpers/clock.ts';
 import { drivers, openTestDatabase, type TestDatabase } from './helpers/db.ts';
 import {
@@ -549,6 +551,40 @@ describe.each(drivers)('request service on %s', (driver) => {
     expect(res.request?.state).toBe('completed');
     expect(res.request?.progress).toEqual({ cancelled: 2 });
   });
+
+  // Needs a second session holding the lock while the cancel runs: PostgreSQL's, since PGlite has one.
+  it.runIf(driver === 'postgres')(
+    'takes the audit lock before withdrawing deliveries, as the broker does, so a cancel racing a claim cannot deadlock',
+    async () => {
+      const svc = service();
+      const sent = (await create(svc, analyst, 'isolate web-01 web-02 --reason y')).request;
+      await approve(svc, ic, sent.ref);
+      const windowId = await f.stepUpWindow(analyst.id, {
+        purpose: 'cancel',
+        subject: bindTo.cancel(sent.id),
+      });
+      const broker = postgres(tdb.url!, { max: 1, onnotice: () => {} });
+      try {
+        let cancelled: Promise<unknown> | undefined;
+        await broker.begin(async (claim) => {
+          // A claim: the audit lock first, then the request's delivery rows.
+          await claim`select pg_advisory_xact_lock(${AUDIT_LOCK_KEY})`;
+          cancelled = svc.cancel(sent.ref, analyst, { stepUpWindowId: windowId });
+          cancelled.catch(() => {});
+          await waitFor(
+            async () =>
+              (await claim`select 1 from pg_locks where locktype = 'advisory' and not granted`).length > 0,
+            'the cancel to wait for the audit lock',
+          );
+          // Had the cancel locked these rows before waiting, this update and the cancel would deadlock.
+          await claim`update deliveries set attempts = attempts + 1 where request_id = ${sent.id}`;
+        });
+        expect(await cancelled).toMatchObject({ cancelledDeliveries: 2 });
+      } finally {
+        await broker.end();
+      }
+    },
+  );
 
   it('refuses cancels by approvers of other requests, external users on in-house requests and people without MFA, audited', async () => {
     const svc = service(createPolicy({ approvalsDefault: 2 }));

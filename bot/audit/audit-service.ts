@@ -17,7 +17,8 @@ import { GENESIS_HASH, hashKind, hashRecord, newWalkState, verifyChunk } from '.
 import { orgScope } from './audit-scope.ts';
 import { type CheckpointAnchors, type VerifyResult, verifyAuditChain } from './audit-verify.ts';
 
-const AUDIT_LOCK_KEY = 7_261_002;
+/** The advisory lock every append takes (exported for tests that hold it from another session). */
+export const AUDIT_LOCK_KEY = 7_261_002;
 
 /**
  * A WHERE condition that takes the append lock before its statement reads or locks any row: PostgreSQL
@@ -298,6 +299,14 @@ export function createAuditService(deps: { db: Db; clock: Clock; chainKey: Buffe
      * row, would deadlock.
      */
     lockFirst,
+
+    /**
+     * Takes the append lock now, held until `tx` ends. For a transaction that changes rows the broker's outbox
+     * changes after taking the lock (deliveries) and then appends: taking it first keeps the one order.
+     */
+    async lockNow(tx: DbOrTx): Promise<void> {
+      await tx.execute(sql`select pg_advisory_xact_lock(${AUDIT_LOCK_KEY})`);
+    },
 
     async list(q: AuditQuery = {}): Promise<AuditRecord[]> {
       const where: SQL[] = [];

@@ -142,6 +142,9 @@ export function createLifecycle(deps: {
             `${row.ref} is already dispatched, so cancelling it needs a fresh step-up.`,
           );
         }
+        // The audit lock before the delivery rows, as the broker's claims, acks and results take them: in the
+        // other order a cancel racing a claim of the same deliveries would deadlock.
+        await audit.lockNow(t);
         const n = await dispatcher.cancel(t, deliveryId ? { deliveryId } : { requestId: row.id });
         // A whole action group withdrawn: its waves stop (a halted one no longer waits for a resume).
         if (!deliveryId) await setGroupState(t, row.id, 'cancelled', clock.now());
