@@ -22,9 +22,9 @@ import { buildTestPlatform } from '../test/helpers/platform.ts';
 
 const TOTAL = Number(process.env.BENCH_TOTAL ?? 1000);
 /**
- * Post-ack work running at once (the adapter's maxConcurrentWork). Unset: 1 on PGlite, whose queries run on
- * this process's event loop and gain nothing from overlap, the adapter's default (2) on PostgreSQL: the
- * settings adapters/slack/README.md recommends.
+ * Post-ack work running at once (the adapter's maxConcurrentWork). Unset: 1 on PGlite, whose one connection
+ * overlapping work would only queue for, the adapter's default (2) on PostgreSQL: the settings
+ * adapters/slack/README.md recommends.
  */
 const WORK = process.env.BENCH_WORK_CONCURRENCY ? Number(process.env.BENCH_WORK_CONCURRENCY) : undefined;
 const workFor = (driver: Driver) => WORK ?? (driver === 'pglite' ? 1 : 2);

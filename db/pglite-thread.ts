@@ -11,6 +11,7 @@
 // to every statement while the connection stays held, and the whole database would run at the event loop's
 // pace. Its commit is answered the same way. Statements outside a transaction, and the wait for a transaction to
 // begin (another may hold the connection), are asynchronous.
+import { readFile } from 'node:fs/promises';
 import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from 'node:worker_threads';
 
 export interface PgliteThreadOptions {
@@ -57,6 +58,25 @@ function rebuild(data: ErrorData): Error {
   return err;
 }
 
+/** WebAssembly's compile (a global of Node's that this project's type libraries do not declare). */
+const wasm = (globalThis as unknown as { WebAssembly: { compile(bytes: Uint8Array): Promise<object> } })
+  .WebAssembly;
+let compiling: Promise<{ pgliteWasmModule: object; initdbWasmModule: object }> | undefined;
+/**
+ * PGlite's WebAssembly, compiled once per process and shared with every database thread it starts (a compiled
+ * module crosses to a worker without being compiled again).
+ */
+function compiledPglite() {
+  compiling ??= (async () => {
+    const dist = new URL('.', import.meta.resolve('@electric-sql/pglite'));
+    const [pgliteWasmModule, initdbWasmModule] = await Promise.all(
+      ['pglite.wasm', 'initdb.wasm'].map(async (f) => wasm.compile(await readFile(new URL(f, dist)))),
+    );
+    return { pgliteWasmModule: pgliteWasmModule!, initdbWasmModule: initdbWasmModule! };
+  })();
+  return compiling;
+}
+
 /** How long a statement inside a transaction may run before this thread stops waiting for it. */
 const STATEMENT_WAIT_MS = 120_000;
 
@@ -77,11 +97,12 @@ export class PgliteThread {
   }
 
   /** Starts the thread and opens the database in it; rejects with PGlite's error when it cannot. */
-  static start(opts: PgliteThreadOptions): Promise<PgliteThread> {
+  static async start(opts: PgliteThreadOptions): Promise<PgliteThread> {
+    const compiled = await compiledPglite();
     const signal = new SharedArrayBuffer(4);
     const { port1, port2 } = new MessageChannel();
     const worker = new Worker(new URL('./pglite-worker.mjs', import.meta.url), {
-      workerData: { options: opts, signal, syncPort: port2 },
+      workerData: { options: { ...opts, ...compiled }, signal, syncPort: port2 },
       transferList: [port2],
       // No TypeScript loader in there: the worker is plain JavaScript and this keeps its memory down.
       execArgv: [],

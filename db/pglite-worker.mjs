@@ -23,6 +23,8 @@ const db = await PGlite.create({
   dataDir: workerData.options.dataDir,
   loadDataDir: workerData.options.loadDataDir,
   postgresqlconf: workerData.options.conf,
+  pgliteWasmModule: workerData.options.pgliteWasmModule,
+  initdbWasmModule: workerData.options.initdbWasmModule,
 });
 
 /** The error as plain data: its message and PostgreSQL's fields (code, detail, constraint, …). */
