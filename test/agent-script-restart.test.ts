@@ -109,6 +109,12 @@ describe.each(drivers)('scripts across an agent crash on %s', (driver) => {
       const st = readStatus(s.rec);
       return st?.state === 'running' ? st : undefined;
     }, 'the runner to record the script');
+    // The runner copies the script's output from a pipe into its file: wait for the first line to be there,
+    // or a kill that comes first leaves nothing to report (a race of this test, not the agent).
+    await waitFor(
+      () => readFileSync(join(s.rec.runDir, 'stdout'), 'utf8').includes('started'),
+      "the script's first line to be captured",
+    );
     process.kill(s.rec.pid!, 'SIGKILL');
     process.kill(-status.scriptPid, 'SIGKILL');
     await waitFor(() => !runnerAlive(s.rec), 'the runner to be gone');

@@ -8,20 +8,6 @@ import type { helloFrame } from '../../protocol/frames.ts';
 export function createEndpointPresence(deps: { db: Db; brokerId: string }) {
   const { db, brokerId } = deps;
   return {
-    async byFingerprint(fingerprint: string) {
-      const [row] = await db
-        .select({
-          id: endpoints.id,
-          hostname: endpoints.hostname,
-          revokedAt: endpoints.revokedAt,
-          certNotAfter: endpoints.certNotAfter,
-          isolated: endpoints.isolated,
-        })
-        .from(endpoints)
-        .where(eq(endpoints.certFingerprint, fingerprint));
-      return row;
-    },
-
     /** Looks up many fingerprints in one query (handshakes arrive in bursts after a broker restart). */
     async byFingerprints(fingerprints: string[]) {
       const rows = await db
@@ -58,22 +44,6 @@ export function createEndpointPresence(deps: { db: Db; brokerId: string }) {
           capabilities = array(select jsonb_array_elements_text(v.caps)), isolated = v.isolated
         from (values ${values}) as v(id, os, os_version, agent_version, caps, isolated, at)
         where ${endpoints.id} = v.id`);
-    },
-
-    async online(endpointId: string, hello: z.infer<typeof helloFrame>, now: Date) {
-      await db
-        .update(endpoints)
-        .set({
-          brokerId,
-          connectedAt: now,
-          lastSeenAt: now,
-          os: hello.os,
-          osVersion: hello.osVersion,
-          agentVersion: hello.agentVersion,
-          capabilities: hello.capabilities,
-          isolated: hello.isolated,
-        })
-        .where(eq(endpoints.id, endpointId));
     },
 
     /**

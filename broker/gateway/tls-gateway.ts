@@ -19,7 +19,7 @@ export interface GatewayDeps extends EnrolHttpDeps {
   clock: Clock;
   logger: Logger;
   /** Fingerprint → endpoint; batched by the broker. */
-  lookup(fingerprint: string): ReturnType<EndpointPresence['byFingerprint']>;
+  lookup(fingerprint: string): Promise<Awaited<ReturnType<EndpointPresence['byFingerprints']>>[number]>;
   refusals: ReturnType<typeof createRefusalAudit>;
   onAgent(
     ws: import('ws').WebSocket,
