@@ -5,7 +5,8 @@ import { eq } from 'drizzle-orm';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createAuditService } from '../bot/audit/audit-service.ts';
 import { createOutboxRepo } from '../broker/outbox/outbox-repo.ts';
-import { actionRequests, deliveries, endpoints, organizations, segments, users } from '../db/schema.ts';
+import { deliveries, endpoints, segments } from '../db/schema.ts';
+import { insertRequest } from './helpers/agents.ts';
 import { createTestClock } from './helpers/clock.ts';
 import { drivers, openTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { testChainKey } from './helpers/keys.ts';
@@ -26,11 +27,6 @@ describe.each(drivers)('the outbox repository (%s)', { timeout: 120_000 }, (driv
       .insert(segments)
       .values({ name: 's', activeResponseEnabled: true })
       .returning();
-    const [org] = await tdb.db.insert(organizations).values({ name: 'o' }).returning();
-    const [user] = await tdb.db
-      .insert(users)
-      .values({ username: 'u', displayName: 'U', orgId: org!.id, passwordHash: 'x' })
-      .returning();
     eps = [randomUUID(), randomUUID(), randomUUID()];
     await tdb.db.insert(endpoints).values(
       eps.map((id, i) => ({
@@ -42,20 +38,7 @@ describe.each(drivers)('the outbox repository (%s)', { timeout: 120_000 }, (driv
         certNotAfter: new Date(clock.now().getTime() + 86_400_000),
       })),
     );
-    const [req] = await tdb.db
-      .insert(actionRequests)
-      .values({
-        ref: 'R-1',
-        action: 'processes',
-        targets: [],
-        digest: 'd',
-        reason: 'test',
-        requesterId: user!.id,
-        state: 'dispatched',
-        deliveryTtlSeconds: 3600,
-      })
-      .returning();
-    requestId = req!.id;
+    requestId = (await insertRequest(tdb.db, 'processes')).id;
   });
   afterEach(async () => {
     await tdb?.destroy();
