@@ -17,6 +17,7 @@ import { createRefusalAudit } from './gateway/refusal-audit.ts';
 import { createTlsGateway } from './gateway/tls-gateway.ts';
 import { createBatcher } from './outbox/batcher.ts';
 import {
+  createEchoFilter,
   createOutboxDispatcher,
   DELIVERY_CHANNEL,
   endpointsOfWake,
@@ -66,9 +67,19 @@ export function createBroker(deps: {
   const sessions = new Map<string, AgentSession>();
   const presence = createEndpointPresence({ db, brokerId });
   const repo = createOutboxRepo({ db, audit, clock, brokerId });
+  // This broker's own wake-ups: it sends to its own agents at once (`onWake`), and the NOTIFY is for the other
+  // brokers. When it comes back to this broker's LISTEN it would only repeat the claim's read, so it is
+  // counted here and passed over once.
+  const ownWakes = createEchoFilter();
   const dispatcher = createOutboxDispatcher({
     db,
-    notify: database.notify,
+    notify: (channel, payload) => {
+      ownWakes.sent(payload);
+      return database.notify(channel, payload).catch((err) => {
+        ownWakes.lost(payload);
+        throw err;
+      });
+    },
     clock,
     onWake: (ids) => pump(ids),
   });
@@ -124,7 +135,14 @@ export function createBroker(deps: {
     createBrokerMetrics(deps.metrics, () => [...sessions.values()].filter((s) => s.ready).length);
   const resulter = createBatcher(async (items: Parameters<typeof repo.recordResults>[0]) => {
     const out = await repo.recordResults(items);
-    for (const r of out) if (r.status === 'recorded') meter?.deliveryFinished(r.row);
+    const events: DeliveryEvent[] = [];
+    for (const r of out) {
+      if (r.status !== 'recorded') continue;
+      meter?.deliveryFinished(r.row);
+      events.push(r.event);
+    }
+    // The batch's events together: one NOTIFY per 40 of them, not one per result.
+    emit(events);
     return out;
   }, 500);
   const lookups = createBatcher((fps: string[]) => presence.byFingerprints(fps), 1000);
@@ -183,7 +201,7 @@ export function createBroker(deps: {
       acknowledge: (endpointId, id) => acker.add({ endpointId, id }),
       online: (endpointId, hello, at) => hellos.add({ endpointId, hello, at }),
       offline: (endpointId, connectedAt, at) => goodbyes.add({ endpointId, connectedAt, at }),
-      recordResult: (endpointId, res, extraAudit) => resulter.add({ endpointId, res, extraAudit }),
+      recordResult: (endpointId, res, effects) => resulter.add({ endpointId, res, effects }),
       emit,
       ready(session) {
         if (sessions.get(session.endpointId) === session) pump([session.endpointId]);
@@ -266,13 +284,14 @@ export function createBroker(deps: {
           OUTBOX_CHANNEL,
           (payload) => {
             // A broker holding no agent has nothing to send, whichever batch is announced.
-            if (!sessions.size) return;
+            if (ownWakes.echo(payload) || !sessions.size) return;
             endpointsOfWake(db, payload).then(pump, (err) =>
               logger.error({ err, payload: payload.slice(0, 80) }, 'reading a batch wake-up failed'),
             );
           },
           () => {
             logger.info({ brokerId }, 'outbox wake-ups resubscribed; sending what they may have missed');
+            ownWakes.clear();
             catchUp(true).catch((err) => logger.error({ err }, 'outbox catch-up failed'));
           },
         ),

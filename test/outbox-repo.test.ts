@@ -132,6 +132,65 @@ describe.each(drivers)('the outbox repository (%s)', { timeout: 120_000 }, (driv
     expect(await actions()).toEqual(['delivery.sent', 'delivery.result']);
   });
 
+  it("commits a batch's effects with its results: each result's records after it, and an endpoint's last isolation result wins", async () => {
+    const isolate = async (endpointId: string, action: 'isolate' | 'unisolate') => {
+      const [d] = await tdb.db
+        .insert(deliveries)
+        .values({
+          requestId,
+          endpointId,
+          action,
+          payload: { action, params: {} },
+          expiresAt: new Date(clock.now().getTime() + 3_600_000),
+        })
+        .returning();
+      return d!;
+    };
+    const a1 = await isolate(eps[0]!, 'isolate');
+    const a2 = await isolate(eps[0]!, 'unisolate');
+    const b = await isolate(eps[1]!, 'isolate');
+    const c = await isolate(eps[2]!, 'isolate');
+    await repo.claim(eps, () => false);
+    const flag = (row: typeof a1) => ({
+      isolated: row.action === 'isolate',
+      records: [
+        {
+          actorType: 'agent' as const,
+          actorId: row.endpointId,
+          action: `effect.${row.action}`,
+          outcome: 'ok' as const,
+          requestId: row.requestId,
+          endpointId: row.endpointId,
+        },
+      ],
+    });
+    const out = await repo.recordResults([
+      { endpointId: eps[0]!, res: { id: a1.id, ok: true }, effects: flag },
+      { endpointId: eps[1]!, res: { id: b.id, ok: true }, effects: flag },
+      { endpointId: eps[0]!, res: { id: a2.id, ok: true }, effects: flag },
+      // A failed isolate changes no flag; its effects say so by leaving `isolated` out.
+      { endpointId: eps[2]!, res: { id: c.id, ok: false, error: 'nft failed' }, effects: () => ({}) },
+    ]);
+    expect(out.map((o) => o.status)).toEqual(['recorded', 'recorded', 'recorded', 'recorded']);
+    const flags = await tdb.db
+      .select({ id: endpoints.id, isolated: endpoints.isolated, at: endpoints.isolationChangedAt })
+      .from(endpoints);
+    const byId = new Map(flags.map((f) => [f.id, f]));
+    expect(byId.get(eps[0]!)).toMatchObject({ isolated: false, at: clock.now() });
+    expect(byId.get(eps[1]!)).toMatchObject({ isolated: true, at: clock.now() });
+    expect(byId.get(eps[2]!)).toMatchObject({ isolated: false, at: null });
+    expect((await actions()).slice(1)).toEqual([
+      'delivery.result',
+      'effect.isolate',
+      'delivery.result',
+      'effect.isolate',
+      'delivery.result',
+      'effect.unisolate',
+      'delivery.result',
+    ]);
+    await expect(audit.verify()).resolves.toMatchObject({ ok: true, count: 8 });
+  });
+
   it('keeps one chain that verifies while claims, acks and results race with other appends', async () => {
     const ds = [];
     for (let i = 0; i < 12; i++) ds.push(await enqueue(eps[i % 3]!));

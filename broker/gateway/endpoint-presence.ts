@@ -1,7 +1,7 @@
 // Presence: which broker holds which agent, and what the agent said about itself on hello.
 import { eq, inArray, sql } from 'drizzle-orm';
 import type { z } from 'zod';
-import type { Db, DbOrTx } from '../../db/client.ts';
+import type { Db } from '../../db/client.ts';
 import { endpoints } from '../../db/schema.ts';
 import type { helloFrame } from '../../protocol/frames.ts';
 
@@ -62,13 +62,6 @@ export function createEndpointPresence(deps: { db: Db; brokerId: string }) {
         update ${endpoints} set broker_id = null, last_seen_at = v.at
         from (values ${values}) as v(id, connected_at, at)
         where ${endpoints.id} = v.id and ${endpoints.brokerId} = ${brokerId} and ${endpoints.connectedAt} = v.connected_at`);
-    },
-
-    async setIsolated(endpointId: string, isolated: boolean, now: Date, tx: DbOrTx = db) {
-      await tx
-        .update(endpoints)
-        .set({ isolated, isolationChangedAt: now })
-        .where(eq(endpoints.id, endpointId));
     },
 
     /** Clears presence left behind by a crashed run of this broker id. */

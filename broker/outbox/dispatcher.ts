@@ -113,3 +113,50 @@ export function createOutboxDispatcher(deps: {
     },
   };
 }
+
+/**
+ * The wake-ups a process sent, so that each one's echo on its own LISTEN is passed over once: the process
+ * already woke its own agents when it sent it. Counted per payload (the same endpoint may be woken twice).
+ * An echo that never came (the NOTIFY failed, or the LISTEN session dropped: `clear` on resubscribing) is
+ * forgotten after `ttlMs`, so the same payload sent later by another process is not passed over for it.
+ */
+export function createEchoFilter(ttlMs = 10_000, now = () => Date.now()) {
+  const sent = new Map<string, number[]>();
+  const forgetOld = (times: number[]) => {
+    while (times.length && times[0]! < now() - ttlMs) times.shift();
+  };
+  return {
+    sent(payload: string) {
+      if (sent.size >= 10_000) {
+        for (const [p, times] of sent) {
+          forgetOld(times);
+          if (!times.length) sent.delete(p);
+        }
+      }
+      const times = sent.get(payload) ?? [];
+      times.push(now());
+      sent.set(payload, times);
+    },
+    /** One send of `payload` never reached the database. */
+    lost(payload: string) {
+      const times = sent.get(payload);
+      times?.pop();
+      if (!times?.length) sent.delete(payload);
+    },
+    /** True when `payload` is the echo of one this process sent (and counts it as seen). */
+    echo(payload: string): boolean {
+      const times = sent.get(payload);
+      if (!times) return false;
+      forgetOld(times);
+      const mine = times.shift() !== undefined;
+      if (!times.length) sent.delete(payload);
+      return mine;
+    },
+    clear() {
+      sent.clear();
+    },
+    get size() {
+      return sent.size;
+    },
+  };
+}

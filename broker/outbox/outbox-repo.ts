@@ -5,10 +5,16 @@ import { and, asc, eq, getTableColumns, gt, inArray, lte, or, sql } from 'drizzl
 import type { AuditEntry, AuditService } from '../../bot/audit/audit-service.ts';
 import type { Clock, DeliveryEvent } from '../../bot/ports.ts';
 import type { Db, DbOrTx } from '../../db/client.ts';
-import { deliveries } from '../../db/schema.ts';
+import { deliveries, endpoints } from '../../db/schema.ts';
 
 export type DeliveryRow = typeof deliveries.$inferSelect;
 export type ResultInput = { id: string; ok: boolean; result?: Record<string, unknown>; error?: string };
+/**
+ * What a stored result changes beside its delivery, committed with it: more audit records (a refusal by the
+ * agent, a script's full record) and the endpoint's isolation flag. Returned rather than written, so a batch
+ * of results costs one statement for all their records and one for all their flags.
+ */
+export type ResultEffects = { records?: AuditEntry[]; isolated?: boolean };
 export const FINAL_STATES = ['succeeded', 'failed', 'expired', 'cancelled'] as const;
 /** Deliveries an agent may still have to see: never sent, sent but unacked, or running. */
 const OPEN_STATES = ['queued', 'sent', 'acknowledged'] as const;
@@ -75,7 +81,7 @@ export function createOutboxRepo(deps: { db: Db; audit: AuditService; clock: Clo
   type ResultItem = {
     endpointId: string;
     res: ResultInput;
-    extraAudit?: (row: DeliveryRow, tx: DbOrTx) => Promise<void>;
+    effects?: (row: DeliveryRow) => ResultEffects;
   };
   type ResultOutcome =
     | { status: 'unknown' }
@@ -83,9 +89,10 @@ export function createOutboxRepo(deps: { db: Db; audit: AuditService; clock: Clo
     | { status: 'recorded'; row: DeliveryRow; event: DeliveryEvent };
 
   /**
-   * Records a batch of results: one statement stores them, one more writes their `delivery.result` records,
-   * then each item's extra records follow in order. Only a sent or acknowledged delivery takes a result: a
-   * queued one was never sent to the agent (unknown), and a final one keeps its first result.
+   * Records a batch of results: one statement stores them, one more writes their audit records (each result's
+   * `delivery.result` followed by its effects' records, in the order the results came), and one more sets the
+   * isolation flags they changed (an endpoint's last result wins). Only a sent or acknowledged delivery takes
+   * a result: a queued one was never sent to the agent (unknown), and a final one keeps its first result.
    */
   async function recordResultsIn(tx: DbOrTx, now: Date, items: ResultItem[]): Promise<ResultOutcome[]> {
     const key = (endpointId: string, id: string) => `${id}:${endpointId}`;
@@ -134,33 +141,39 @@ export function createOutboxRepo(deps: { db: Db; audit: AuditService; clock: Clo
       : [];
     const before = new Map(others.map((r) => [key(r.endpointId, r.id), r]));
     const ordered = [...firsts.values()];
-    await audit.appendAll(
-      ordered.flatMap((i) => {
-        const row = done.get(key(i.endpointId, i.res.id));
-        if (!row) return [];
-        return [
-          {
-            actorType: 'agent' as const,
-            actorId: i.endpointId,
-            action: 'delivery.result',
-            outcome: i.res.ok ? ('ok' as const) : ('failed' as const),
-            requestId: row.requestId,
-            endpointId: i.endpointId,
-            details: {
-              deliveryId: row.id,
-              action: row.action,
-              result: i.res.result ?? null,
-              error: i.res.error ?? null,
-            },
-          },
-        ];
-      }),
-      tx,
-      recorded[0]?.auditHead,
-    );
+    const records: AuditEntry[] = [];
+    const isolation = new Map<string, boolean>();
     for (const i of ordered) {
       const row = done.get(key(i.endpointId, i.res.id));
-      if (row) await i.extraAudit?.(row, tx);
+      if (!row) continue;
+      records.push({
+        actorType: 'agent',
+        actorId: i.endpointId,
+        action: 'delivery.result',
+        outcome: i.res.ok ? 'ok' : 'failed',
+        requestId: row.requestId,
+        endpointId: i.endpointId,
+        details: {
+          deliveryId: row.id,
+          action: row.action,
+          result: i.res.result ?? null,
+          error: i.res.error ?? null,
+        },
+      });
+      const effects = i.effects?.(row);
+      records.push(...(effects?.records ?? []));
+      if (effects?.isolated !== undefined) isolation.set(i.endpointId, effects.isolated);
+    }
+    await audit.appendAll(records, tx, recorded[0]?.auditHead);
+    if (isolation.size) {
+      // The endpoint's isolation flag commits with the result that changed it, so nobody reads a succeeded
+      // isolate of an endpoint still marked open.
+      const flags = [...isolation].map(([id, isolated]) => ({ id, isolated }));
+      await tx
+        .update(endpoints)
+        .set({ isolated: sql`f.isolated`, isolationChangedAt: now })
+        .from(sql`jsonb_to_recordset(${JSON.stringify(flags)}::jsonb) as f(id uuid, isolated boolean)`)
+        .where(sql`${endpoints.id} = f.id`);
     }
     return items.map((i): ResultOutcome => {
       const k = key(i.endpointId, i.res.id);
@@ -350,13 +363,9 @@ export function createOutboxRepo(deps: { db: Db; audit: AuditService; clock: Clo
     },
 
     /** Stores a result once; a repeat (the agent re-sends stored results after a reconnect) changes nothing. */
-    async recordResult(
-      endpointId: string,
-      res: ResultInput,
-      extraAudit?: (row: DeliveryRow, tx: DbOrTx) => Promise<void>,
-    ) {
+    async recordResult(endpointId: string, res: ResultInput, effects?: (row: DeliveryRow) => ResultEffects) {
       const now = clock.now();
-      const [out] = await db.transaction((tx) => recordResultsIn(tx, now, [{ endpointId, res, extraAudit }]));
+      const [out] = await db.transaction((tx) => recordResultsIn(tx, now, [{ endpointId, res, effects }]));
       return out!;
     },
 
