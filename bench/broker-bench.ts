@@ -7,6 +7,7 @@
 //   npm run bench:broker -- --quick      N=1,000, for development
 //   PGLITE_THREAD=both                   PGlite on its own thread (the default, as the platform runs it) and
 //                                        in the broker's thread, one after the other (`main`: only the latter)
+//   CPU_PROF_DIR=dir                     writes a CPU profile of the broker's thread over each fan-out there
 //
 // It raises its own open-file limit to the hard limit (re-running itself under bash when needed) and reports
 // what it got. Memory per connection is the broker process's resident size with N connections open less its
@@ -14,6 +15,7 @@
 import { fork } from 'node:child_process';
 import { randomBytes, randomUUID, webcrypto } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -98,6 +100,23 @@ const PGLITE_VARIANTS: Variant[] = (
     Variant[]
   >
 )[process.env.PGLITE_THREAD ?? ''] ?? ['pglite'];
+
+/** With CPU_PROF_DIR set, a CPU profile of this process (the broker's thread) over each fan-out. */
+async function startProfile() {
+  const dir = process.env.CPU_PROF_DIR;
+  if (!dir) return undefined;
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.start');
+  return {
+    async stop(name: string) {
+      const { profile } = await session.post('Profiler.stop');
+      writeFileSync(join(dir, `${name}.cpuprofile`), JSON.stringify(profile));
+      session.disconnect();
+    },
+  };
+}
 
 async function runOn(driver: Variant) {
   const dir = mkdtempSync(join(tmpdir(), 'ar-bench-'));
@@ -238,11 +257,16 @@ async function runOn(driver: Variant) {
     phase(`run ${run}: latency done`);
     // Fan-out: one action to every connected agent.
     const fanIds = await enqueueForAll();
+    const profiling = await startProfile();
     const tFan = performance.now();
     const fanDone = waitAll(fanIds);
-    await broker.dispatcher.wake(seeded.ids);
+    // Timed to the last ack as the broker recorded it, not to this code's next turn: wake() resolves only when
+    // its NOTIFYs for other brokers are through, which on a busy PGlite can be long after the acks.
+    const woke = broker.dispatcher.wake(seeded.ids);
     await fanDone;
-    const fanMs = performance.now() - tFan;
+    const fanMs = Math.max(...fanIds.map((id) => acked.get(id)!)) - tFan;
+    await profiling?.stop(`fanout-${driver}-${run}`);
+    await woke;
     phase(`run ${run}: fan-out done`);
     // Reconnect storm: every agent offline with one queued delivery, then all reconnect at once. Let the
     // agents' results land before they go away, so the storm carries only the new deliveries.
@@ -254,7 +278,7 @@ async function runOn(driver: Variant) {
     const stormDone = waitAll(stormIds);
     await ask({ cmd: 'connect' });
     await stormDone;
-    const stormMs = performance.now() - tStorm;
+    const stormMs = Math.max(...stormIds.map((id) => acked.get(id)!)) - tStorm;
     const seen = await ask<{ deliveries: number; doubled: number }>({ cmd: 'seen' });
     const [states] = await database.db
       .select({ acked: count() })
