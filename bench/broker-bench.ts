@@ -7,7 +7,8 @@
 //   npm run bench:broker -- --quick      N=1,000, for development
 //   PGLITE_THREAD=both                   PGlite on its own thread (the default, as the platform runs it) and
 //                                        in the broker's thread, one after the other (`main`: only the latter)
-//   CPU_PROF_DIR=dir                     writes a CPU profile of the broker's thread over each fan-out there
+//   CPU_PROF_DIR=dir                     writes CPU profiles of the broker's thread there: each handshake burst
+//                                        (connect-*) and each fan-out (fanout-*)
 //
 // It raises its own open-file limit to the hard limit (re-running itself under bash when needed) and reports
 // what it got. Memory per connection is the broker process's resident size with N connections open less its
@@ -101,7 +102,7 @@ const PGLITE_VARIANTS: Variant[] = (
   >
 )[process.env.PGLITE_THREAD ?? ''] ?? ['pglite'];
 
-/** With CPU_PROF_DIR set, a CPU profile of this process (the broker's thread) over each fan-out. */
+/** With CPU_PROF_DIR set, a CPU profile of this process (the broker's thread) until `stop`. */
 async function startProfile() {
   const dir = process.env.CPU_PROF_DIR;
   if (!dir) return undefined;
@@ -233,7 +234,9 @@ async function runOn(driver: Variant) {
   // the figure came out negative). Later runs may count some retained garbage: the figure errs high, never low.
   const rss0 = await settledRss();
   async function once(run: number) {
+    const connecting = await startProfile();
     const conn = await ask<{ connected: number; ms: number }>({ cmd: 'connect' });
+    await connecting?.stop(`connect-${driver}-${run}`);
     const rss1 = await settledRss();
     phase(`run ${run}: connected`);
     // Single-delivery latency: approval commit to the agent's ack being recorded.
