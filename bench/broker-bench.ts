@@ -8,7 +8,7 @@
 //   PGLITE_THREAD=both                   PGlite on its own thread (the default, as the platform runs it) and
 //                                        in the broker's thread, one after the other (`main`: only the latter)
 //   CPU_PROF_DIR=dir                     writes CPU profiles of the broker's thread there: each handshake burst
-//                                        (connect-*) and each fan-out (fanout-*)
+//                                        (connect-*), fan-out (fanout-*) and reconnect storm (storm-*)
 //
 // It raises its own open-file limit to the hard limit (re-running itself under bash when needed) and reports
 // what it got. Memory per connection is the broker process's resident size with N connections open less its
@@ -277,11 +277,13 @@ async function runOn(driver: Variant) {
     await ask({ cmd: 'disconnect' });
     while (broker.connected().length) await new Promise((r) => setTimeout(r, 50));
     const stormIds = await enqueueForAll();
+    const storming = await startProfile();
     const tStorm = performance.now();
     const stormDone = waitAll(stormIds);
     await ask({ cmd: 'connect' });
     await stormDone;
     const stormMs = Math.max(...stormIds.map((id) => acked.get(id)!)) - tStorm;
+    await storming?.stop(`storm-${driver}-${run}`);
     const seen = await ask<{ deliveries: number; doubled: number }>({ cmd: 'seen' });
     const [states] = await database.db
       .select({ acked: count() })
