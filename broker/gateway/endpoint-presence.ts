@@ -1,9 +1,20 @@
 // Presence: which broker holds which agent, and what the agent said about itself on hello.
 import { eq, inArray, sql } from 'drizzle-orm';
 import type { z } from 'zod';
-import type { Db } from '../../db/client.ts';
+import type { Db, DbOrTx } from '../../db/client.ts';
 import { endpoints } from '../../db/schema.ts';
 import type { helloFrame } from '../../protocol/frames.ts';
+
+/** Sets endpoints' isolation flags (endpoint id → isolated) in one statement, in the caller's transaction. */
+export async function setIsolationFlags(tx: DbOrTx, flags: Map<string, boolean>, now: Date) {
+  if (!flags.size) return;
+  const rows = [...flags].map(([id, isolated]) => ({ id, isolated }));
+  await tx
+    .update(endpoints)
+    .set({ isolated: sql`f.isolated`, isolationChangedAt: now })
+    .from(sql`jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as f(id uuid, isolated boolean)`)
+    .where(sql`${endpoints.id} = f.id`);
+}
 
 export function createEndpointPresence(deps: { db: Db; brokerId: string }) {
   const { db, brokerId } = deps;

@@ -120,6 +120,8 @@ export function createOutboxDispatcher(deps: {
  * An echo that never came (the NOTIFY failed, or the LISTEN session dropped: `clear` on resubscribing) is
  * forgotten after `ttlMs`, so the same payload sent later by another process is not passed over for it.
  */
+const MAX_PAYLOADS = 10_000;
+
 export function createEchoFilter(ttlMs = 10_000, now = () => Date.now()) {
   const sent = new Map<string, number[]>();
   const forgetOld = (times: number[]) => {
@@ -127,11 +129,13 @@ export function createEchoFilter(ttlMs = 10_000, now = () => Date.now()) {
   };
   return {
     sent(payload: string) {
-      if (sent.size >= 10_000) {
+      // Bounded, at a cost that does not grow per send: a sweep that frees less than half gives up on all.
+      if (sent.size >= MAX_PAYLOADS) {
         for (const [p, times] of sent) {
           forgetOld(times);
           if (!times.length) sent.delete(p);
         }
+        if (sent.size >= MAX_PAYLOADS / 2) sent.clear();
       }
       const times = sent.get(payload) ?? [];
       times.push(now());

@@ -5,7 +5,8 @@ import { and, asc, eq, getTableColumns, gt, inArray, lte, or, sql } from 'drizzl
 import type { AuditEntry, AuditService } from '../../bot/audit/audit-service.ts';
 import type { Clock, DeliveryEvent } from '../../bot/ports.ts';
 import type { Db, DbOrTx } from '../../db/client.ts';
-import { deliveries, endpoints } from '../../db/schema.ts';
+import { deliveries } from '../../db/schema.ts';
+import { setIsolationFlags } from '../gateway/endpoint-presence.ts';
 
 export type DeliveryRow = typeof deliveries.$inferSelect;
 export type ResultInput = { id: string; ok: boolean; result?: Record<string, unknown>; error?: string };
@@ -165,16 +166,9 @@ export function createOutboxRepo(deps: { db: Db; audit: AuditService; clock: Clo
       if (effects?.isolated !== undefined) isolation.set(i.endpointId, effects.isolated);
     }
     await audit.appendAll(records, tx, recorded[0]?.auditHead);
-    if (isolation.size) {
-      // The endpoint's isolation flag commits with the result that changed it, so nobody reads a succeeded
-      // isolate of an endpoint still marked open.
-      const flags = [...isolation].map(([id, isolated]) => ({ id, isolated }));
-      await tx
-        .update(endpoints)
-        .set({ isolated: sql`f.isolated`, isolationChangedAt: now })
-        .from(sql`jsonb_to_recordset(${JSON.stringify(flags)}::jsonb) as f(id uuid, isolated boolean)`)
-        .where(sql`${endpoints.id} = f.id`);
-    }
+    // The endpoint's isolation flag commits with the result that changed it, so nobody reads a succeeded
+    // isolate of an endpoint still marked open.
+    await setIsolationFlags(tx, isolation, now);
     return items.map((i): ResultOutcome => {
       const k = key(i.endpointId, i.res.id);
       const row = done.get(k);
